@@ -1,0 +1,45 @@
+# Everything a fresh machine needs, from the project's own files. `make test` and `make bench` are the two
+# commands of the README; CI (.ci/run) runs `make test` and `make cuda-check`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_CPU ?= torch==2.13.0
+TORCH_CUDA ?= torch==2.14.1
+CUDA_HOME ?= /usr/local/cuda
+DEPS = "triton>=3.6,<3.10" numpy ninja pytest expecttest hypothesis tqdm matplotlib pytest-benchmark
+
+.PHONY: all env build test bench cuda-check clean
+
+all: test
+
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade "setuptools>=70" wheel
+	$(VENV)/bin/pip install -q $(TORCH_CPU) $(DEPS)
+	touch $@
+
+env: $(VENV)/.deps
+
+build: env
+	$(VENV)/bin/pip install -q -e . --no-build-isolation
+
+test: build
+	$(VENV)/bin/python -m pytest -q
+
+bench: build
+	$(VENV)/bin/python bench/bench_mixed_op.py --quick --csv bench/results.csv
+
+# Compile-only check of the CUDA kernels: a CUDA build of torch in its own environment, the extension built
+# against it into build/cuda-check, loaded, and its ops asked for CUDA kernels. No GPU needed.
+.venv-cuda/.deps:
+	$(PYTHON) -m venv .venv-cuda
+	.venv-cuda/bin/pip install -q --upgrade "setuptools>=70" wheel
+	.venv-cuda/bin/pip install -q $(TORCH_CUDA) numpy ninja
+	touch $@
+
+cuda-check: .venv-cuda/.deps
+	CUDA_HOME=$(CUDA_HOME) TORCH_CUDA_ARCH_LIST=9.0 SNAS_FAST_CUDA=1 \
+		.venv-cuda/bin/python setup.py -q build_ext --build-lib build/cuda-check/lib --build-temp build/cuda-check/tmp
+	.venv-cuda/bin/python tools/check_cuda_build.py build/cuda-check/lib
+
+clean:
+	rm -rf build *.egg-info snas_fast/_C*.so

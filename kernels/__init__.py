@@ -1,0 +1,1 @@
+"""Triton kernels of snas_fast, installed as snas_fast.kernels."""

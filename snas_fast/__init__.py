@@ -1,0 +1,23 @@
+"""snas_fast: fused kernels for Stochastic Neural Architecture Search (SNAS) in PyTorch.
+
+Public API: :func:`mixed_op`, :func:`gumbel_mixed_op`, :class:`FusedMixedOp`, :mod:`snas_fast.reference`
+(the eager oracle and baseline), :func:`use_backend` and :func:`available_backends`.
+"""
+from . import reference
+from ._backend import available_backends, use_backend
+from . import _ops  # noqa: F401  (registers fake kernels and autograd)
+from .functional import gumbel_mixed_op, mixed_op
+from .modules import FusedMixedOp, Zero, is_zero_op
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FusedMixedOp",
+    "Zero",
+    "available_backends",
+    "gumbel_mixed_op",
+    "is_zero_op",
+    "mixed_op",
+    "reference",
+    "use_backend",
+]

@@ -1,0 +1,174 @@
+"""Registration of the ops: fake kernels and autograd for the C++ ops (``torch.ops.snas_fast.*``, schemas in
+csrc/mixed_op.cpp) and the Triton twins (``torch.ops.snas_fast.triton_*``, kernels in snas_fast/kernels).
+
+Each forward op's backward is one registered op (one launch): ``mixed_op_bwd`` or ``gumbel_mixed_op_bwd``.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _backend, reference
+
+LIB = "snas_fast"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The Triton twins of the C++ ops: same schemas, same checks left to the public layer, same kernels contract.
+# ---------------------------------------------------------------------------------------------------------
+def _acc_dtype(ys: List[Tensor]) -> torch.dtype:
+    return torch.float64 if ys[0].dtype == torch.float64 else torch.float32
+
+
+def _table(t: Tensor, acc: torch.dtype) -> Tensor:
+    return t.to(acc).contiguous().view(-1, t.shape[-1])
+
+
+def _triton_fwd(ys, live, logits, noise, rng, softmax: bool, tau: float, hard: bool) -> Tuple[Tensor, Tensor]:
+    from .kernels import mixed_op as kernels
+
+    ys = [y.contiguous() for y in ys]
+    acc = _acc_dtype(ys)
+    table = _table(logits, acc)
+    noise_table = _table(noise, acc) if (softmax and noise is not None) else None
+    seed, offset = rng.tolist() if (softmax and noise is None) else (0, 0)
+    out = torch.empty(ys[0].shape, dtype=ys[0].dtype, device=ys[0].device)
+    z = torch.empty_like(table) if softmax else None
+    if out.numel() == 0:  # no element: only the sample, from the same noise, in plain torch
+        if softmax:
+            g = noise_table
+            if g is None:
+                g = reference.philox_gumbel(table.shape, seed, offset, device=table.device, dtype=acc)
+            z.copy_(reference.gumbel_softmax(table, tau, g.to(table)))
+    else:
+        kernels.mixed_op_fwd(ys, list(live), table, noise_table, softmax, tau, hard, seed, offset, out.view(-1), z)
+    z = z.view(logits.shape).to(logits.dtype) if softmax else torch.empty(0, device=logits.device)
+    return out, z
+
+
+def _triton_bwd(ys, live, w, grad_out, grad_z, jacobian: bool, tau: float, hard: bool):
+    from .kernels import mixed_op as kernels
+
+    ys = [y.contiguous() for y in ys]
+    acc = _acc_dtype(ys)
+    table = _table(w, acc)
+    grad_out = grad_out.to(ys[0].dtype).contiguous()
+    gz = _table(grad_z, acc) if grad_z is not None else None
+    dys = [torch.empty_like(y) for y in ys]
+    grad_w = torch.empty_like(table)
+    if ys[0].numel() == 0:
+        dw = gz if gz is not None else torch.zeros_like(table)
+        grad_w.copy_(table * (dw - (table * dw).sum(-1, keepdim=True)) / tau if jacobian else dw)
+    else:
+        flat = [d.view(-1) for d in dys]
+        kernels.mixed_op_bwd(ys, list(live), table, grad_out.view(-1), gz, jacobian, tau, hard, flat, grad_w)
+    return dys, grad_w.view(w.shape).to(w.dtype)
+
+
+@torch.library.custom_op(f"{LIB}::triton_mixed_op_fwd", mutates_args=())
+def triton_mixed_op_fwd(ys: List[Tensor], live: List[int], weights: Tensor) -> Tensor:
+    return _triton_fwd(ys, live, weights, None, None, False, 1.0, False)[0]
+
+
+@torch.library.custom_op(f"{LIB}::triton_mixed_op_bwd", mutates_args=())
+def triton_mixed_op_bwd(
+    ys: List[Tensor], live: List[int], weights: Tensor, grad_out: Tensor
+) -> Tuple[List[Tensor], Tensor]:
+    return _triton_bwd(ys, live, weights, grad_out, None, False, 1.0, False)
+
+
+@torch.library.custom_op(f"{LIB}::triton_gumbel_mixed_op_fwd", mutates_args=())
+def triton_gumbel_mixed_op_fwd(
+    ys: List[Tensor],
+    live: List[int],
+    log_alpha: Tensor,
+    tau: float,
+    noise: Optional[Tensor],
+    rng: Optional[Tensor],
+    hard: bool,
+) -> Tuple[Tensor, Tensor]:
+    return _triton_fwd(ys, live, log_alpha, noise, rng, True, tau, hard)
+
+
+@torch.library.custom_op(f"{LIB}::triton_gumbel_mixed_op_bwd", mutates_args=())
+def triton_gumbel_mixed_op_bwd(
+    ys: List[Tensor],
+    live: List[int],
+    z: Tensor,
+    tau: float,
+    hard: bool,
+    grad_out: Tensor,
+    grad_z: Optional[Tensor],
+) -> Tuple[List[Tensor], Tensor]:
+    return _triton_bwd(ys, live, z, grad_out, grad_z, True, tau, hard)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Fake kernels and autograd, the same for both families.
+# ---------------------------------------------------------------------------------------------------------
+def _fake_fwd(ys, live, weights):
+    return ys[0].new_empty(ys[0].shape)
+
+
+def _fake_bwd(ys, live, weights, grad_out):
+    return [y.new_empty(y.shape) for y in ys], weights.new_empty(weights.shape)
+
+
+def _fake_gumbel_fwd(ys, live, log_alpha, tau, noise, rng, hard):
+    return ys[0].new_empty(ys[0].shape), log_alpha.new_empty(log_alpha.shape)
+
+
+def _fake_gumbel_bwd(ys, live, z, tau, hard, grad_out, grad_z):
+    return [y.new_empty(y.shape) for y in ys], z.new_empty(z.shape)
+
+
+def _register(prefix: str) -> None:
+    ops = getattr(torch.ops, LIB)
+    bwd = getattr(ops, f"{prefix}mixed_op_bwd")
+    gumbel_bwd = getattr(ops, f"{prefix}gumbel_mixed_op_bwd")
+
+    def setup_mixed(ctx, inputs, output):
+        ys, live, weights = inputs
+        ctx.save_for_backward(weights, *ys)
+        ctx.live = live
+
+    def backward_mixed(ctx, grad_out):
+        weights, *ys = ctx.saved_tensors
+        dys, dw = bwd(ys, ctx.live, weights, grad_out)
+        return list(dys), None, dw
+
+    def setup_gumbel(ctx, inputs, output):
+        ys, live, log_alpha, tau, noise, rng, hard = inputs
+        ctx.save_for_backward(output[1], *ys)  # the soft sample z, never the noise
+        ctx.live, ctx.tau, ctx.hard = live, tau, hard
+
+    def backward_gumbel(ctx, grad_out, grad_z):
+        z, *ys = ctx.saved_tensors
+        if grad_out is None:  # only z was used downstream
+            grad_out = ys[0].new_zeros(ys[0].shape)
+        dys, dlog_alpha = gumbel_bwd(ys, ctx.live, z, ctx.tau, ctx.hard, grad_out, grad_z)
+        return list(dys), None, dlog_alpha, None, None, None, None
+
+    for name, fake in (
+        ("mixed_op_fwd", _fake_fwd),
+        ("mixed_op_bwd", _fake_bwd),
+        ("gumbel_mixed_op_fwd", _fake_gumbel_fwd),
+        ("gumbel_mixed_op_bwd", _fake_gumbel_bwd),
+    ):
+        torch.library.register_fake(f"{LIB}::{prefix}{name}")(fake)
+    torch.library.register_autograd(f"{LIB}::{prefix}mixed_op_fwd", backward_mixed, setup_context=setup_mixed)
+    torch.library.register_autograd(
+        f"{LIB}::{prefix}gumbel_mixed_op_fwd", backward_gumbel, setup_context=setup_gumbel
+    )
+
+
+_register("triton_")
+if _backend.HAVE_EXTENSION:
+    _register("")
+
+
+def op(backend: str, name: str):
+    """Op ``name`` of ``backend``: the extension's for "cuda" and "cpu", the Triton twin for "triton"."""
+    return getattr(getattr(torch.ops, LIB), ("triton_" if backend == "triton" else "") + name)

@@ -1,0 +1,134 @@
+"""Plain eager PyTorch versions of the fused ops: the oracle of the tests and the baseline of the benchmarks.
+
+Everything here is written the way one-shot NAS code writes it (DARTS's ``sum(w * op(x) for w, op in ...)``,
+GDAS's straight-through ``h - z.detach() + z``), with autograd doing the backward. The Gumbel noise that the
+kernels draw internally is reproduced exactly by :func:`philox_gumbel`, so the reference and the kernels give
+the same sample for the same ``torch.manual_seed``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+Candidates = Union[Tensor, Sequence[Optional[Tensor]]]
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _as_list(ys: Candidates) -> list:
+    return list(ys.unbind(0)) if isinstance(ys, Tensor) else list(ys)
+
+
+def _column(weights: Tensor, k: int, like: Tensor) -> Tensor:
+    """Weight k, shaped to broadcast against a candidate: a scalar for [K], [B, 1, ...] for [B, K]."""
+    if weights.dim() == 1:
+        return weights[k]
+    return weights[:, k].reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+def mixed_op(ys: Candidates, weights: Tensor) -> Tensor:
+    """``sum_k weights[..., k] * ys[k]``, skipping candidates that are ``None`` (zero ops).
+
+    Args:
+        ys: ``[K, *S]`` tensor, or K tensors of shape ``S`` (``None`` for a zero op).
+        weights: ``[K]``, or ``[B, K]`` with ``B = S[0]``.
+    Returns:
+        ``[*S]``.
+    """
+    out = None
+    for k, y in enumerate(_as_list(ys)):
+        if y is None:
+            continue
+        term = _column(weights, k, y) * y
+        out = term if out is None else out + term
+    return out
+
+
+def _philox_first_word(seed: int, counter: Tensor) -> Tensor:
+    """Philox4x32-10 of counters ``counter`` (int64) with a 64-bit seed; the first output word (as int64)."""
+    k0, k1 = seed & _MASK32, (seed >> 32) & _MASK32
+    c0, c1 = counter & _MASK32, (counter >> 32) & _MASK32
+    c2 = torch.zeros_like(c0)
+    c3 = torch.zeros_like(c0)
+    a, b = 0xD2511F53, 0xCD9E8D57
+    for _ in range(10):
+        p0, p1 = a * c0, b * c2  # int64 products wrap; their low 32 bits are exact
+        hi0 = _mulhi32(a, c0)
+        hi1 = _mulhi32(b, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, p1 & _MASK32, hi0 ^ c3 ^ k1, p0 & _MASK32
+        k0, k1 = (k0 + 0x9E3779B9) & _MASK32, (k1 + 0xBB67AE85) & _MASK32
+    return c0
+
+
+def _mulhi32(a: int, x: Tensor) -> Tensor:
+    """High 32 bits of the 64-bit product of the constant a and x (both < 2^32), without int64 overflow."""
+    a_lo, a_hi = a & 0xFFFF, a >> 16
+    x_lo, x_hi = x & 0xFFFF, x >> 16
+    mid = a_hi * x_lo + ((a_lo * x_lo) >> 16)
+    mid2 = a_lo * x_hi + (mid & 0xFFFF)
+    return (a_hi * x_hi + (mid >> 16) + (mid2 >> 16)) & _MASK32
+
+
+def philox_gumbel(shape, seed: int, offset: int, device=None, dtype=torch.float32) -> Tensor:
+    """The Gumbel noise the kernels draw for a logits table of ``shape`` from ``(seed, offset)``.
+
+    Element i (row-major) is ``-log(-log(u))`` with ``u = ((r >> 8) + 0.5) * 2^-24`` and r the first word of
+    Philox4x32-10 at counter ``offset + i`` (see csrc/philox.h), computed in ``dtype``: the kernels use their
+    accumulation type (float32, or float64 for float64 candidates).
+    """
+    n = 1
+    for s in shape:
+        n *= int(s)
+    counter = torch.arange(n, dtype=torch.int64, device=device) + offset
+    r = _philox_first_word(int(seed), counter)
+    u = ((r >> 8).to(dtype) + 0.5) * 2.0**-24
+    return (-torch.log(-torch.log(u))).reshape(tuple(shape))
+
+
+def draw_rng() -> Tensor:
+    """``(seed, offset)`` for one internal Gumbel draw, from torch's default (CPU) generator: int64, shape [2]."""
+    return torch.randint(0, 2**62, (2,), dtype=torch.int64)
+
+
+def gumbel_softmax(log_alpha: Tensor, tau: float, noise: Tensor) -> Tensor:
+    """``softmax((log_alpha + noise) / tau)`` over the last dimension (the concrete distribution's sample)."""
+    return torch.softmax((log_alpha + noise) / tau, dim=-1)
+
+
+def straight_through(z: Tensor) -> Tensor:
+    """GDAS's hard sample: the one-hot argmax in the forward, the gradient of the soft ``z`` in the backward."""
+    hard = torch.nn.functional.one_hot(z.argmax(-1), z.shape[-1]).to(z.dtype)
+    return hard - z.detach() + z
+
+
+def gumbel_mixed_op(
+    ys: Candidates,
+    log_alpha: Tensor,
+    tau: float,
+    *,
+    noise: Optional[Tensor] = None,
+    hard: bool = False,
+    return_weights: bool = False,
+):
+    """Eager ``Z = softmax((log_alpha + g) / tau)``, then :func:`mixed_op` with ``Z`` (or its straight-through
+    one-hot when ``hard``). ``g`` is ``noise`` or the kernels' Philox noise drawn from the default generator.
+
+    Args:
+        ys: ``[K, *S]`` tensor, or K tensors of shape ``S`` (``None`` for a zero op).
+        log_alpha: ``[K]`` or ``[B, K]``.
+        tau: temperature > 0.
+        noise: Gumbel noise shaped like ``log_alpha``, or None.
+    Returns:
+        ``out`` of shape ``S``, or ``(out, Z)`` with ``return_weights``.
+    """
+    if noise is None:
+        seed, offset = draw_rng().tolist()
+        first = next(y for y in _as_list(ys) if y is not None)
+        acc = torch.float64 if first.dtype == torch.float64 else torch.float32
+        noise = philox_gumbel(log_alpha.shape, seed, offset, device=log_alpha.device, dtype=acc)
+    z = gumbel_softmax(log_alpha, tau, noise.to(log_alpha.dtype))
+    weights = straight_through(z) if hard else z
+    out = mixed_op(ys, weights)
+    return (out, weights) if return_weights else out
