@@ -2,7 +2,8 @@
 //
 // Philox4x32-10 (Salmon et al., SC'11) with key (seed_lo, seed_hi) and counter (c_lo, c_hi, 0, 0), where
 // c = offset + i for the i-th logit in row-major order of log_alpha ([K] or [B, K]). Only the first output word
-// r is used:  u = ((r >> 8) + 0.5) * 2^-24  lies strictly inside (0, 1) (exact in float), and  g = -log(-log(u))
+// r is used:  u = ((r >> 9) + 0.5) * 2^-23  lies strictly inside (0, 1) and is exact in float (24 bits), and
+// g = -log(-log(u))
 // computed in the accumulation type T (float, or double for float64 inputs).
 // This is exactly what Triton's tl.randint(seed, offset + i) returns, so all backends draw the same noise.
 #pragma once
@@ -46,7 +47,7 @@ SNAS_HOST_DEVICE uint32_t philox_first_word(uint64_t seed, uint64_t counter) {
 template <typename T>
 SNAS_HOST_DEVICE T gumbel_noise(uint64_t seed, uint64_t offset, uint64_t index) {
   const uint32_t r = philox_first_word(seed, offset + index);
-  const T u = (static_cast<T>(r >> 8) + T(0.5)) * T(5.9604644775390625e-08);  // 2^-24
+  const T u = (static_cast<T>(r >> 9) + T(0.5)) * T(1.1920928955078125e-07);  // 2^-23: u in [2^-24, 1 - 2^-24]
   return -log(-log(u));
 }
 

@@ -74,7 +74,7 @@ def _mulhi32(a: int, x: Tensor) -> Tensor:
 def philox_gumbel(shape, seed: int, offset: int, device=None, dtype=torch.float32) -> Tensor:
     """The Gumbel noise the kernels draw for a logits table of ``shape`` from ``(seed, offset)``.
 
-    Element i (row-major) is ``-log(-log(u))`` with ``u = ((r >> 8) + 0.5) * 2^-24`` and r the first word of
+    Element i (row-major) is ``-log(-log(u))`` with ``u = ((r >> 9) + 0.5) * 2^-23`` and r the first word of
     Philox4x32-10 at counter ``offset + i`` (see csrc/philox.h), computed in ``dtype``: the kernels use their
     accumulation type (float32, or float64 for float64 candidates).
     """
@@ -82,9 +82,13 @@ def philox_gumbel(shape, seed: int, offset: int, device=None, dtype=torch.float3
     for s in shape:
         n *= int(s)
     counter = torch.arange(n, dtype=torch.int64, device=device) + offset
-    r = _philox_first_word(int(seed), counter)
-    u = ((r >> 8).to(dtype) + 0.5) * 2.0**-24
+    u = _uniform(_philox_first_word(int(seed), counter), dtype)
     return (-torch.log(-torch.log(u))).reshape(tuple(shape))
+
+
+def _uniform(r: Tensor, dtype: torch.dtype) -> Tensor:
+    """32 random bits (int64 holding a uint32) to a uniform in [2^-24, 1 - 2^-24], exact in float32."""
+    return ((r >> 9).to(dtype) + 0.5) * 2.0**-23
 
 
 def draw_rng() -> Tensor:

@@ -191,3 +191,12 @@ def test_philox_reference_matches_known_answer():
     """
     r = reference._philox_first_word(0, torch.zeros(1, dtype=torch.int64))
     assert r.item() == 0x6627E8D5
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_uniform_mapping_stays_inside_the_open_interval(dtype):
+    """The extreme Philox words give u strictly inside (0, 1), so the Gumbel noise is always finite."""
+    r = torch.tensor([0, 1, 511, 512, 2**31, 2**32 - 512, 2**32 - 1], dtype=torch.int64)
+    u = reference._uniform(r, dtype)
+    assert (u > 0).all() and (u < 1).all()
+    assert torch.isfinite(-torch.log(-torch.log(u))).all()
