@@ -200,3 +200,15 @@ def test_uniform_mapping_stays_inside_the_open_interval(dtype):
     u = reference._uniform(r, dtype)
     assert (u > 0).all() and (u < 1).all()
     assert torch.isfinite(-torch.log(-torch.log(u))).all()
+
+
+@pytest.mark.parametrize("backend,device", [p for p in BACKEND_DEVICES if not interpreted(*p)],
+                         ids=[i for p, i in zip(BACKEND_DEVICES, BACKEND_IDS) if not interpreted(*p)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64], ids=str)
+def test_large_outputs(backend, device, dtype):
+    """Outputs of several MiB (the CPU kernel streams them past the cache), rows not aligned to a vector."""
+    shape = (3, 350_001)
+    ys = make_ys(8, shape, dtype, device, dead=(0,))
+    weights = torch.rand(3, 8, dtype=table_dtype(dtype), device=device)
+    g = torch.randn(shape, dtype=dtype, device=device)
+    check_mixed(backend, device, dtype, ys, weights, g)

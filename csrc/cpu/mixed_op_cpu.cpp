@@ -6,7 +6,12 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <vector>
+
+#if defined(CPU_CAPABILITY_AVX2)
+#include <immintrin.h>
+#endif
 
 #include "../mixed_op.h"
 #include "../philox.h"
@@ -22,6 +27,51 @@ constexpr int64_t kChunk = 16384;
 
 template <typename scalar_t>
 constexpr bool kReduced = at::is_reduced_floating_point_v<scalar_t>;
+
+// Outputs of a call that writes at least this many bytes are written with non-temporal (streaming) stores:
+// they would not stay in the core's cache anyway, and streaming skips the read-for-ownership of every line.
+constexpr int64_t kStreamBytes = 4 << 20;
+
+#if defined(CPU_CAPABILITY_AVX2)
+constexpr int64_t kStreamAlign = 32;  // bytes: _mm256_stream_* needs 32-byte aligned addresses
+template <typename scalar_t>
+inline void store_stream(scalar_t* p, const Vectorized<scalar_t>& v) {
+  if constexpr (std::is_same_v<scalar_t, float>) {
+    _mm256_stream_ps(p, v);
+  } else if constexpr (std::is_same_v<scalar_t, double>) {
+    _mm256_stream_pd(p, v);
+  } else {
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), v);
+  }
+}
+inline void stream_fence() { _mm_sfence(); }
+#else
+constexpr int64_t kStreamAlign = 1;
+template <typename scalar_t>
+inline void store_stream(scalar_t* p, const Vectorized<scalar_t>& v) {
+  v.store(p);
+}
+inline void stream_fence() {}
+#endif
+
+// Stores one vector: streaming when asked (p must then be kStreamAlign-aligned), else a plain store.
+template <typename scalar_t>
+inline void store(scalar_t* p, const Vectorized<scalar_t>& v, bool stream) {
+  if (stream) {
+    store_stream(p, v);
+  } else {
+    v.store(p);
+  }
+}
+
+// Elements to handle one by one before p is aligned for streaming stores (0 when not streaming).
+template <typename scalar_t>
+inline int64_t stream_head(const scalar_t* p, int64_t n, bool stream) {
+  if (!stream || kStreamAlign == 1) return 0;
+  const auto misalign = reinterpret_cast<uintptr_t>(p) % kStreamAlign;
+  if (misalign % sizeof(scalar_t) != 0) return n;  // never aligned: all scalar (cannot happen for torch tensors)
+  return std::min<int64_t>(n, misalign ? (kStreamAlign - misalign) / sizeof(scalar_t) : 0);
+}
 
 // The weights each row applies, [R, K], in acc_t: the given weights, or z = softmax((logits + g) / tau) (then
 // copied to z_out) and, when hard, one_hot(argmax z) with ties to the smallest index.
@@ -53,11 +103,22 @@ std::vector<acc_t> row_weights(const acc_t* logits, const acc_t* noise, int64_t 
   return w;
 }
 
+template <typename scalar_t, typename acc_t>
+inline void weighted_sum_scalar(const scalar_t* const* y, const acc_t* w, int64_t kl, int64_t from, int64_t to,
+                                scalar_t* out) {
+  for (int64_t i = from; i < to; ++i) {
+    acc_t acc = 0;
+    for (int64_t j = 0; j < kl; ++j) acc += w[j] * static_cast<acc_t>(y[j][i]);
+    out[i] = static_cast<scalar_t>(acc);
+  }
+}
+
 // out = sum_j w_j * y_j over n elements. y: K' pointers to n elements, w: K' weights, out: n elements.
 template <typename scalar_t, typename acc_t>
-void weighted_sum(const scalar_t* const* y, const acc_t* w, int64_t kl, int64_t n, scalar_t* out) {
+void weighted_sum(const scalar_t* const* y, const acc_t* w, int64_t kl, int64_t n, scalar_t* out, bool stream) {
   using aVec = Vectorized<acc_t>;
-  int64_t i = 0;
+  int64_t i = stream_head(out, n, stream);
+  weighted_sum_scalar(y, w, kl, 0, i, out);
   if constexpr (kReduced<scalar_t>) {
     using sVec = Vectorized<scalar_t>;
     for (; i + sVec::size() <= n; i += sVec::size()) {
@@ -67,51 +128,55 @@ void weighted_sum(const scalar_t* const* y, const acc_t* w, int64_t kl, int64_t 
         lo = at::vec::fmadd(aVec(w[j]), a, lo);
         hi = at::vec::fmadd(aVec(w[j]), b, hi);
       }
-      at::vec::convert_from_float<scalar_t>(lo, hi).store(out + i);
+      store(out + i, at::vec::convert_from_float<scalar_t>(lo, hi), stream);
     }
   } else {
     for (; i + aVec::size() <= n; i += aVec::size()) {
       aVec acc(0);
       for (int64_t j = 0; j < kl; ++j) acc = at::vec::fmadd(aVec(w[j]), aVec::loadu(y[j] + i), acc);
-      acc.store(out + i);
+      store(out + i, acc, stream);
     }
   }
-  for (; i < n; ++i) {
-    acc_t acc = 0;
-    for (int64_t j = 0; j < kl; ++j) acc += w[j] * static_cast<acc_t>(y[j][i]);
-    out[i] = static_cast<scalar_t>(acc);
-  }
+  weighted_sum_scalar(y, w, kl, i, n, out);
 }
 
 // dy = w * g and returns <y, g>, over n elements.
 template <typename scalar_t, typename acc_t>
-acc_t scale_and_dot(const scalar_t* y, const scalar_t* g, acc_t w, int64_t n, scalar_t* dy) {
+inline acc_t scale_and_dot_scalar(const scalar_t* y, const scalar_t* g, acc_t w, int64_t from, int64_t to,
+                                  scalar_t* dy) {
+  acc_t total = 0;
+  for (int64_t i = from; i < to; ++i) {
+    const acc_t gi = static_cast<acc_t>(g[i]);
+    dy[i] = static_cast<scalar_t>(w * gi);
+    total += static_cast<acc_t>(y[i]) * gi;
+  }
+  return total;
+}
+
+template <typename scalar_t, typename acc_t>
+acc_t scale_and_dot(const scalar_t* y, const scalar_t* g, acc_t w, int64_t n, scalar_t* dy, bool stream) {
   using aVec = Vectorized<acc_t>;
   aVec dot(0);
-  int64_t i = 0;
+  int64_t i = stream_head(dy, n, stream);
+  const acc_t head = scale_and_dot_scalar(y, g, w, 0, i, dy);
   if constexpr (kReduced<scalar_t>) {
     using sVec = Vectorized<scalar_t>;
     for (; i + sVec::size() <= n; i += sVec::size()) {
       auto [g0, g1] = at::vec::convert_to_float<scalar_t>(sVec::loadu(g + i));
       auto [y0, y1] = at::vec::convert_to_float<scalar_t>(sVec::loadu(y + i));
-      at::vec::convert_from_float<scalar_t>(g0 * aVec(w), g1 * aVec(w)).store(dy + i);
+      store(dy + i, at::vec::convert_from_float<scalar_t>(g0 * aVec(w), g1 * aVec(w)), stream);
       dot = at::vec::fmadd(y0, g0, dot);
       dot = at::vec::fmadd(y1, g1, dot);
     }
   } else {
     for (; i + aVec::size() <= n; i += aVec::size()) {
       const aVec gv = aVec::loadu(g + i);
-      (gv * aVec(w)).store(dy + i);
+      store(dy + i, gv * aVec(w), stream);
       dot = at::vec::fmadd(aVec::loadu(y + i), gv, dot);
     }
   }
-  acc_t total = at::vec::vec_reduce_all<acc_t>([](aVec& a, aVec& b) { return a + b; }, dot);
-  for (; i < n; ++i) {
-    const acc_t gi = static_cast<acc_t>(g[i]);
-    dy[i] = static_cast<scalar_t>(w * gi);
-    total += static_cast<acc_t>(y[i]) * gi;
-  }
-  return total;
+  const acc_t body = at::vec::vec_reduce_all<acc_t>([](aVec& a, aVec& b) { return a + b; }, dot);
+  return head + body + scale_and_dot_scalar(y, g, w, i, n, dy);
 }
 
 template <typename scalar_t>
@@ -138,14 +203,16 @@ void mixed_op_fwd_cpu(at::TensorList ys, at::IntArrayRef live, const at::Tensor&
     const auto y = data_ptrs<scalar_t>(ys);
     scalar_t* o = out.mutable_data_ptr<scalar_t>();
     const int64_t per_row = (M + kChunk - 1) / kChunk;
+    const bool stream = N * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamBytes;
     at::parallel_for(0, R * per_row, 1, [&](int64_t begin, int64_t end) {
       std::vector<const scalar_t*> yc(kl);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t r = t / per_row, start = r * M + (t % per_row) * kChunk;
         const int64_t n = std::min(kChunk, (r + 1) * M - start);
         for (int64_t j = 0; j < kl; ++j) yc[j] = y[j] + start;
-        weighted_sum<scalar_t, acc_t>(yc.data(), wl.data() + r * kl, kl, n, o + start);
+        weighted_sum<scalar_t, acc_t>(yc.data(), wl.data() + r * kl, kl, n, o + start, stream);
       }
+      if (stream) stream_fence();
     });
   });
 }
@@ -164,14 +231,16 @@ void mixed_op_bwd_cpu(at::TensorList ys, at::IntArrayRef live, const at::Tensor&
     const scalar_t* g = grad_out.const_data_ptr<scalar_t>();
     const int64_t per_row = (M + kChunk - 1) / kChunk;
     std::vector<acc_t> partial(R * per_row * kl);  // <y_j, g> per task, [R * per_row, K']
+    const bool stream = kl * N * static_cast<int64_t>(sizeof(scalar_t)) >= kStreamBytes;
     at::parallel_for(0, R * per_row, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
         const int64_t r = t / per_row, start = r * M + (t % per_row) * kChunk;
         const int64_t n = std::min(kChunk, (r + 1) * M - start);
         for (int64_t j = 0; j < kl; ++j)
           partial[t * kl + j] =
-              scale_and_dot<scalar_t, acc_t>(y[j] + start, g + start, used[r * K + live[j]], n, dy[j] + start);
+              scale_and_dot<scalar_t, acc_t>(y[j] + start, g + start, used[r * K + live[j]], n, dy[j] + start, stream);
       }
+      if (stream) stream_fence();
     });
     // Fixed-order reduction of the partials (in double), then the softmax Jacobian per row.
     acc_t* gw = grad_w.mutable_data_ptr<acc_t>();
