@@ -1,8 +1,14 @@
-// Schemas of the fused mixed op and their device routing. Each op checks its arguments (naming the argument,
-// what was expected and what came), makes the tensors the kernels expect (csrc/mixed_op.h) and calls the
-// backend of the device: csrc/cpu/mixed_op_cpu.cpp or csrc/cuda/mixed_op_cuda.cu. Autograd and the fake
-// (meta) kernels are registered from Python, in snas_fast/_ops.py.
+// Schemas of the fused mixed op, their device routing and their autograd. Each op checks its arguments (naming
+// the argument, what was expected and what came), makes the tensors the kernels expect (csrc/mixed_op.h) and
+// calls the backend of the device: csrc/cpu/mixed_op_cpu.cpp or csrc/cuda/mixed_op_cuda.cu. The fake (meta)
+// kernels are registered from Python, in snas_fast/_ops.py.
+//
+// Autograd is registered here, in C++, rather than with torch.library.register_autograd: that Python wrapper
+// cost about 100 us per call here (pytree flattening of the candidate list), more than an eager edge's own
+// overhead, and a supernet makes ~100 such calls per step. The backward of each forward op is the one
+// registered backward op (one launch).
 #include <Python.h>
+#include <torch/autograd.h>
 #include <torch/library.h>
 
 #include <algorithm>
@@ -138,6 +144,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> bwd(at::TensorList ys_in, at::In
   const auto ys = check_candidates(ys_in, live, w, name);
   TORCH_CHECK(grad_out_in.sizes() == ys[0].sizes(), "grad_out: expected shape ", ys[0].sizes(), ", got ",
               grad_out_in.sizes());
+  TORCH_CHECK(grad_out_in.device() == ys[0].device(), "grad_out: expected a tensor on ", ys[0].device(), ", got ",
+              grad_out_in.device());
   if (jacobian) check_tau(tau);
   const auto acc = acc_type(ys[0].scalar_type());
   const auto table = as_table(w, acc);
@@ -145,6 +153,8 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> bwd(at::TensorList ys_in, at::In
   at::Tensor gz;
   if (grad_z.has_value()) {
     TORCH_CHECK(grad_z->sizes() == w.sizes(), "grad_z: expected shape ", w.sizes(), ", got ", grad_z->sizes());
+    TORCH_CHECK(grad_z->device() == w.device(), "grad_z: expected a tensor on ", w.device(), ", got ",
+                grad_z->device());
     gz = as_table(*grad_z, acc);
   }
   std::vector<at::Tensor> dys;
@@ -184,6 +194,103 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> gumbel_mixed_op_bwd(at::TensorLi
   return bwd(ys, live, z, grad_out, grad_z, true, tau, hard, "z");
 }
 
+// ---------------------------------------------------------------------------------------------------------
+// Autograd: each forward op's backward is its registered backward op, called through the dispatcher.
+// ---------------------------------------------------------------------------------------------------------
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Gradients for the arguments of forward, in order: one per candidate, then one per other argument.
+variable_list grads_for(std::vector<at::Tensor> dys, const at::Tensor& dtable, size_t trailing_args) {
+  variable_list grads(std::make_move_iterator(dys.begin()), std::make_move_iterator(dys.end()));
+  grads.emplace_back();  // live
+  grads.push_back(dtable);
+  grads.resize(grads.size() + trailing_args);  // undefined: no gradient
+  return grads;
+}
+
+class MixedOpFunction : public torch::autograd::Function<MixedOpFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, at::TensorList ys, at::IntArrayRef live,
+                            const at::Tensor& weights) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("snas_fast::mixed_op_fwd", "")
+                         .typed<at::Tensor(at::TensorList, at::IntArrayRef, const at::Tensor&)>();
+    std::vector<at::Tensor> saved(ys.begin(), ys.end());
+    saved.push_back(weights);
+    ctx->save_for_backward(saved);
+    ctx->saved_data["live"] = live.vec();
+    return op.call(ys, live, weights);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("snas_fast::mixed_op_bwd", "")
+                         .typed<std::tuple<std::vector<at::Tensor>, at::Tensor>(
+                             at::TensorList, at::IntArrayRef, const at::Tensor&, const at::Tensor&)>();
+    auto saved = ctx->get_saved_variables();
+    const auto weights = saved.back();
+    saved.pop_back();
+    const auto live = ctx->saved_data["live"].toIntVector();
+    auto [dys, dw] = op.call(saved, live, weights, grad_outputs[0]);
+    return grads_for(std::move(dys), dw, 0);
+  }
+};
+
+class GumbelMixedOpFunction : public torch::autograd::Function<GumbelMixedOpFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, at::TensorList ys, at::IntArrayRef live,
+                               const at::Tensor& log_alpha, double tau, const c10::optional<at::Tensor>& noise,
+                               const c10::optional<at::Tensor>& rng, bool hard) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("snas_fast::gumbel_mixed_op_fwd", "")
+                         .typed<std::tuple<at::Tensor, at::Tensor>(
+                             at::TensorList, at::IntArrayRef, const at::Tensor&, double,
+                             const c10::optional<at::Tensor>&, const c10::optional<at::Tensor>&, bool)>();
+    auto [out, z] = op.call(ys, live, log_alpha, tau, noise, rng, hard);
+    std::vector<at::Tensor> saved(ys.begin(), ys.end());
+    saved.push_back(z);  // the soft sample (K numbers per row), never the noise
+    ctx->save_for_backward(saved);
+    ctx->saved_data["live"] = live.vec();
+    ctx->saved_data["tau"] = tau;
+    ctx->saved_data["hard"] = hard;
+    ctx->set_materialize_grads(false);  // an unused output sends no gradient: no zeros are made for it
+    return {out, z};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("snas_fast::gumbel_mixed_op_bwd", "")
+                         .typed<std::tuple<std::vector<at::Tensor>, at::Tensor>(
+                             at::TensorList, at::IntArrayRef, const at::Tensor&, double, bool, const at::Tensor&,
+                             const c10::optional<at::Tensor>&)>();
+    auto saved = ctx->get_saved_variables();
+    const auto z = saved.back();
+    saved.pop_back();
+    const auto live = ctx->saved_data["live"].toIntVector();
+    auto grad_out = grad_outputs[0].defined() ? grad_outputs[0] : at::zeros_like(saved[0]);
+    c10::optional<at::Tensor> grad_z;
+    if (grad_outputs[1].defined()) grad_z = grad_outputs[1];
+    auto [dys, dla] = op.call(saved, live, z, ctx->saved_data["tau"].toDouble(), ctx->saved_data["hard"].toBool(),
+                              grad_out, grad_z);
+    return grads_for(std::move(dys), dla, 4);  // tau, noise, rng, hard
+  }
+};
+
+at::Tensor mixed_op_fwd_autograd(at::TensorList ys, at::IntArrayRef live, const at::Tensor& weights) {
+  return MixedOpFunction::apply(ys, live, weights);
+}
+
+std::tuple<at::Tensor, at::Tensor> gumbel_mixed_op_fwd_autograd(at::TensorList ys, at::IntArrayRef live,
+                                                                const at::Tensor& log_alpha, double tau,
+                                                                const c10::optional<at::Tensor>& noise,
+                                                                const c10::optional<at::Tensor>& rng, bool hard) {
+  auto outs = GumbelMixedOpFunction::apply(ys, live, log_alpha, tau, noise, rng, hard);
+  return {outs[0], outs[1]};
+}
+
 }  // namespace
 
 TORCH_LIBRARY(snas_fast, m) {
@@ -205,6 +312,11 @@ TORCH_LIBRARY_IMPL(snas_fast, CPU, m) {
   m.impl("mixed_op_bwd", &mixed_op_bwd);
   m.impl("gumbel_mixed_op_fwd", &gumbel_mixed_op_fwd);
   m.impl("gumbel_mixed_op_bwd", &gumbel_mixed_op_bwd);
+}
+
+TORCH_LIBRARY_IMPL(snas_fast, Autograd, m) {
+  m.impl("mixed_op_fwd", &mixed_op_fwd_autograd);
+  m.impl("gumbel_mixed_op_fwd", &gumbel_mixed_op_fwd_autograd);
 }
 
 #ifdef SNAS_FAST_WITH_CUDA

@@ -1,5 +1,6 @@
-"""Registration of the ops: fake kernels and autograd for the C++ ops (``torch.ops.snas_fast.*``, schemas in
-csrc/mixed_op.cpp) and the Triton twins (``torch.ops.snas_fast.triton_*``, kernels in snas_fast/kernels).
+"""Registration of the ops: fake kernels for the C++ ops (``torch.ops.snas_fast.*``, schemas and autograd in
+csrc/mixed_op.cpp), and the Triton twins (``torch.ops.snas_fast.triton_*``, kernels in snas_fast/kernels) with
+their fake kernels and autograd (``register_autograd``).
 
 Each forward op's backward is one registered op (one launch): ``mixed_op_bwd`` or ``gumbel_mixed_op_bwd``.
 """
@@ -124,7 +125,18 @@ def _fake_gumbel_bwd(ys, live, z, tau, hard, grad_out, grad_z):
     return [y.new_empty(y.shape) for y in ys], z.new_empty(z.shape)
 
 
-def _register(prefix: str) -> None:
+def _register_fake(prefix: str) -> None:
+    for name, fake in (
+        ("mixed_op_fwd", _fake_fwd),
+        ("mixed_op_bwd", _fake_bwd),
+        ("gumbel_mixed_op_fwd", _fake_gumbel_fwd),
+        ("gumbel_mixed_op_bwd", _fake_gumbel_bwd),
+    ):
+        torch.library.register_fake(f"{LIB}::{prefix}{name}")(fake)
+
+
+def _register_autograd(prefix: str) -> None:
+    """The Python twin of the C++ autograd in csrc/mixed_op.cpp, for the Triton ops."""
     ops = getattr(torch.ops, LIB)
     bwd = getattr(ops, f"{prefix}mixed_op_bwd")
     gumbel_bwd = getattr(ops, f"{prefix}gumbel_mixed_op_bwd")
@@ -151,22 +163,16 @@ def _register(prefix: str) -> None:
         dys, dlog_alpha = gumbel_bwd(ys, ctx.live, z, ctx.tau, ctx.hard, grad_out, grad_z)
         return list(dys), None, dlog_alpha, None, None, None, None
 
-    for name, fake in (
-        ("mixed_op_fwd", _fake_fwd),
-        ("mixed_op_bwd", _fake_bwd),
-        ("gumbel_mixed_op_fwd", _fake_gumbel_fwd),
-        ("gumbel_mixed_op_bwd", _fake_gumbel_bwd),
-    ):
-        torch.library.register_fake(f"{LIB}::{prefix}{name}")(fake)
     torch.library.register_autograd(f"{LIB}::{prefix}mixed_op_fwd", backward_mixed, setup_context=setup_mixed)
     torch.library.register_autograd(
         f"{LIB}::{prefix}gumbel_mixed_op_fwd", backward_gumbel, setup_context=setup_gumbel
     )
 
 
-_register("triton_")
+_register_fake("triton_")
+_register_autograd("triton_")
 if _backend.HAVE_EXTENSION:
-    _register("")
+    _register_fake("")
 
 
 def op(backend: str, name: str):

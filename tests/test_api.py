@@ -89,14 +89,19 @@ OP_CHECKS = [
     ("gumbel_mixed_op_bwd", ([_y], [0], torch.rand(1), 1.0, False, torch.rand(2, 3), torch.rand(2)),
      r"grad_z: expected shape \[1\]"),
     ("gumbel_mixed_op_bwd", ([_y], [0], torch.rand(1), -1.0, False, torch.rand(2, 3), None), r"tau: expected"),
+    ("mixed_op_bwd", ([_y], [0], torch.rand(1), torch.rand(2, 3, device="meta")), r"grad_out: expected a tensor on"),
+    ("gumbel_mixed_op_bwd", ([_y], [0], torch.rand(1), 1.0, False, torch.rand(2, 3), torch.rand(1, device="meta")),
+     r"grad_z: expected a tensor on"),
 ]
 
 
 @pytest.mark.skipif("cpu" not in snas_fast.available_backends(), reason="extension not built")
 @pytest.mark.parametrize("name,args,pattern", OP_CHECKS, ids=[f"{c[0]}-{i}" for i, c in enumerate(OP_CHECKS)])
 def test_op_checks(name, args, pattern):
+    # Straight to the CPU kernel: a meta tensor among the arguments would otherwise select the fake kernel.
+    cpu = torch._C.DispatchKeySet(torch._C.DispatchKey.CPU)
     with pytest.raises(RuntimeError, match=pattern):
-        getattr(torch.ops.snas_fast, name)(*args)
+        getattr(torch.ops.snas_fast, name).default.redispatch(cpu, *args)
 
 
 def test_available_backends():

@@ -212,3 +212,20 @@ def test_large_outputs(backend, device, dtype):
     weights = torch.rand(3, 8, dtype=table_dtype(dtype), device=device)
     g = torch.randn(shape, dtype=dtype, device=device)
     check_mixed(backend, device, dtype, ys, weights, g)
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES, ids=BACKEND_IDS)
+@pytest.mark.parametrize("hard", [False, True])
+def test_gradient_through_the_sample_alone(backend, device, hard):
+    """A loss on Z only (SNAS's resource term): the softmax Jacobian reaches log_alpha, ys get zeros."""
+    ys = [y.requires_grad_() for y in make_ys(4, (3, 5), torch.float32, device)]
+    log_alpha = torch.randn(4, device=device, requires_grad=True)
+    noise = torch.rand(4, device=device)
+    cost = torch.tensor([0.0, 1.0, 2.0, 5.0], device=device)
+    with snas_fast.use_backend(backend):
+        _, z = snas_fast.gumbel_mixed_op(ys, log_alpha, 0.8, noise=noise, hard=hard, return_weights=True)
+    grads = torch.autograd.grad((z * cost).sum(), ys + [log_alpha], allow_unused=True)
+    soft = torch.softmax((log_alpha.detach() + noise) / 0.8, -1)
+    torch.testing.assert_close(grads[-1], soft * (cost - (soft * cost).sum()) / 0.8)
+    for g in grads[:-1]:
+        assert g is None or not g.any()
