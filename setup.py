@@ -84,6 +84,7 @@ def _extension():
 setup(
     packages=["snas_fast", "snas_fast.kernels"],
     package_dir={"snas_fast": "snas_fast", "snas_fast.kernels": "kernels"},
+    package_data={"snas_fast": ["*.json"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
 )

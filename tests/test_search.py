@@ -1,0 +1,126 @@
+"""The search end to end: trainer steps, the CLI and its run directory, resume, errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from snas_fast import trainer
+from snas_fast.cli import main
+from snas_fast.genotypes import Genotype
+
+TINY = ["--dataset", "digits", "--data-limit", "96", "--epochs", "2", "--batch-size", "32", "--layers", "3",
+        "--channels", "4", "--seed", "3", "--quiet"]
+RUN_FILES = ["config.json", "metrics.jsonl", "genotype.json", "checkpoint.pt", "alphas.png", "cell_normal.png",
+             "cell_reduce.png"]
+
+
+def tiny_config(out, **kw) -> trainer.SearchConfig:
+    settings = dict(dataset="digits", data_limit=96, epochs=2, batch_size=32, layers=3, channels=4, seed=3,
+                    out=str(out))
+    settings.update(kw)
+    return trainer.SearchConfig(**settings)
+
+
+def test_a_few_steps_lower_the_loss_and_move_log_alpha(tmp_path):
+    config = tiny_config(tmp_path, epochs=4, arch_lr=3e-2, lr=0.05)
+    data = trainer.load_search_data(config)
+    torch.manual_seed(0)
+    result = trainer.search(config, data, progress=False)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert len(rows) == 4
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    first, last = result.history[0]["normal_alpha"], result.history[-1]["normal_alpha"]
+    assert max(abs(a - b) for ra, rb in zip(first, last) for a, b in zip(ra, rb)) > 1e-4
+
+
+def test_cli_writes_every_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["search", *TINY, "--out", str(out)]) == 0
+    for name in RUN_FILES:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert [r["epoch"] for r in rows] == [0, 1]
+    assert {"train_loss", "train_acc", "val_acc", "child_val_acc", "tau", "images_per_s"} <= set(rows[0])
+    saved = json.load(open(out / "genotype.json"))
+    Genotype.from_dict(saved["genotype"])
+    assert len(saved["normal_alpha"]) == 14 and len(saved["normal_alpha"][0]) == 8
+    assert abs(sum(saved["reduce_alpha"][0]) - 1.0) < 1e-5
+    assert json.load(open(out / "config.json"))["seed"] == 3
+    summary = capsys.readouterr().out
+    assert "supernet val acc" in summary and "genotype" in summary
+
+
+def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    assert main(["search", *TINY, "--out", str(straight)]) == 0
+
+    interrupted = tmp_path / "interrupted"
+    original = trainer._train_epoch
+    calls = []
+
+    def interrupt_second_epoch(*args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kw)
+
+    monkeypatch.setattr(trainer, "_train_epoch", interrupt_second_epoch)
+    assert main(["search", *TINY, "--out", str(interrupted)]) == 130
+    monkeypatch.setattr(trainer, "_train_epoch", original)
+    assert main(["search", "--resume", str(interrupted), "--quiet"]) == 0
+
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(interrupted / "checkpoint.pt", weights_only=False)["model"]
+    for key in ("log_alpha_normal", "log_alpha_reduce"):
+        assert torch.equal(a[key], b[key]), key
+    ga = json.load(open(straight / "genotype.json"))["genotype"]
+    gb = json.load(open(interrupted / "genotype.json"))["genotype"]
+    assert ga == gb
+    assert len(open(interrupted / "metrics.jsonl").readlines()) == 2
+
+
+def test_missing_dataset_is_one_line_error_and_writes_nothing(tmp_path):
+    out = tmp_path / "never"
+    proc = subprocess.run(
+        [sys.executable, "-m", "snas_fast", "search", "--dataset", "cifar10", "--data-dir",
+         str(tmp_path / "no-such-folder"), "--out", str(out), "--quiet"],
+        capture_output=True, text=True)
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no-such-folder" in lines[0] and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_non_finite_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    assert main(["search", *TINY, "--epochs", "1", "--out", str(out)]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    original = trainer._loss
+
+    def poisoned(*args, **kw):
+        loss, logits, penalty = original(*args, **kw)
+        return loss * float("nan"), logits, penalty
+
+    monkeypatch.setattr(trainer, "_loss", poisoned)
+    config = json.load(open(out / "config.json"))
+    config["epochs"] = 2
+    json.dump(config, open(out / "config.json", "w"))
+    assert main(["search", "--resume", str(out), "--quiet"]) == 2
+    assert "the loss became nan" in capsys.readouterr().err
+    assert (out / "checkpoint.pt").read_bytes() == before
+
+
+def test_bad_settings_are_reported(tmp_path, capsys):
+    assert main(["search", *TINY, "--mixed", "fast", "--out", str(tmp_path / "x")]) == 2
+    assert "mixed: expected one of fused, eager" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_python_m_entry_point_prints_help():
+    proc = subprocess.run([sys.executable, "-m", "snas_fast", "search", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--resume" in proc.stdout and "--lambda" in proc.stdout
