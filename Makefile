@@ -1,4 +1,4 @@
-# Everything a fresh machine needs, from the project's own files. `make test` and `make bench` are the two
+# Everything a fresh machine needs, from the project's own files. `make search` and `make test` are the two
 # commands of the README; CI (.ci/run) runs `make test` and `make cuda-check`.
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +7,7 @@ TORCH_CUDA ?= torch==2.14.1
 CUDA_HOME ?= /usr/local/cuda
 DEPS = "triton>=3.6,<3.10" numpy ninja pytest expecttest hypothesis tqdm matplotlib scikit-learn pytest-benchmark
 
-.PHONY: all env build test bench cuda-check clean
+.PHONY: all env build test search bench cuda-check clean
 
 all: test
 
@@ -24,6 +24,9 @@ build: env
 
 test: build
 	$(VENV)/bin/python -m pytest -q
+
+search: build
+	$(VENV)/bin/snas-fast search --dataset digits --epochs 10 --out runs/digits
 
 bench: build
 	$(VENV)/bin/python bench/bench_mixed_op.py --quick --csv bench/results.csv

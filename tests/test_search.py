@@ -124,3 +124,38 @@ def test_bad_settings_are_reported(tmp_path, capsys):
 def test_python_m_entry_point_prints_help():
     proc = subprocess.run([sys.executable, "-m", "snas_fast", "search", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--resume" in proc.stdout and "--lambda" in proc.stdout
+
+
+@pytest.mark.parametrize("options", [
+    dict(bilevel=True),
+    dict(arch_optimizer="adam", tau_schedule="exponential", penalty="linear"),
+    dict(sampling="example", hard=True, drop_path=0.3),
+    dict(sampling="cell", bn_recalibration=2, pool_bn=True),
+    dict(mixed="eager"),
+], ids=lambda o: ",".join(o))
+def test_trainer_options_run(tmp_path, options):
+    config = tiny_config(tmp_path, epochs=1, **options)
+    result = trainer.search(config, trainer.load_search_data(config), progress=False)
+    assert 0.0 <= result.val_acc <= 1.0 and 0.0 <= result.child_val_acc <= 1.0
+    assert len(result.genotype.normal) == 14
+
+
+def test_warmup_freezes_log_alpha(tmp_path):
+    config = tiny_config(tmp_path, epochs=1, warmup_epochs=1)
+    torch.manual_seed(config.seed)
+    initial = trainer.Supernet(4, 10, 3, in_channels=1).log_alpha_normal.detach().clone()
+    trainer.search(config, trainer.load_search_data(config), progress=False)
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]["log_alpha_normal"]
+    assert torch.equal(saved, initial)
+
+
+def test_config_file_and_flags(tmp_path):
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"epochs": 1, "channels": 4, "layers": 3, "data_limit": 64, "tau0": 2.0}))
+    out = tmp_path / "run"
+    assert main(["search", "--config", str(path), "--batch-size", "32", "--out", str(out), "--quiet"]) == 0
+    saved = json.load(open(out / "config.json"))
+    assert saved["tau0"] == 2.0 and saved["batch_size"] == 32 and saved["epochs"] == 1
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"epoch": 3}))
+    assert main(["search", "--config", str(bad), "--out", str(tmp_path / "x"), "--quiet"]) == 2
