@@ -55,7 +55,7 @@ def _search_parser(sub) -> argparse.ArgumentParser:
         "tau-schedule": ("tau_schedule", str, "linear or exponential"),
         "tau0": ("tau0", float, "initial temperature"),
         "tau-min": ("tau_min", float, "final temperature"),
-        "tau-epochs": ("tau_epochs", int, "length of the linear schedule (default: --epochs)"),
+        "tau-epochs": ("tau_epochs", int, "length of the linear schedule in epochs"),
         "tau-rate": ("tau_rate", float, "exponential schedule: factor per epoch"),
         "lambda": ("resource_lambda", float, "weight of the resource penalty"),
         "penalty": ("penalty", str, "resource penalty form: log or linear"),

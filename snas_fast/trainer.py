@@ -65,7 +65,7 @@ class SearchConfig:
     tau_schedule: str = "linear"  # linear | exponential
     tau0: float = 1.0
     tau_min: float = 0.03
-    tau_epochs: Optional[int] = None  # length of the linear schedule (default: epochs)
+    tau_epochs: int = 150  # length of the linear schedule (the official 150, whatever --epochs is)
     tau_rate: float = 0.95  # exponential schedule: tau0 * rate^epoch, floored at tau_min
     resource_lambda: float = 1.5e-3
     penalty: str = "log"  # log | linear
@@ -81,7 +81,7 @@ class SearchConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SearchError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        for name in ("epochs", "batch_size", "layers", "channels"):
+        for name in ("epochs", "batch_size", "layers", "channels", "tau_epochs"):
             if getattr(self, name) < 1:
                 raise SearchError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.drop_path < 1.0:
@@ -110,7 +110,7 @@ class SearchConfig:
 def temperature(config: SearchConfig, epoch: int) -> float:
     if config.tau_schedule == "exponential":
         return schedules.exponential_tau(epoch, config.tau0, config.tau_min, config.tau_rate)
-    return schedules.linear_tau(epoch, config.tau0, config.tau_min, config.tau_epochs or config.epochs)
+    return schedules.linear_tau(epoch, config.tau0, config.tau_min, config.tau_epochs)
 
 
 def cost_tables(model: Supernet, image_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
