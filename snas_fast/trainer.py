@@ -126,7 +126,8 @@ def cost_tables(model: Supernet, image_size: int) -> Tuple[torch.Tensor, torch.T
     return stack(tables[False]), stack(tables[True])
 
 
-def make_optimizers(model: Supernet, config: SearchConfig, steps_per_epoch: int):
+def make_optimizers(model: Supernet, config: SearchConfig):
+    """(SGD for the weights, SGD or Adam for log_alpha, the cosine schedule of the weights)."""
     weights = torch.optim.SGD(model.weight_parameters(), config.lr, momentum=config.momentum,
                               weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weights, float(config.epochs), eta_min=config.lr_min)
@@ -240,7 +241,7 @@ def search(config: SearchConfig, data, resume: bool = False, progress: bool = Tr
     costs_normal, costs_reduce = (t.to(device) for t in cost_tables(model, info.image_size))
     train_loader, val_loader = make_loaders(train_set, val_set, config.batch_size, config.seed,
                                             num_workers=config.num_workers)
-    opt_w, opt_a, schedule = make_optimizers(model, config, len(train_loader))
+    opt_w, opt_a, schedule = make_optimizers(model, config)
 
     start_epoch, history = 0, []
     if resume and os.path.exists(ckpt_path):
