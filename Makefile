@@ -29,7 +29,9 @@ search: build
 	$(VENV)/bin/snas-fast search --dataset digits --epochs 10 --out runs/digits
 
 bench: build
+	rm -f bench/results.csv
 	$(VENV)/bin/python bench/bench_mixed_op.py --quick --csv bench/results.csv
+	$(VENV)/bin/python bench/plot.py bench/results.csv --out bench/plots
 
 # Compile-only check of the CUDA kernels: a CUDA build of torch in its own environment, the extension built
 # against it into build/cuda-check, loaded, and its ops asked for CUDA kernels. No GPU needed.

@@ -1,0 +1,42 @@
+"""pytest-benchmark entry for the op, grouped by shape, for users who keep pytest-benchmark histories:
+
+    pytest bench/ --benchmark-only                      # compare runs with --benchmark-autosave / --benchmark-compare
+
+The suite's own figures (interleaved variants, ratios, memory) come from bench/bench_mixed_op.py.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import snas_fast
+from snas_fast import reference
+
+K = 8
+SHAPES = {"edge_c16_32x32": (64, 16, 32, 32), "edge_c64_8x8": (64, 64, 8, 8)}
+VARIANTS = {"fused": snas_fast.mixed_op, "eager": reference.mixed_op}
+
+
+@pytest.fixture(autouse=True)
+def _two_threads():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(2, threads))
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("variant", ["fused", "eager", "compiled"])
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_mixed_op_fwd_bwd(benchmark, shape, variant):
+    benchmark.group = f"mixed_op fwd+bwd {shape} K{K} float32"
+    g = torch.Generator().manual_seed(0)
+    ys = [torch.randn(SHAPES[shape], generator=g).requires_grad_() for _ in range(K)]
+    weights = torch.softmax(torch.randn(K, generator=g), 0).requires_grad_()
+    grad = torch.randn(SHAPES[shape], generator=g)
+    fn = torch.compile(reference.mixed_op) if variant == "compiled" else VARIANTS[variant]
+
+    def step():
+        return torch.autograd.grad(fn(ys, weights), ys + [weights], grad)
+
+    grads = benchmark.pedantic(step, rounds=20, warmup_rounds=3)
+    assert grads[-1].shape == (K,)
