@@ -48,7 +48,10 @@ template <typename T>
 SNAS_HOST_DEVICE T gumbel_noise(uint64_t seed, uint64_t offset, uint64_t index) {
   const uint32_t r = philox_first_word(seed, offset + index);
   const T u = (static_cast<T>(r >> 9) + T(0.5)) * T(1.1920928955078125e-07);  // 2^-23: u in [2^-24, 1 - 2^-24]
-  return -log(-log(u));
+  // Each log in double, rounded once to T: the same value on the host, the device and Triton (which does the same),
+  // whatever the accuracy of the platform's logf.
+  const T l1 = static_cast<T>(log(static_cast<double>(u)));
+  return -static_cast<T>(log(static_cast<double>(-l1)));
 }
 
 }  // namespace snas_fast

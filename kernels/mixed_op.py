@@ -377,7 +377,11 @@ def _plan(M: int, R: int, block_max: int, device: torch.device) -> Tuple[int, in
 
 
 def _counter(device: torch.device, rows: int) -> Tensor:
-    """Per-(device, stream) int32 arrival counters, zeroed once at creation and left at zero by every launch."""
+    """Per-(device, stream) int32 arrival counters, zeroed once at creation and left at zero by every launch.
+
+    Under CUDA-graph capture the cache is bypassed: fresh zeroed counters, whose zeroing the graph records."""
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return torch.zeros(rows, dtype=torch.int32, device=device)
     stream = torch.cuda.current_stream(device).cuda_stream if device.type == "cuda" else 0
     key = (device, stream)
     buf = _COUNTERS.get(key)

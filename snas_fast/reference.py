@@ -83,7 +83,8 @@ def philox_gumbel(shape, seed: int, offset: int, device=None, dtype=torch.float3
         n *= int(s)
     counter = torch.arange(n, dtype=torch.int64, device=device) + offset
     u = _uniform(_philox_first_word(int(seed), counter), dtype)
-    return (-torch.log(-torch.log(u))).reshape(tuple(shape))
+    l1 = torch.log(u.double()).to(dtype)  # each log in float64, rounded once (as csrc/philox.h and Triton)
+    return (-torch.log(-l1.double()).to(dtype)).reshape(tuple(shape))
 
 
 def _uniform(r: Tensor, dtype: torch.dtype) -> Tensor:

@@ -25,6 +25,7 @@
 #include <ATen/OpMathType.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGraphsC10Utils.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <algorithm>
@@ -440,8 +441,15 @@ dim3 make_grid(int64_t R, int64_t units) {
 
 // Completion counters of the backward, one int per row, cached per (device, stream) and zeroed once when created
 // (or grown). The kernel leaves them at zero (self-resetting), so the normal path launches no memset. One buffer per
-// stream keeps backward launches on different streams of the same device from sharing counters.
-int* completion_counters(const at::Device& device, int64_t rows) {
+// stream keeps backward launches on different streams of the same device from sharing counters. The tensor is
+// returned (not a raw pointer) so a concurrent growth by another host thread cannot free it before the launch.
+// Under CUDA-graph capture the cache is bypassed: fresh zeroed counters are allocated (their memset is captured,
+// so every replay starts from zero) and the graph's private pool keeps them alive.
+at::Tensor completion_counters(const at::Device& device, int64_t rows) {
+  const auto options = at::TensorOptions().dtype(at::kInt).device(device);
+  if (c10::cuda::currentStreamCaptureStatusMayInitCtx() != c10::cuda::CaptureStatus::None) {
+    return at::zeros({rows}, options);
+  }
   static std::mutex mu;
   // Intentionally leaked: the buffers must not be freed by static destructors after the CUDA allocator is gone.
   static auto* cache = new std::map<std::pair<int, int64_t>, at::Tensor>();
@@ -451,9 +459,9 @@ int* completion_counters(const at::Device& device, int64_t rows) {
   at::Tensor& buf = (*cache)[key];
   if (!buf.defined() || buf.numel() < rows) {
     const int64_t cap = std::max<int64_t>(rows, buf.defined() ? 2 * buf.numel() : int64_t(1024));
-    buf = at::zeros({cap}, at::TensorOptions().dtype(at::kInt).device(device));  // once per growth
+    buf = at::zeros({cap}, options);  // once per growth
   }
-  return buf.data_ptr<int>();
+  return buf;
 }
 
 void check_counts(int64_t nc, int64_t nlive, int64_t K, const char* fn) {
@@ -557,13 +565,14 @@ void mixed_op_bwd_cuda(at::TensorList ys, at::IntArrayRef live, const at::Tensor
 
     // Workspace and counters only when a row is split over several blocks. at::empty comes from the caching
     // allocator on this stream (no launch); the counters are created zeroed once and are self-resetting.
-    at::Tensor ws;
+    at::Tensor ws, counters;
     acc_t* pp = nullptr;
     int* cp = nullptr;
     if (chunks > 1) {
       ws = at::empty({R * chunks * nc}, w.options());
       pp = ws.data_ptr<acc_t>();
-      cp = completion_counters(ys[0].device(), R);
+      counters = completion_counters(ys[0].device(), R);
+      cp = counters.data_ptr<int>();
     }
     const acc_t* wp = w.data_ptr<acc_t>();
     const acc_t* gzp = grad_z.defined() ? grad_z.data_ptr<acc_t>() : nullptr;
