@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared run on a lent GPU machine (the device tool): build the CUDA extension, run the GPU tests (CUDA
 # and compiled Triton), run the op benchmark with GB/s against a copy ceiling and kernel launch counts.
-# Writes everything under $OUT; must finish in under 8 minutes. Usage (from the repository root):
+# Writes everything under $OUT; must finish in under 8 minutes (the tests use pytest-xdist, -n 8, as the
+# GPU image has it: compiling the Triton variants one after another took longer than the budget). Usage (from the repository root):
 #     OUT=/some/dir bash bench/gpu_check.sh
 set -uo pipefail
 OUT=${OUT:-$(mktemp -d)}
@@ -23,7 +24,7 @@ fi
 python3 -c "import snas_fast; print('backends:', snas_fast.available_backends())" 2>&1 | tee -a "$OUT/summary.txt"
 
 step "GPU tests (cuda and triton on the GPU)"
-timeout 170 python3 -m pytest tests -q -k cuda -p no:cacheprovider -o faulthandler_timeout=160 > "$OUT/tests.log" 2>&1
+timeout 170 python3 -m pytest tests -q -k cuda -p no:cacheprovider -n 8 > "$OUT/tests.log" 2>&1
 echo "pytest exit $?" | tee -a "$OUT/summary.txt"
 tail -3 "$OUT/tests.log" | tee -a "$OUT/summary.txt"
 grep -E "^(FAILED|ERROR)" "$OUT/tests.log" | head -40 | tee -a "$OUT/summary.txt"

@@ -33,13 +33,20 @@ def _check_name(name: str, source: str) -> str:
     return name
 
 
+# Known at import and kept as constants: the backend choice runs inside torch.compile'd code, where Dynamo
+# cannot trace importlib or the dispatcher's queries (seen with torch 2.11).
+HAVE_CUDA_KERNELS = HAVE_EXTENSION and torch._C._dispatch_has_kernel_for_dispatch_key("snas_fast::mixed_op_fwd",
+                                                                                      "CUDA")
+HAVE_TRITON = importlib.util.find_spec("triton") is not None
+
+
 def has_cuda_kernels() -> bool:
     """Whether the extension was built with its CUDA kernels."""
-    return HAVE_EXTENSION and torch._C._dispatch_has_kernel_for_dispatch_key("snas_fast::mixed_op_fwd", "CUDA")
+    return HAVE_CUDA_KERNELS
 
 
 def _triton_importable() -> bool:
-    return importlib.util.find_spec("triton") is not None
+    return HAVE_TRITON
 
 
 def _triton_interpreted() -> bool:
