@@ -115,15 +115,12 @@ def temperature(config: SearchConfig, epoch: int) -> float:
 
 def cost_tables(model: Supernet, image_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """Per cell type, the cost tables of its cells stacked, ``[n, 14, 8, 3]`` (params, FLOPs, MAC of every
-    candidate of every edge, from the shapes alone); a type without cells costs nothing (zeros ``[14, 8, 3]``)."""
-    tables = {False: [], True: []}
-    size = image_size
-    for cell in model.cells:
-        tables[cell.reduction].append(cost_model.cell_costs(cell.C, size, size, cell.reduction, pool_bn=model.pool_bn))
-        if cell.reduction:
-            size = (size + 1) // 2
-    stack = lambda ts: torch.stack(ts) if ts else torch.zeros(14, 8, 3, dtype=torch.float64)  # noqa: E731
-    return stack(tables[False]), stack(tables[True])
+    candidate of every edge, from the shapes alone: :func:`snas_fast.costs.network_costs`). A supernet of fewer
+    than 3 cells has no reduction cell; that type then costs nothing (zeros ``[14, 8, 3]``)."""
+    if model.layers >= 3:
+        return cost_model.network_costs(model.C, model.layers, image_size, image_size, pool_bn=model.pool_bn)
+    normal = cost_model.cell_costs(model.C, image_size, image_size, False, pool_bn=model.pool_bn)
+    return normal.expand(model.layers, -1, -1, -1), torch.zeros_like(normal)
 
 
 def make_optimizers(model: Supernet, config: SearchConfig):

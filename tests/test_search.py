@@ -159,3 +159,21 @@ def test_config_file_and_flags(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"epoch": 3}))
     assert main(["search", "--config", str(bad), "--out", str(tmp_path / "x"), "--quiet"]) == 2
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3, 5])
+def test_cost_tables_follow_the_supernet_cells(layers):
+    """The penalty's cost tables are those of the supernet's own cells (channels, resolution, reduction)."""
+    from snas_fast import costs
+
+    model = trainer.Supernet(4, 10, layers, in_channels=1)
+    expected, size = {False: [], True: []}, 8
+    for cell in model.cells:
+        expected[cell.reduction].append(costs.cell_costs(cell.C, size, size, cell.reduction))
+        size = (size + 1) // 2 if cell.reduction else size
+    normal, reduce = trainer.cost_tables(model, 8)
+    assert torch.equal(normal, torch.stack(expected[False]))
+    if expected[True]:
+        assert torch.equal(reduce, torch.stack(expected[True]))
+    else:
+        assert not reduce.any() and reduce.shape == (14, 8, 3)
