@@ -28,9 +28,11 @@ test: build
 search: build
 	$(VENV)/bin/snas-fast search --dataset digits --epochs 10 --out runs/digits
 
+# The CPU suite, quick settings (each script under 3 minutes on 2 idle cores); the full runs drop --quick.
 bench: build
 	rm -f bench/results.csv
 	$(VENV)/bin/python bench/bench_mixed_op.py --quick --csv bench/results.csv
+	$(VENV)/bin/python bench/bench_search_step.py --quick --csv bench/results.csv
 	$(VENV)/bin/python bench/plot.py bench/results.csv --out bench/plots
 
 # Compile-only check of the CUDA kernels: a CUDA build of torch in its own environment, the extension built

@@ -63,7 +63,7 @@ def _cuda_include_dirs():
 
 
 def _extension():
-    sources = ["csrc/mixed_op.cpp", "csrc/cpu/mixed_op_cpu.cpp"]
+    sources = ["csrc/mixed_op.cpp", "csrc/cpu/mixed_op_cpu.cpp", "csrc/mixed_edge.cpp", "csrc/cpu/mixed_edge_cpu.cpp"]
     # No -std flag: torch.utils.cpp_extension adds the standard its headers need (C++17, C++20 from torch 2.14).
     cxx = ["-O3", "-fopenmp"] + _cpu_isa_flags()
     if not _want_cuda():
@@ -73,7 +73,7 @@ def _extension():
     nvcc = ["-O3", "--expt-relaxed-constexpr", "-DSNAS_FAST_WITH_CUDA", "-lineinfo"]
     return cpp_extension.CUDAExtension(
         "snas_fast._C",
-        sources + ["csrc/cuda/mixed_op_cuda.cu"],
+        sources + ["csrc/cuda/mixed_op_cuda.cu", "csrc/cuda/mixed_edge_cuda.cu"],
         include_dirs=_cuda_include_dirs(),
         define_macros=[("SNAS_FAST_WITH_CUDA", None)],
         extra_compile_args={"cxx": cxx, "nvcc": nvcc},

@@ -106,6 +106,97 @@ def triton_gumbel_mixed_op_bwd(
     return _triton_bwd(ys, live, z, grad_out, grad_z, True, tau, hard)
 
 
+def _split_cols(cols: List[int]) -> Tuple[int, int, int, List[int]]:
+    return int(cols[0]), int(cols[1]), int(cols[2]), [int(c) for c in cols[3:]]
+
+
+def _triton_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps):
+    """The Triton twin of csrc/mixed_edge.cpp's mixed_edge_fwd (arguments checked by the public layer)."""
+    from .kernels import mixed_edge as kernels
+
+    x = x.contiguous()
+    us = [u.contiguous() for u in us]
+    acc = _acc_dtype([x])
+    table = _table(weights, acc)
+    B, C, H, W = x.shape
+    Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+    M = len(us)
+    out = torch.empty((B, C, Ho, Wo), dtype=x.dtype, device=x.device)
+    if batch_stats:
+        mean = torch.empty((M, C), dtype=acc, device=x.device)
+        rstd = torch.empty((M, C), dtype=acc, device=x.device)
+    elif M:
+        mean = torch.stack(list(running_mean)).to(acc).contiguous()
+        rstd = (torch.stack(list(running_var)).to(acc) + eps).rsqrt().contiguous()
+    else:
+        mean = torch.empty((0, C), dtype=acc, device=x.device)
+        rstd = torch.empty((0, C), dtype=acc, device=x.device)
+    if out.numel() == 0:
+        if batch_stats:
+            mean.zero_()
+            rstd.fill_(1.0 / eps**0.5)
+        return out, mean, rstd
+    update = batch_stats and len(running_mean) > 0
+    rm = [t if (t.dtype == acc and t.is_contiguous()) else t.to(acc).contiguous() for t in running_mean] if update else []
+    rv = [t if (t.dtype == acc and t.is_contiguous()) else t.to(acc).contiguous() for t in running_var] if update else []
+    kernels.mixed_edge_fwd(x, us, table, _split_cols(cols), stride, batch_stats, rm, rv, momentum, eps, out, mean, rstd)
+    for src, dst in zip(rm + rv, list(running_mean if update else []) + list(running_var if update else [])):
+        if src is not dst:
+            dst.copy_(src)
+    return out, mean, rstd
+
+
+def _triton_edge_bwd(x, us, weights, cols, stride, batch_stats, mean, rstd, grad_out):
+    from .kernels import mixed_edge as kernels
+
+    x = x.contiguous()
+    us = [u.contiguous() for u in us]
+    acc = _acc_dtype([x])
+    table = _table(weights, acc)
+    grad_out = grad_out.to(x.dtype).contiguous()
+    dx = torch.empty_like(x)
+    dus = [torch.empty_like(u) for u in us]
+    grad_w = torch.empty_like(table)
+    if grad_out.numel() == 0:
+        dx.zero_()
+        grad_w.zero_()
+    else:
+        kernels.mixed_edge_bwd(x, us, table, _split_cols(cols), stride, batch_stats, mean.to(acc).contiguous(),
+                               rstd.to(acc).contiguous(), grad_out, dx, dus, grad_w)
+    return dx, dus, grad_w.view(weights.shape).to(weights.dtype)
+
+
+@torch.library.custom_op(f"{LIB}::triton_mixed_edge_fwd", mutates_args=("running_mean", "running_var"))
+def triton_mixed_edge_fwd(
+    x: Tensor,
+    us: List[Tensor],
+    weights: Tensor,
+    cols: List[int],
+    stride: int,
+    batch_stats: bool,
+    running_mean: List[Tensor],
+    running_var: List[Tensor],
+    momentum: float,
+    eps: float,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    return _triton_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps)
+
+
+@torch.library.custom_op(f"{LIB}::triton_mixed_edge_bwd", mutates_args=())
+def triton_mixed_edge_bwd(
+    x: Tensor,
+    us: List[Tensor],
+    weights: Tensor,
+    cols: List[int],
+    stride: int,
+    batch_stats: bool,
+    mean: Tensor,
+    rstd: Tensor,
+    grad_out: Tensor,
+) -> Tuple[Tensor, List[Tensor], Tensor]:
+    return _triton_edge_bwd(x, us, weights, cols, stride, batch_stats, mean, rstd, grad_out)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Fake kernels and autograd, the same for both families.
 # ---------------------------------------------------------------------------------------------------------
@@ -125,12 +216,25 @@ def _fake_gumbel_bwd(ys, live, z, tau, hard, grad_out, grad_z):
     return [y.new_empty(y.shape) for y in ys], z.new_empty(z.shape)
 
 
+def _fake_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps):
+    B, C, H, W = x.shape
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    out = x.new_empty((B, C, (H - 1) // stride + 1, (W - 1) // stride + 1))
+    return out, x.new_empty((len(us), C), dtype=acc), x.new_empty((len(us), C), dtype=acc)
+
+
+def _fake_edge_bwd(x, us, weights, cols, stride, batch_stats, mean, rstd, grad_out):
+    return x.new_empty(x.shape), [u.new_empty(u.shape) for u in us], weights.new_empty(weights.shape)
+
+
 def _register_fake(prefix: str) -> None:
     for name, fake in (
         ("mixed_op_fwd", _fake_fwd),
         ("mixed_op_bwd", _fake_bwd),
         ("gumbel_mixed_op_fwd", _fake_gumbel_fwd),
         ("gumbel_mixed_op_bwd", _fake_gumbel_bwd),
+        ("mixed_edge_fwd", _fake_edge_fwd),
+        ("mixed_edge_bwd", _fake_edge_bwd),
     ):
         torch.library.register_fake(f"{LIB}::{prefix}{name}")(fake)
 
@@ -173,6 +277,42 @@ _register_fake("triton_")
 _register_autograd("triton_")
 if _backend.HAVE_EXTENSION:
     _register_fake("")
+
+
+class _TritonEdgeFunction(torch.autograd.Function):
+    """Autograd of ``triton_mixed_edge_fwd``: a mutating op (the running statistics) cannot take
+    ``register_autograd``, so its backward is wired here, to the one backward op."""
+
+    @staticmethod
+    def forward(ctx, x, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps, *us):
+        out, mean, rstd = torch.ops.snas_fast.triton_mixed_edge_fwd(
+            x, list(us), weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps
+        )
+        ctx.save_for_backward(x, weights, mean, rstd, *us)
+        ctx.cols, ctx.stride, ctx.batch_stats = cols, stride, batch_stats
+        ctx.mark_non_differentiable(mean, rstd)
+        return out, mean, rstd
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_mean, grad_rstd):
+        x, weights, mean, rstd, *us = ctx.saved_tensors
+        dx, dus, dw = torch.ops.snas_fast.triton_mixed_edge_bwd(
+            x, us, weights, ctx.cols, ctx.stride, ctx.batch_stats, mean, rstd, grad_out
+        )
+        return (dx, dw, None, None, None, None, None, None, None, *dus)
+
+
+def mixed_edge_fwd(backend: str):
+    """``mixed_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps)``
+    of ``backend``, differentiable: the extension's op (autograd in C++) or the Triton twin."""
+    if backend != "triton":
+        return torch.ops.snas_fast.mixed_edge_fwd
+
+    def call(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps):
+        return _TritonEdgeFunction.apply(x, weights, cols, stride, batch_stats, running_mean, running_var, momentum,
+                                         eps, *us)
+
+    return call
 
 
 def op(backend: str, name: str):

@@ -144,3 +144,109 @@ def gumbel_mixed_op(
     if not return_weights:
         return out
     return out, (reference.straight_through(z) if hard else z)
+
+
+def _check_edge(x, us, weights, cols, stride, running_mean, running_var) -> Tuple[List[Tensor], List[int]]:
+    """The Python-side checks of :func:`mixed_edge` (the C++ op checks again, with the same words)."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x: expected a tensor [B, C, H, W], got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x: expected the edge input [B, C, H, W], got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"x: expected a floating-point tensor, got dtype {x.dtype}")
+    if isinstance(stride, bool) or stride not in (1, 2):
+        raise ValueError(f"stride: expected 1 or 2, got {stride!r}")
+    if isinstance(us, Tensor) or not isinstance(us, (list, tuple)):
+        raise TypeError(f"us: expected a list of pre-BatchNorm tensors, got {type(us).__name__}")
+    us = list(us)
+    if len(us) > MAX_EDGE_BN:
+        raise ValueError(f"us: at most {MAX_EDGE_BN} BatchNorm-ended candidates per edge, got {len(us)}")
+    B, C, H, W = x.shape
+    shape = (B, C, (H - 1) // stride + 1, (W - 1) // stride + 1)
+    for m, u in enumerate(us):
+        if not isinstance(u, Tensor):
+            raise TypeError(f"us[{m}]: expected a tensor, got {type(u).__name__}")
+        if tuple(u.shape) != shape:
+            raise ValueError(f"us[{m}]: expected shape {shape} (the edge output for x of shape {tuple(x.shape)} at "
+                             f"stride {stride}), got {tuple(u.shape)}")
+        if u.dtype != x.dtype:
+            raise TypeError(f"us[{m}]: expected dtype {x.dtype} like x, got {u.dtype}")
+        if u.device != x.device:
+            raise ValueError(f"us[{m}]: expected device {x.device} like x, got {u.device}")
+    if not isinstance(weights, Tensor):
+        raise TypeError(f"weights: expected a tensor of shape [K] or [B, K], got {type(weights).__name__}")
+    if not isinstance(cols, (list, tuple)) or not all(isinstance(c, int) and not isinstance(c, bool) for c in cols):
+        raise TypeError(f"cols: expected a list of ints [max, avg, id, bn_0, ...], got {cols!r}")
+    cols = list(cols)
+    if len(cols) != 3 + len(us):
+        raise ValueError(f"cols: expected 3 + len(us) = {3 + len(us)} column indices [max, avg, id, bn_0, ...], "
+                         f"got {len(cols)}")
+    K = weights.shape[-1] if weights.dim() else 0
+    _check_table("weights", weights, K, x)
+    named = [c for i, c in enumerate(cols) if not (i < 3 and c == -1)]
+    if any(c < 0 or c >= K for c in named) or len(set(named)) != len(named):
+        raise ValueError(f"cols: expected distinct columns in [0, {K}) (-1 for an absent pool or identity), got {cols}")
+    if stride == 2 and cols[2] != -1:
+        raise ValueError(f"cols: the identity term (cols[2] = {cols[2]}) needs stride 1; at stride 2 skip_connect is "
+                         "FactorizedReduce, a BatchNorm-ended candidate")
+    for name, stats in (("running_mean", running_mean), ("running_var", running_var)):
+        if len(stats) not in (0, len(us)):
+            raise ValueError(f"{name}: expected an empty list or one tensor per BatchNorm-ended candidate "
+                             f"({len(us)}), got {len(stats)}")
+        for m, t in enumerate(stats):
+            if not isinstance(t, Tensor) or tuple(t.shape) != (C,):
+                got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
+                raise ValueError(f"{name}[{m}]: expected a tensor of shape ({C},), got {got}")
+    if len(running_mean) != len(running_var):
+        raise ValueError(f"running_var: expected as many tensors as running_mean ({len(running_mean)}), "
+                         f"got {len(running_var)}")
+    return us, cols
+
+
+#: BatchNorm-ended candidates one :func:`mixed_edge` call takes (kMaxEdgeBn in csrc/mixed_edge.h).
+MAX_EDGE_BN = 8
+
+
+def mixed_edge(
+    x: Tensor,
+    us: Sequence[Tensor],
+    weights: Tensor,
+    cols: Sequence[int],
+    stride: int = 1,
+    *,
+    running_mean: Sequence[Tensor] = (),
+    running_var: Sequence[Tensor] = (),
+    batch_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """One search-space edge with its candidates' tails fused: the pools, the identity and the trailing
+    affine-free BatchNorms, weighted and summed, in one kernel forward (after a statistics pass) and two backward.
+
+    ``out = w[max] * maxpool3x3(x) + w[avg] * avgpool3x3(x) + w[id] * x + sum_m w[bn_m] * BN(us[m])``, with
+    ``cols = [max, avg, id, bn_0, ..., bn_{M-1}]`` the weight column of each term (``-1``: that pool or the
+    identity is not a candidate; columns not named are zero ops). The pools are DARTS's (3x3, padding 1, the
+    edge's stride; average without the padding) and are computed from ``x`` inside the kernel: pool outputs, pool
+    indices and normalised candidates are never stored. ``BN`` is ``BatchNorm2d(affine=False)``: batch statistics
+    when ``batch_stats`` (and ``running_mean[m]``/``running_var[m]`` updated in place exactly as BatchNorm2d
+    updates them, when given), else the running statistics (eval mode).
+
+    Args:
+        x: ``[B, C, H, W]``, the edge input.
+        us: M (0..8) tensors ``[B, C, Ho, Wo]``, ``Ho = (H - 1) // stride + 1``: each BatchNorm-ended candidate's
+            output before its BatchNorm.
+        weights: ``[K]`` or ``[B, K]`` (one row per example).
+        cols: ``3 + M`` ints, see above.
+        stride: 1 or 2 (2: the identity is not allowed; skip_connect is then a BatchNorm-ended candidate).
+    Returns:
+        ``[B, C, Ho, Wo]``, differentiable in ``x``, every ``us[m]`` and ``weights``.
+    """
+    running_mean, running_var = list(running_mean), list(running_var)
+    us, cols = _check_edge(x, us, weights, cols, stride, running_mean, running_var)
+    backend = _backend.resolve(x.device)
+    if backend == "reference":
+        return reference.mixed_edge(x, us, weights, cols, stride, running_mean=running_mean, running_var=running_var,
+                                    batch_stats=batch_stats, momentum=momentum, eps=eps)
+    out, _, _ = _ops.mixed_edge_fwd(backend)(x, us, weights, cols, stride, bool(batch_stats), running_mean,
+                                             running_var, float(momentum), float(eps))
+    return out

@@ -137,3 +137,58 @@ def gumbel_mixed_op(
     weights = straight_through(z) if hard else z
     out = mixed_op(ys, weights)
     return (out, weights) if return_weights else out
+
+
+def mixed_edge(
+    x: Tensor,
+    us: Sequence[Tensor],
+    weights: Tensor,
+    cols: Sequence[int],
+    stride: int = 1,
+    *,
+    running_mean: Sequence[Tensor] = (),
+    running_var: Sequence[Tensor] = (),
+    batch_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """The deep-fused edge in eager PyTorch, written as the search space's modules compute it.
+
+    ``out = w[max] * max_pool2d(x, 3, s, 1) + w[avg] * avg_pool2d(x, 3, s, 1, count_include_pad=False)
+    + w[id] * x + sum_m w[bn_m] * batch_norm(us[m])`` where ``cols = [max, avg, id, bn_0, ..., bn_{M-1}]``
+    names the weight column of each term (``-1``: the term is absent) and ``batch_norm`` is
+    ``BatchNorm2d(affine=False)``: batch statistics when ``batch_stats`` (updating ``running_mean[m]`` and
+    ``running_var[m]`` in place when given), else the running statistics.
+
+    Args:
+        x: ``[B, C, H, W]``, the edge input.
+        us: M tensors ``[B, C, Ho, Wo]`` (``Ho = (H - 1) // stride + 1``), the pre-BatchNorm candidate outputs.
+        weights: ``[K]`` or ``[B, K]``.
+        cols: ``3 + M`` column indices (see above).
+    Returns:
+        ``[B, C, Ho, Wo]``.
+    """
+    import torch.nn.functional as F
+
+    max_col, avg_col, id_col, *bn_cols = [int(c) for c in cols]
+    out = None
+
+    def add(col: int, y: Tensor) -> None:
+        nonlocal out
+        term = _column(weights, col, y).to(y.dtype) * y
+        out = term if out is None else out + term
+
+    if max_col >= 0:
+        add(max_col, F.max_pool2d(x, 3, stride, 1))
+    if avg_col >= 0:
+        add(avg_col, F.avg_pool2d(x, 3, stride, 1, count_include_pad=False))
+    if id_col >= 0:
+        add(id_col, x)
+    for m, (col, u) in enumerate(zip(bn_cols, us)):
+        rm = running_mean[m] if len(running_mean) else None
+        rv = running_var[m] if len(running_var) else None
+        add(col, F.batch_norm(u, rm, rv, None, None, batch_stats, momentum, eps))
+    if out is None:  # every candidate is a zero op
+        Ho, Wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
+        out = x.new_zeros(x.shape[0], x.shape[1], Ho, Wo)
+    return out

@@ -91,6 +91,18 @@ class ReLUConvBN(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
 
+    @property
+    def bn(self) -> nn.BatchNorm2d:
+        """The trailing BatchNorm (the tail a fused edge folds in)."""
+        return self.op[-1]
+
+    def pre_bn(self, relu_x: Tensor) -> Tensor:
+        """Everything between the leading ReLU and the trailing BatchNorm, applied to ``relu(x)``:
+        ``forward(x) == bn(pre_bn(relu(x)))``. The convolution candidates of a fused edge share one ``relu(x)``."""
+        for layer in self.op[1:-1]:
+            relu_x = layer(relu_x)
+        return relu_x
+
 
 class DilConv(nn.Module):
     """ReLU, dilated depthwise ``kernel_size`` conv (groups = C_in), 1x1 conv, BN:
@@ -109,6 +121,18 @@ class DilConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
+
+    @property
+    def bn(self) -> nn.BatchNorm2d:
+        """The trailing BatchNorm (the tail a fused edge folds in)."""
+        return self.op[-1]
+
+    def pre_bn(self, relu_x: Tensor) -> Tensor:
+        """Everything between the leading ReLU and the trailing BatchNorm, applied to ``relu(x)``:
+        ``forward(x) == bn(pre_bn(relu(x)))``. The convolution candidates of a fused edge share one ``relu(x)``."""
+        for layer in self.op[1:-1]:
+            relu_x = layer(relu_x)
+        return relu_x
 
 
 class SepConv(nn.Module):
@@ -130,6 +154,18 @@ class SepConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
+
+    @property
+    def bn(self) -> nn.BatchNorm2d:
+        """The trailing BatchNorm (the tail a fused edge folds in)."""
+        return self.op[-1]
+
+    def pre_bn(self, relu_x: Tensor) -> Tensor:
+        """Everything between the leading ReLU and the trailing BatchNorm, applied to ``relu(x)``:
+        ``forward(x) == bn(pre_bn(relu(x)))``. The convolution candidates of a fused edge share one ``relu(x)``."""
+        for layer in self.op[1:-1]:
+            relu_x = layer(relu_x)
+        return relu_x
 
 
 class Identity(nn.Module):
@@ -158,12 +194,15 @@ class FactorizedReduce(nn.Module):
         self.bn = nn.BatchNorm2d(C_out, affine=affine)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.relu(x)
-        shifted = x[:, :, 1:, 1:]
-        pad_h, pad_w = x.shape[2] % 2, x.shape[3] % 2
+        return self.bn(self.pre_bn(self.relu(x)))
+
+    def pre_bn(self, relu_x: Tensor) -> Tensor:
+        """The two convolutions of ``relu(x)``, concatenated: ``forward(x) == bn(pre_bn(relu(x)))``."""
+        shifted = relu_x[:, :, 1:, 1:]
+        pad_h, pad_w = relu_x.shape[2] % 2, relu_x.shape[3] % 2
         if pad_h or pad_w:
             shifted = F.pad(shifted, (0, pad_w, 0, pad_h))
-        return self.bn(torch.cat([self.conv_1(x), self.conv_2(shifted)], dim=1))
+        return torch.cat([self.conv_1(relu_x), self.conv_2(shifted)], dim=1)
 
 
 def _pool(name: str, C: int, stride: int, pool_bn: bool) -> nn.Module:

@@ -6,8 +6,12 @@ Run directory (``config.out``):
     config.json       the full configuration (``--resume`` reads it back)
     metrics.jsonl     one JSON line per epoch
     genotype.json     the current derivation, plus ``normal_alpha`` / ``reduce_alpha`` (softmax(log_alpha), 14x8)
-    checkpoint.pt     model, optimizers, schedule, RNG states; written atomically after every epoch
+    checkpoint.pt     model, optimizers, schedule; written atomically after every epoch
     alphas.png, cell_normal.png, cell_reduce.png, curves.png
+
+Randomness is a function of (seed, epoch, step, rank) alone (:func:`seed_epoch`, :func:`gumbel_noise_for_step`,
+the DistributedSampler's ``seed + epoch``), so a resumed run draws exactly what an uninterrupted one draws.
+In a process group (torchrun) the search is data-parallel; see :func:`search` and :mod:`snas_fast.distributed`.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import costs as cost_model
-from . import schedules
+from . import distributed, schedules
 from .supernet import Supernet
 
 
@@ -49,8 +53,9 @@ class SearchConfig:
     channels: int = 8
     mixed: str = "fused"
     pool_bn: bool = False
-    sampling: str = "step"  # one Z per step per cell type | per cell | per example
-    hard: bool = False  # straight-through one-hot samples (GDAS-style)
+    sampling: str = "step"  # one Z per step per cell type | per cell | per example | hard (= step, hard)
+    hard: bool = False  # one-hot samples: only the sampled candidate of each edge runs
+    estimator: str = "st"  # log_alpha gradient of hard samples: st (GDAS straight-through) | dsnas (score function)
     bilevel: bool = False  # DARTS first order: log_alpha from held-out batches, alternating
     lr: float = 0.025
     lr_min: float = 0.001
@@ -73,11 +78,17 @@ class SearchConfig:
     bn_recalibration: int = 0  # batches used to recalibrate BatchNorm before evaluating the child
     num_workers: int = 0
     device: str = "cpu"
+    # many processes (torchrun; see snas_fast.distributed)
+    gumbel_sample: str = "shared"  # shared: every rank draws the same Z | per-rank: each rank its own
+    sync_bn: bool = False  # BatchNorm statistics of the global batch (else of each process's batch)
+    dist_timeout: float = 1800.0  # seconds a collective may wait for a silent peer before the job fails
 
     def validate(self) -> None:
-        choices = {"mixed": ("fused", "eager"), "sampling": ("step", "cell", "example"),
+        choices = {"mixed": ("fused", "fused_sum", "eager"), "sampling": ("step", "cell", "example", "hard"),
+                   "estimator": ("st", "dsnas"),
                    "arch_optimizer": ("sgd", "adam"), "tau_schedule": ("linear", "exponential"),
-                   "penalty": ("log", "linear"), "dataset": ("digits", "cifar10")}
+                   "penalty": ("log", "linear"), "dataset": ("digits", "cifar10"),
+                   "gumbel_sample": ("shared", "per-rank")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SearchError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -88,6 +99,8 @@ class SearchConfig:
             raise SearchError(f"drop_path: expected a probability in [0, 1), got {self.drop_path}")
         if not (self.tau0 > 0 and self.tau_min > 0):
             raise SearchError(f"tau0, tau_min: expected temperatures > 0, got {self.tau0}, {self.tau_min}")
+        if not self.dist_timeout > 0:
+            raise SearchError(f"dist_timeout: expected seconds > 0, got {self.dist_timeout}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -136,21 +149,6 @@ def make_optimizers(model: Supernet, config: SearchConfig):
     return weights, arch, schedule
 
 
-def rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def save_atomic(obj, path: str) -> None:
     """torch.save to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
     tmp = f"{path}.tmp"
@@ -167,7 +165,10 @@ def write_json_atomic(data, path: str) -> None:
 
 @torch.no_grad()
 def evaluate(model: Supernet, loader, tau: float, child: bool, device) -> Tuple[float, float]:
-    """(mean loss, accuracy) of the supernet (a sample at ``tau``) or of its derived child on ``loader``."""
+    """(mean loss, accuracy) of the supernet (a sample at ``tau``) or of its derived child on ``loader``.
+
+    With a process group, each rank evaluates its share of the data (``loader``'s sampler) and the sums are
+    added over the ranks: every rank returns the figures of the whole set."""
     model.eval()
     total, correct, loss_sum = 0, 0, 0.0
     for x, y in loader:
@@ -176,6 +177,7 @@ def evaluate(model: Supernet, loader, tau: float, child: bool, device) -> Tuple[
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         total += y.numel()
+    loss_sum, correct, total = distributed.all_reduce_sum([loss_sum, correct, total])
     return loss_sum / max(total, 1), correct / max(total, 1)
 
 
@@ -217,91 +219,165 @@ class SearchResult:
     val_acc: float
     child_val_acc: float
     history: List[dict] = field(default_factory=list)
+    model: Optional[Supernet] = None  # the searched supernet (on every rank, the same weights and log_alpha)
+
+
+def sampling_mode(config: SearchConfig) -> str:
+    """The supernet's sampling granularity: ``--sampling hard`` is one hard sample per step."""
+    return "step" if config.sampling == "hard" else config.sampling
+
+
+def hard_mode(config: SearchConfig) -> bool:
+    """Whether only the sampled candidates run (``--hard true`` or ``--sampling hard``)."""
+    return config.hard or config.sampling == "hard"
+
+
+class SearchStep(nn.Module):
+    """The supernet's forward and SNAS's resource penalty in one module, what DistributedDataParallel wraps:
+    ``forward(x, tau, noise) -> (logits [B, classes], penalty [])``. The penalty is an output of the wrapped
+    forward, so DDP sees every path by which ``log_alpha`` gets a gradient. The cost tables are plain attributes
+    (constants, not buffers for DDP to broadcast)."""
+
+    def __init__(self, model: Supernet, costs_normal: torch.Tensor, costs_reduce: torch.Tensor, config: SearchConfig):
+        super().__init__()
+        self.model = model
+        self.costs = (costs_normal, costs_reduce)
+        self.hard, self.sampling, self.penalty_form = hard_mode(config), sampling_mode(config), config.penalty
+
+    def forward(self, x: torch.Tensor, tau: float, noise=None):
+        logits = self.model(x, tau, hard=self.hard, noise=noise)
+        z_normal, z_reduce = self.model.last_sample
+        if self.sampling == "example":  # the expected cost of the batch: the mean sample
+            z_normal, z_reduce = z_normal.mean(0), z_reduce.mean(0)
+        penalty = cost_model.resource_penalty(z_normal, z_reduce, *self.costs, form=self.penalty_form)
+        return logits, penalty
+
+
+def seed_epoch(seed: int, epoch: int, rank: int = 0) -> None:
+    """Seeds torch's, Python's and numpy's global generators from (seed, epoch, rank): what an epoch draws
+    (drop-path masks, loader seeds) depends on those alone, so a resumed run draws what an uninterrupted one
+    does, and ranks draw different masks."""
+    s = distributed.seed_for(seed, epoch, rank)
+    torch.manual_seed(s)
+    random.seed(s)
+    np.random.seed(s % 2 ** 32)
 
 
 def search(config: SearchConfig, data, resume: bool = False, progress: bool = True) -> SearchResult:
-    """Runs (or resumes) a search. ``data`` is ``(train_set, val_set, info)`` from :mod:`snas_fast.data`."""
-    from .data import make_loaders  # noqa: local import keeps `import snas_fast` light
+    """Runs (or resumes) a search. ``data`` is ``(train_set, val_set, info)`` from :mod:`snas_fast.data`.
 
+    In a process group (``torchrun``, :func:`snas_fast.distributed.setup`) the search is data-parallel: each rank
+    trains on its shard of every batch (``config.batch_size`` per rank), gradients of the weights and of
+    ``log_alpha`` are averaged, the Gumbel sample follows ``config.gumbel_sample``, BatchNorm statistics are per
+    process unless ``config.sync_bn``, and only rank 0 writes the run directory."""
     config.validate()
     train_set, val_set, info = data
-    device = torch.device(config.device)
-    os.makedirs(config.out, exist_ok=True)
+    ctx = distributed.context(config.device)
+    device = ctx.device
     ckpt_path = os.path.join(config.out, "checkpoint.pt")
     metrics_path = os.path.join(config.out, "metrics.jsonl")
+    if ctx.is_main:
+        os.makedirs(config.out, exist_ok=True)
 
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     np.random.seed(config.seed)
     model = Supernet(config.channels, info.num_classes, config.layers, in_channels=info.in_channels,
-                     mixed=config.mixed, pool_bn=config.pool_bn, sampling=config.sampling).to(device)
+                     mixed=config.mixed, pool_bn=config.pool_bn, sampling=sampling_mode(config),
+                     estimator=config.estimator).to(device)
+    if config.sync_bn:
+        model = distributed.convert_sync_batchnorm(model, ctx)
     costs_normal, costs_reduce = (t.to(device) for t in cost_tables(model, info.image_size))
-    train_loader, val_loader = make_loaders(train_set, val_set, config.batch_size, config.seed,
-                                            num_workers=config.num_workers)
+    train_loader = distributed.train_loader(train_set, config.batch_size, config.seed, ctx, config.num_workers)
+    val_loader = distributed.eval_loader(val_set, config.batch_size, ctx, config.num_workers)
     opt_w, opt_a, schedule = make_optimizers(model, config)
 
     start_epoch, history = 0, []
-    if resume and os.path.exists(ckpt_path):
-        state = torch.load(ckpt_path, map_location=device, weights_only=False)
+    state = None
+    if resume:  # rank 0 reads the checkpoint and hands it to the others (no shared file system needed)
+        found = ctx.is_main and os.path.exists(ckpt_path)
+        state = distributed.broadcast_object(torch.load(ckpt_path, map_location="cpu", weights_only=False)
+                                             if found else None)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt_w.load_state_dict(state["opt_weights"])
         opt_a.load_state_dict(state["opt_arch"])
         schedule.load_state_dict(state["schedule"])
         start_epoch, history = state["epoch"] + 1, state["history"]
-        set_rng_state(state["rng"])
-        _truncate_metrics(metrics_path, start_epoch)
-    else:
+        if ctx.is_main:
+            _truncate_metrics(metrics_path, start_epoch)
+    elif ctx.is_main:
         write_json_atomic(config.to_dict(), os.path.join(config.out, "config.json"))
         open(metrics_path, "w").close()
+    # DDP broadcasts rank 0's parameters and buffers and averages every gradient, log_alpha's included. A soft
+    # sample reaches every parameter; a hard one may leave candidates unrun (find_unused_parameters).
+    net = distributed.wrap_ddp(SearchStep(model, costs_normal, costs_reduce, config), ctx,
+                               find_unused_parameters=hard_mode(config))
 
+    rows: List[dict] = []
     for epoch in range(start_epoch, config.epochs):
+        seed_epoch(config.seed, epoch, ctx.rank)
         tau = temperature(config, epoch)
         model.drop_path_prob = config.drop_path * epoch / max(config.epochs, 1)
         update_arch = epoch >= config.warmup_epochs
         # the data order of an epoch depends on (seed, epoch) alone, so a resumed run sees the same batches
-        if train_loader.generator is not None:
-            train_loader.generator.manual_seed(config.seed * 1000003 + epoch)
-        stats = _train_epoch(model, config, train_loader, val_loader, opt_w, opt_a, tau, update_arch,
-                             costs_normal, costs_reduce, device, epoch, progress)
+        train_loader.sampler.set_epoch(epoch)
+        stats = _train_epoch(net, model, config, ctx, train_loader, val_loader, opt_w, opt_a, tau, update_arch,
+                             epoch, progress and ctx.is_main)
         schedule.step()
-        rng_after_train = rng_state()
+        distributed.broadcast_buffers(model)  # every rank evaluates (and rank 0 saves) rank 0's BN statistics
         val_loss, val_acc = evaluate(model, val_loader, tau, child=False, device=device)
         child_acc = _evaluate_child(model, config, train_loader, val_loader, device)
-        set_rng_state(rng_after_train)  # evaluation does not change what the next epoch draws
         normal_alpha, reduce_alpha = (a.tolist() for a in model.alphas())
         genotype = model.genotype("edge_all")
         row = dict(epoch=epoch, tau=tau, lr=opt_w.param_groups[0]["lr"], **stats, val_loss=val_loss,
                    val_acc=val_acc, child_val_acc=child_acc)
+        rows.append(row)
         history.append(dict(normal_alpha=normal_alpha, reduce_alpha=reduce_alpha))
-        with open(metrics_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        write_json_atomic(dict(genotype=genotype.to_dict(), normal_alpha=normal_alpha, reduce_alpha=reduce_alpha,
-                               epoch=epoch), os.path.join(config.out, "genotype.json"))
-        save_atomic(dict(model=model.state_dict(), opt_weights=opt_w.state_dict(), opt_arch=opt_a.state_dict(),
-                         schedule=schedule.state_dict(), epoch=epoch, history=history, rng=rng_state(),
-                         config=config.to_dict()), ckpt_path)
-        _write_plots(config.out, history, genotype, metrics_path)
-        if progress:
-            print(f"epoch {epoch + 1}/{config.epochs}: train_acc {stats['train_acc']:.3f} val_acc {val_acc:.3f} "
-                  f"child_val_acc {child_acc:.3f} tau {tau:.3f}", flush=True)
+        if ctx.is_main:
+            with open(metrics_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+            write_json_atomic(dict(genotype=genotype.to_dict(), normal_alpha=normal_alpha,
+                                   reduce_alpha=reduce_alpha, epoch=epoch), os.path.join(config.out, "genotype.json"))
+            save_atomic(dict(model=model.state_dict(), opt_weights=opt_w.state_dict(), opt_arch=opt_a.state_dict(),
+                             schedule=schedule.state_dict(), epoch=epoch, history=history,
+                             config=config.to_dict()), ckpt_path)
+            _write_plots(config.out, history, genotype, metrics_path)
+            if progress:
+                print(f"epoch {epoch + 1}/{config.epochs}: train_acc {stats['train_acc']:.3f} val_acc {val_acc:.3f} "
+                      f"child_val_acc {child_acc:.3f} tau {tau:.3f}", flush=True)
 
-    rows = _read_metrics(metrics_path)
+    if ctx.is_main:
+        rows = _read_metrics(metrics_path)
     last = rows[-1] if rows else {}
     return SearchResult(model.genotype("edge_all"), last.get("val_acc", math.nan), last.get("child_val_acc", math.nan),
-                        history)
+                        history, model)
 
 
-def _train_epoch(model, config, train_loader, val_loader, opt_w, opt_a, tau, update_arch, costs_normal,
-                 costs_reduce, device, epoch, progress) -> Dict[str, float]:
+def gumbel_noise_for_step(model: Supernet, config: SearchConfig, ctx, epoch: int, step: int, batch: int,
+                          phase: int = 0) -> List[torch.Tensor]:
+    """The Gumbel noise ``[normal, reduce]`` of one step, in the shapes :meth:`Supernet.sample` takes for
+    ``config.sampling``, drawn by :func:`snas_fast.distributed.gumbel_noise` under ``config.gumbel_sample``."""
+    shapes = []
+    for n, la in zip(model.cell_counts(), model.arch_parameters()):
+        lead = {"step": (), "cell": (max(n, 1),), "example": (batch,)}[sampling_mode(config)]
+        shapes.append(lead + tuple(la.shape))
+    return distributed.gumbel_noise(shapes, config.seed, epoch, step, ctx, config.gumbel_sample, phase=phase,
+                                    per_example=config.sampling == "example", device=ctx.device)
+
+
+def _train_epoch(net, model, config, ctx, train_loader, val_loader, opt_w, opt_a, tau, update_arch, epoch,
+                 progress) -> Dict[str, float]:
     from tqdm import tqdm
 
-    model.train()
+    device = ctx.device
+    net.train()
     seen, correct, loss_sum, penalty_sum = 0, 0, 0.0, 0.0
     start = time.perf_counter()
     val_iter = iter(val_loader) if config.bilevel else None
     bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress,
                dynamic_ncols=True)
-    for x, y in bar:
+    for step, (x, y) in enumerate(bar):
         x, y = x.to(device), y.to(device)
         if config.bilevel and update_arch:  # DARTS first order: log_alpha on a held-out batch, weights frozen
             try:
@@ -310,12 +386,14 @@ def _train_epoch(model, config, train_loader, val_loader, opt_w, opt_a, tau, upd
                 val_iter = iter(val_loader)
                 xv, yv = next(val_iter)
             opt_a.zero_grad(set_to_none=True)
-            loss_v, _, _ = _loss(model, config, xv.to(device), yv.to(device), tau, costs_normal, costs_reduce)
+            noise = gumbel_noise_for_step(model, config, ctx, epoch, step, xv.shape[0], phase=1)
+            loss_v, _, _ = _loss(net, config, xv.to(device), yv.to(device), tau, noise)
             loss_v.backward()
             opt_a.step()
         opt_w.zero_grad(set_to_none=True)
         opt_a.zero_grad(set_to_none=True)
-        loss, logits, penalty = _loss(model, config, x, y, tau, costs_normal, costs_reduce)
+        noise = gumbel_noise_for_step(model, config, ctx, epoch, step, x.shape[0])
+        loss, logits, penalty = _loss(net, config, x, y, tau, noise)
         if not torch.isfinite(loss):
             raise SearchError(f"the loss became {loss.item()} at epoch {epoch + 1}: the run stops; the checkpoint "
                               f"of the last finished epoch is intact (lower the learning rates or lambda)")
@@ -333,17 +411,14 @@ def _train_epoch(model, config, train_loader, val_loader, opt_w, opt_a, tau, upd
         bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}", tau=f"{tau:.3f}",
                         img_s=f"{rate:.0f}")
     elapsed = time.perf_counter() - start
+    seen, correct, loss_sum, penalty_sum = distributed.all_reduce_sum([seen, correct, loss_sum, penalty_sum])
     return dict(train_loss=loss_sum / max(seen, 1), train_acc=correct / max(seen, 1),
                 penalty=penalty_sum / max(seen, 1), images_per_s=seen / max(elapsed, 1e-9), epoch_s=elapsed)
 
 
-def _loss(model, config, x, y, tau, costs_normal, costs_reduce):
+def _loss(net, config, x, y, tau, noise):
     """Cross entropy + lambda * the resource penalty under the sample the forward used (SNAS's loss)."""
-    logits = model(x, tau, hard=config.hard)
-    z_normal, z_reduce = model.last_sample
-    if config.sampling == "example":  # the expected cost of the batch: the mean sample
-        z_normal, z_reduce = z_normal.mean(0), z_reduce.mean(0)
-    penalty = cost_model.resource_penalty(z_normal, z_reduce, costs_normal, costs_reduce, form=config.penalty)
+    logits, penalty = net(x, tau, noise)
     return F.cross_entropy(logits, y) + config.resource_lambda * penalty, logits, penalty
 
 

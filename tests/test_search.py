@@ -117,7 +117,7 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path,
 
 def test_bad_settings_are_reported(tmp_path, capsys):
     assert main(["search", *TINY, "--mixed", "fast", "--out", str(tmp_path / "x")]) == 2
-    assert "mixed: expected one of fused, eager" in capsys.readouterr().err
+    assert "mixed: expected one of fused, fused_sum, eager" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
@@ -132,7 +132,10 @@ def test_python_m_entry_point_prints_help():
     dict(sampling="example", hard=True, drop_path=0.3),
     dict(sampling="cell", bn_recalibration=2, pool_bn=True),
     dict(mixed="eager"),
-], ids=lambda o: ",".join(o))
+    dict(mixed="fused_sum"),
+    dict(sampling="hard"),
+    dict(sampling="hard", estimator="dsnas", drop_path=0.2),
+], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_trainer_options_run(tmp_path, options):
     config = tiny_config(tmp_path, epochs=1, **options)
     result = trainer.search(config, trainer.load_search_data(config), progress=False)

@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-OPS = ["mixed_op_fwd", "mixed_op_bwd", "gumbel_mixed_op_fwd", "gumbel_mixed_op_bwd"]
+OPS = ["mixed_op_fwd", "mixed_op_bwd", "gumbel_mixed_op_fwd", "gumbel_mixed_op_bwd", "mixed_edge_fwd", "mixed_edge_bwd"]
 
 
 def main(lib_dir: str) -> int:

@@ -1,0 +1,160 @@
+"""Tests of the benchmark machinery itself (not timings): the max-batch search, the saved-bytes count, the CSV
+rows and the plots. The GPU-only max-batch path runs here on the CPU with the CUDA memory calls faked.
+
+    pytest bench/test_bench_helpers.py -q
+
+(``pytest bench/ --benchmark-only`` skips these: they use no benchmark fixture.)
+"""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import types
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import harness  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.mark.parametrize("fit_max", [0, 7, 8, 15, 16, 17, 100, 1000, 1023, 4096, 5000, 100000])
+@pytest.mark.parametrize("start", [8, 16, 64])
+def test_largest_fitting_brackets_the_threshold(fit_max, start):
+    tried = []
+
+    def fits(n):
+        tried.append(n)
+        return n <= fit_max
+
+    n, first_fail = harness.largest_fitting(fits, start, granularity=8, limit=1 << 15, rel_tol=1 / 32)
+    assert n % 8 == 0 and n <= fit_max
+    assert all(t % 8 == 0 and 8 <= t <= 1 << 15 for t in tried)
+    if fit_max >= 1 << 15:
+        assert (n, first_fail) == (1 << 15, None)
+        return
+    assert first_fail is not None and first_fail > fit_max
+    assert first_fail - n <= max(8, n // 32)
+    assert len(tried) <= 2 * 13  # doubling plus bisection, never a scan
+
+
+def test_largest_fitting_limit_and_bad_arguments():
+    assert harness.largest_fitting(lambda n: True, 16, granularity=8, limit=100) == (96, None)
+    assert harness.largest_fitting(lambda n: False, 16, granularity=8, limit=100) == (0, 8)
+    with pytest.raises(ValueError, match="granularity"):
+        harness.largest_fitting(lambda n: True, 16, granularity=8, limit=4)
+
+
+def test_saved_tensors_deduplicates_by_storage_and_excludes_state():
+    w = torch.randn(64, 64, requires_grad=True)
+    x = torch.randn(256, 64, requires_grad=True)
+    with harness.SavedTensors(exclude=[w]) as saved:
+        y = x @ w  # saves x and w
+        z = (y[:128] * y[128:]).sum()  # two views of y's storage, saved by one mul
+    z.backward()
+    assert saved.bytes == x.numel() * 4 + y.numel() * 4
+    with harness.SavedTensors() as saved_all:
+        (x @ w).sum()
+    assert saved_all.bytes == (x.numel() + w.numel()) * 4
+
+
+def test_saved_tensors_sees_the_extension_ops():
+    import snas_fast
+
+    x = torch.randn(4, 8, 8, 8, requires_grad=True)
+    us = [torch.randn(4, 8, 8, 8, requires_grad=True) for _ in range(4)]
+    w = torch.softmax(torch.randn(8), 0).requires_grad_()
+    with harness.SavedTensors() as saved:
+        snas_fast.mixed_edge(x, us, w, [1, 2, 3, 4, 5, 6, 7], 1)
+    # x and the four u_m at least: the C++ autograd's save_for_backward goes through the hooks
+    assert saved.bytes >= 5 * x.numel() * 4
+
+
+def test_rows_write_csv_appends_only_new_rows(tmp_path):
+    path = str(tmp_path / "rows.csv")
+    rows = harness.Rows("cpu")
+    rows.add("fused", "cfg", "step_ms", 1.0, "ms")
+    rows.write_csv(path)
+    rows.add("eager", "cfg", "step_ms", 2.0, "ms")
+    rows.write_csv(path)
+    rows.write_csv(None)
+    with open(path) as f:
+        got = list(csv.DictReader(f))
+    assert [r["variant"] for r in got] == ["fused", "eager"]
+    assert list(got[0]) == harness.COLUMNS
+
+
+def test_max_batch_search_with_faked_cuda_memory(monkeypatch):
+    """bench_search_step.max_batch on a tiny CPU supernet, with the CUDA calls faked: memory 1 MiB per image plus
+    10, and an OutOfMemoryError past 200 images; the budget is 150 MiB."""
+    import bench_search_step as bss
+
+    current = {"batch": 0}
+    original_set_batch = bss.Step.set_batch
+
+    def set_batch(self, batch):
+        current["batch"] = batch
+        if batch > 200:
+            raise torch.cuda.OutOfMemoryError("fake: out of memory")
+        original_set_batch(self, batch)
+
+    calls = {"fraction": []}
+    fake = types.SimpleNamespace(
+        get_device_properties=lambda i: types.SimpleNamespace(total_memory=1 << 40),
+        current_device=lambda: 0,
+        empty_cache=lambda: None,
+        memory_allocated=lambda: 0,
+        set_per_process_memory_fraction=lambda f: calls["fraction"].append(f),
+        reset_peak_memory_stats=lambda: None,
+        synchronize=lambda: None,
+        max_memory_allocated=lambda: (10 + current["batch"]) * 2**20,
+        OutOfMemoryError=torch.cuda.OutOfMemoryError,
+    )
+    steps = []
+    original_call = bss.Step.__call__
+
+    def call(self):  # one real step (the first), then only the bookkeeping: the search is what is tested here
+        steps.append(self.x.shape[0])
+        return original_call(self) if len(steps) == 1 else None
+
+    monkeypatch.setattr(bss.Step, "set_batch", set_batch)
+    monkeypatch.setattr(bss.Step, "__call__", call)
+    args = types.SimpleNamespace(channels=2, layers=1, size=4, device="cpu", estimator="st", max_batch_start=16,
+                                 max_batch_granularity=8, max_batch_limit=1 << 12)
+    for variant in ("fused", "hard"):
+        n, first_fail, peak = bss.max_batch(variant, args, budget_mb=150, cuda=fake)
+        assert n == 136 and first_fail == 144 and peak == 146  # 10 + 136 <= 150 < 10 + 144
+    assert calls["fraction"][-1] == 1.0 and calls["fraction"][0] == pytest.approx(150 * 2**20 / (1 << 40))
+    n, first_fail, _ = bss.max_batch("eager", args, budget_mb=1000, cuda=fake)  # past 200: the OutOfMemoryError path
+    assert 192 <= n <= 200 and first_fail is not None
+    assert steps[:2] == [16, 16] and max(steps) <= 200  # two steps per size, none past the faked OOM
+
+
+def test_plot_draws_search_step_and_max_batch(tmp_path):
+    path = tmp_path / "rows.csv"
+    rows = harness.Rows("cpu")
+    for b in (8, 16):
+        cfg = f"search_step/C8_L5_16px/b{b}"
+        for i, v in enumerate(("fused", "fused_sum", "eager", "hard")):
+            rows.add(v, cfg, "step_ms", 10.0 * (i + 1) * b, "ms")
+            rows.add(v, cfg, "step_ms_p20", 9.0 * (i + 1) * b, "ms")
+            rows.add(v, cfg, "step_ms_p80", 11.0 * (i + 1) * b, "ms")
+            rows.add(v, cfg, "peak_mem_mb", 5.0 * (i + 1), "MiB")
+            rows.add(v, cfg, "saved_mb", 4.0 * (i + 1), "MiB")
+        rows.add("fused/eager", cfg, "step_ratio", 0.33, "x")
+    for v, n in (("fused", 128), ("eager", 64), ("hard", 1024)):
+        rows.add(v, "search_step/C16_L8_32px/budget8192MiB", "max_batch", n, "images")
+    rows.add("fused", "mixed_edge/s1_b64_c16_32x32/float32/K8_M4", "fwd_bwd_ms", 1.0, "ms")
+    rows.add("eager", "mixed_edge/s1_b64_c16_32x32/float32/K8_M4", "fwd_bwd_ms", 2.0, "ms")
+    rows.write_csv(str(path))
+    out = tmp_path / "plots"
+    proc = subprocess.run([sys.executable, os.path.join(HERE, "plot.py"), str(path), "--out", str(out)],
+                          capture_output=True, text=True, check=True)
+    names = sorted(os.path.basename(p) for p in proc.stdout.split())
+    assert names == ["mixed_edge_fwd_bwd_ms.png", "search_step.png", "search_step_max_batch.png"]
+    assert all(os.path.getsize(out / n) > 1000 for n in names)

@@ -1,0 +1,527 @@
+// CPU backend of the deep-fused mixed edge. Contract and shapes: csrc/mixed_edge.h. Maths: docs/kernels.md.
+//
+// Everything works per (b, c) plane of the output: the pools, the identity and the normalisation of a plane need
+// only that plane of x and of each u_m, so at::parallel_for hands out whole planes and no two tasks write the
+// same element. The cross-plane reductions (batch statistics per channel, S1/S2 of the BatchNorm backward, the
+// dot products of grad_w) are made of one partial per plane, combined afterwards in a fixed order: the results
+// are bit-identical whatever the number of threads.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../mixed_edge.h"
+
+namespace snas_fast {
+namespace {
+
+using at::vec::Vectorized;
+
+// Output elements per parallel task (whole planes): small planes are grouped so a task is worth its overhead.
+constexpr int64_t kTaskElems = 8192;
+
+struct Geometry {
+  int64_t B, C, H, W, Ho, Wo, stride, K, R;
+  int64_t plane_in() const { return H * W; }
+  int64_t plane_out() const { return Ho * Wo; }
+  int64_t grain() const { return std::max<int64_t>(1, kTaskElems / std::max<int64_t>(1, plane_out())); }
+};
+
+Geometry geometry(const at::Tensor& x, const at::Tensor& w, int64_t stride) {
+  Geometry g;
+  g.B = x.size(0);
+  g.C = x.size(1);
+  g.H = x.size(2);
+  g.W = x.size(3);
+  g.stride = stride;
+  g.Ho = (g.H - 1) / stride + 1;
+  g.Wo = (g.W - 1) / stride + 1;
+  g.K = w.size(1);
+  g.R = w.size(0);
+  return g;
+}
+
+// Output i of a 3x3 window with padding 1 and stride s covers inputs [i*s - 1, i*s + 2) clipped to [0, n).
+inline int64_t lo(int64_t i, int64_t s) { return std::max<int64_t>(i * s - 1, 0); }
+inline int64_t hi(int64_t i, int64_t s, int64_t n) { return std::min<int64_t>(i * s + 2, n); }
+
+// Per-task scratch for the pools of one plane (nothing leaves the task). The plane is copied into a buffer with a
+// one-element border (-inf for the max, 0 for the sum), so the window loops need no bounds checks; pooled
+// positions use padded coordinates (Wp = W + 2 columns).
+template <typename acc_t>
+struct PoolScratch {
+  int64_t Wp;
+  std::vector<acc_t> xmax, xsum;        // [H + 2, Wp] padded plane
+  std::vector<acc_t> hmax, hsum;        // [H + 2, Wo] horizontal window max / sum of each padded row
+  std::vector<int32_t> harg;            // [H + 2, Wo] padded column of the row maximum
+  std::vector<acc_t> maxv, avgv;        // [Ho, Wo] pooled values (avgv is reused for the avg backward's A)
+  std::vector<int32_t> arg;             // [Ho, Wo] padded index of the window maximum
+  std::vector<acc_t> inv_rows, inv_cols;  // 1 / in-bounds rows of output row i, 1 / in-bounds columns of j
+  std::vector<acc_t> tmp;               // [Ho, Wp] (avg backward)
+  explicit PoolScratch(const Geometry& g)
+      : Wp(g.W + 2), xmax((g.H + 2) * Wp, -std::numeric_limits<acc_t>::infinity()), xsum((g.H + 2) * Wp, acc_t(0)),
+        hmax((g.H + 2) * g.Wo), hsum((g.H + 2) * g.Wo), harg((g.H + 2) * g.Wo), maxv(g.plane_out()),
+        avgv(g.plane_out()), arg(g.plane_out()), inv_rows(g.Ho), inv_cols(g.Wo), tmp(g.Ho * Wp) {
+    for (int64_t i = 0; i < g.Ho; ++i) inv_rows[i] = acc_t(1) / static_cast<acc_t>(hi(i, g.stride, g.H) - lo(i, g.stride));
+    for (int64_t j = 0; j < g.Wo; ++j) inv_cols[j] = acc_t(1) / static_cast<acc_t>(hi(j, g.stride, g.W) - lo(j, g.stride));
+  }
+};
+
+// Both pools of one plane, separably: a horizontal pass per padded row, then a vertical pass per output row.
+// Max pool is at::max_pool2d's: the first maximum of the window in row-major order (strictly greater wins, a NaN
+// always wins, and a window of -inf picks its first in-bounds element). Separably: the first maximum of each row,
+// then the first row whose maximum is strictly greater -- the same element. The branch-free form below (strictly
+// greater wins, starting from -inf at the first in-bounds position) is exact when the plane has no NaN; a plane
+// with a NaN takes pool_plane_nan. Average pool divides by the in-bounds count (count_include_pad=False).
+template <typename scalar_t, typename acc_t>
+void pool_plane_nan(const scalar_t* xp, const Geometry& g, bool want_max, bool want_avg, PoolScratch<acc_t>& s);
+
+template <int ST, bool ARG, typename scalar_t, typename acc_t>
+void pool_plane_st(const scalar_t* xp, const Geometry& g, bool want_max, bool want_avg, PoolScratch<acc_t>& s) {
+  const int64_t Wp = s.Wp, Wo = g.Wo;
+  bool nan = false;
+  for (int64_t r = 0; r < g.H; ++r) {
+    const scalar_t* row = xp + r * g.W;
+    acc_t* pm = &s.xmax[(r + 1) * Wp + 1];
+    acc_t* ps = &s.xsum[(r + 1) * Wp + 1];
+    for (int64_t c = 0; c < g.W; ++c) {
+      const acc_t v = static_cast<acc_t>(row[c]);
+      nan |= v != v;
+      pm[c] = v;
+      ps[c] = v;
+    }
+  }
+  if (nan && want_max) return pool_plane_nan(xp, g, want_max, want_avg, s);
+  const acc_t ninf = -std::numeric_limits<acc_t>::infinity();
+  // Each loop below runs over j with a constant stride: the compiler vectorises them (selects, no branches).
+  for (int64_t r = 0; r < g.H + 2; ++r) {
+    const acc_t* pm = &s.xmax[r * Wp];
+    const acc_t* ps = &s.xsum[r * Wp];
+    acc_t* __restrict__ hm = &s.hmax[r * Wo];
+    acc_t* __restrict__ hs = &s.hsum[r * Wo];
+    int32_t* __restrict__ ha = &s.harg[r * Wo];
+    if (want_max) {
+      for (int64_t j = 0; j < Wo; ++j) {
+        hm[j] = ninf;
+        if (ARG) ha[j] = static_cast<int32_t>(j == 0 ? 1 : j * ST);  // the first in-bounds column (padded)
+      }
+      for (int d = 0; d < 3; ++d) {
+        for (int64_t j = 0; j < Wo; ++j) {
+          const acc_t v = pm[j * ST + d];
+          const bool t = v > hm[j];
+          hm[j] = t ? v : hm[j];
+          if (ARG) ha[j] = t ? static_cast<int32_t>(j * ST + d) : ha[j];
+        }
+      }
+    }
+    if (want_avg) {
+      for (int64_t j = 0; j < Wo; ++j) hs[j] = ps[j * ST] + ps[j * ST + 1] + ps[j * ST + 2];
+    }
+  }
+  for (int64_t i = 0; i < g.Ho; ++i) {
+    const int64_t r = i * ST;  // padded rows r, r + 1, r + 2
+    const int64_t first = r == 0 ? 1 : r;  // the first in-bounds padded row
+    if (want_max) {
+      acc_t* __restrict__ mv = &s.maxv[i * Wo];
+      int32_t* __restrict__ ma = &s.arg[i * Wo];
+      for (int64_t j = 0; j < Wo; ++j) {
+        mv[j] = ninf;
+        if (ARG) ma[j] = static_cast<int32_t>(first * Wp) + s.harg[first * Wo + j];
+      }
+      for (int d = 0; d < 3; ++d) {
+        const acc_t* hm = &s.hmax[(r + d) * Wo];
+        const int32_t* ha = &s.harg[(r + d) * Wo];
+        const int32_t base = static_cast<int32_t>((r + d) * Wp);
+        for (int64_t j = 0; j < Wo; ++j) {
+          const bool t = hm[j] > mv[j];
+          mv[j] = t ? hm[j] : mv[j];
+          if (ARG) ma[j] = t ? base + ha[j] : ma[j];
+        }
+      }
+    }
+    if (want_avg) {
+      acc_t* __restrict__ av = &s.avgv[i * Wo];
+      const acc_t ir = s.inv_rows[i];
+      const acc_t* h0 = &s.hsum[r * Wo];
+      const acc_t* h1 = h0 + Wo;
+      const acc_t* h2 = h1 + Wo;
+      for (int64_t j = 0; j < Wo; ++j) av[j] = (h0[j] + h1[j] + h2[j]) * (ir * s.inv_cols[j]);
+    }
+  }
+}
+
+template <bool ARG, typename scalar_t, typename acc_t>
+void pool_plane(const scalar_t* xp, const Geometry& g, bool want_max, bool want_avg, PoolScratch<acc_t>& s) {
+  if (g.stride == 1) {
+    pool_plane_st<1, ARG>(xp, g, want_max, want_avg, s);
+  } else {
+    pool_plane_st<2, ARG>(xp, g, want_max, want_avg, s);
+  }
+}
+
+// The exact scan of at::max_pool2d for a plane holding a NaN (a NaN always wins, so the last NaN of the window in
+// row-major order is the maximum); same outputs and padded coordinates as pool_plane.
+template <typename scalar_t, typename acc_t>
+void pool_plane_nan(const scalar_t* xp, const Geometry& g, bool want_max, bool want_avg, PoolScratch<acc_t>& s) {
+  const int64_t st = g.stride;
+  for (int64_t i = 0; i < g.Ho; ++i) {
+    for (int64_t j = 0; j < g.Wo; ++j) {
+      const int64_t r0 = lo(i, st), r1 = hi(i, st, g.H), c0 = lo(j, st), c1 = hi(j, st, g.W);
+      acc_t best = -std::numeric_limits<acc_t>::infinity(), sum = 0;
+      int64_t arg = r0 * g.W + c0;
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t c = c0; c < c1; ++c) {
+          const acc_t v = static_cast<acc_t>(xp[r * g.W + c]);
+          sum += v;
+          if (v > best || std::isnan(v)) {
+            best = v;
+            arg = r * g.W + c;
+          }
+        }
+      }
+      s.maxv[i * g.Wo + j] = best;
+      s.arg[i * g.Wo + j] = static_cast<int32_t>((arg / g.W + 1) * s.Wp + arg % g.W + 1);
+      if (want_avg) s.avgv[i * g.Wo + j] = sum * (s.inv_rows[i] * s.inv_cols[j]);
+    }
+  }
+}
+
+// dxp (padded, [H + 2, Wp]) += the average pool's backward of A (A[o] = weight * G[o] / count(o), in s.avgv).
+template <int ST, typename acc_t>
+void avg_pool_backward_st(const Geometry& g, PoolScratch<acc_t>& s, acc_t* dxp) {
+  const int64_t Wp = s.Wp, Wo = g.Wo;
+  std::fill(s.tmp.begin(), s.tmp.end(), acc_t(0));
+  for (int64_t i = 0; i < g.Ho; ++i) {  // columns: tmp[i, c'] = sum of A[i, j] over the windows covering c'
+    const acc_t* a = &s.avgv[i * Wo];
+    acc_t* t = &s.tmp[i * Wp];
+    for (int d = 0; d < 3; ++d) {
+      for (int64_t j = 0; j < Wo; ++j) t[j * ST + d] += a[j];
+    }
+  }
+  for (int64_t i = 0; i < g.Ho; ++i) {  // rows
+    const acc_t* t = &s.tmp[i * Wp];
+    for (int d = 0; d < 3; ++d) {
+      acc_t* __restrict__ out = dxp + (i * ST + d) * Wp;
+      for (int64_t c = 0; c < Wp; ++c) out[c] += t[c];
+    }
+  }
+}
+
+template <typename acc_t>
+void avg_pool_backward(const Geometry& g, PoolScratch<acc_t>& s, acc_t* dxp) {
+  if (g.stride == 1) {
+    avg_pool_backward_st<1>(g, s, dxp);
+  } else {
+    avg_pool_backward_st<2>(g, s, dxp);
+  }
+}
+
+// Reductions over a plane in acc_t: sum_i f(a_i, b_i) for f in {a, (a - mu)^2, a * b, (a - mu) * b}. Float and
+// double inputs use one vector accumulator (its lanes summed in a fixed order at the end); reduced types
+// convert element by element. The order depends on n only, never on the thread count.
+enum class Red { Sum, M2, Dot, CDot };
+
+template <Red kind, typename scalar_t, typename acc_t>
+inline acc_t reduce_plane(const scalar_t* a, const scalar_t* b, acc_t mu, int64_t n) {
+  auto term = [&](acc_t x, acc_t y) -> acc_t {
+    if constexpr (kind == Red::Sum) return x;
+    if constexpr (kind == Red::M2) return (x - mu) * (x - mu);
+    if constexpr (kind == Red::Dot) return x * y;
+    return (x - mu) * y;
+  };
+  acc_t total = 0;
+  int64_t i = 0;
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    using V = Vectorized<acc_t>;
+    constexpr int64_t L = V::size();
+    V acc(0), vmu(mu);
+    for (; i + L <= n; i += L) {
+      const V x = V::loadu(a + i);
+      if constexpr (kind == Red::Sum) acc = acc + x;
+      if constexpr (kind == Red::M2) acc = at::vec::fmadd(x - vmu, x - vmu, acc);
+      if constexpr (kind == Red::Dot) acc = at::vec::fmadd(x, V::loadu(b + i), acc);
+      if constexpr (kind == Red::CDot) acc = at::vec::fmadd(x - vmu, V::loadu(b + i), acc);
+    }
+    acc_t lanes[L];
+    acc.store(lanes);
+    for (int64_t l = 0; l < L; ++l) total += lanes[l];
+  }
+  for (; i < n; ++i) total += term(static_cast<acc_t>(a[i]), b ? static_cast<acc_t>(b[i]) : acc_t(0));
+  return total;
+}
+
+// Weight of column col for example b (0 for an absent term).
+template <typename acc_t>
+inline acc_t weight(const acc_t* w, const Geometry& g, int64_t b, int64_t col) {
+  return col < 0 ? acc_t(0) : w[(g.R == 1 ? 0 : b) * g.K + col];
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Forward
+// ---------------------------------------------------------------------------------------------------------------
+template <typename scalar_t>
+void fwd_impl(const at::Tensor& x, at::TensorList us, const at::Tensor& w_t, const EdgeCols& cols, int64_t stride,
+              bool batch_stats, at::TensorList running_mean, at::TensorList running_var, double momentum, double eps,
+              const at::Tensor& out, const at::Tensor& mean_t, const at::Tensor& rstd_t) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Geometry g = geometry(x, w_t, stride);
+  const int64_t M = static_cast<int64_t>(us.size());
+  const int64_t P = g.B * g.C, npl = g.plane_out();
+  std::vector<const scalar_t*> u(M);
+  for (int64_t m = 0; m < M; ++m) u[m] = us[m].const_data_ptr<scalar_t>();
+  acc_t* mean = mean_t.data_ptr<acc_t>();
+  acc_t* rstd = rstd_t.data_ptr<acc_t>();
+
+  if (batch_stats && M > 0) {
+    // Pass 1: plane mean and M2 (sum of squared deviations from the plane mean) of every u_m.
+    std::vector<acc_t> part(static_cast<size_t>(M * P * 2));
+    at::parallel_for(0, P, g.grain(), [&](int64_t p0, int64_t p1) {
+      for (int64_t p = p0; p < p1; ++p) {
+        for (int64_t m = 0; m < M; ++m) {
+          const scalar_t* up = u[m] + p * npl;
+          const acc_t mu = reduce_plane<Red::Sum>(up, up, acc_t(0), npl) / static_cast<acc_t>(npl);
+          part[(m * P + p) * 2] = mu;
+          part[(m * P + p) * 2 + 1] = reduce_plane<Red::M2>(up, up, mu, npl);
+        }
+      }
+    });
+    // Combine the B planes of each channel (Chan et al.), b = 0 .. B-1, and update the running statistics.
+    const acc_t n_total = static_cast<acc_t>(g.B * npl);
+    for (int64_t m = 0; m < M; ++m) {
+      acc_t* rm = running_mean.empty() ? nullptr : running_mean[m].data_ptr<acc_t>();
+      acc_t* rv = running_var.empty() ? nullptr : running_var[m].data_ptr<acc_t>();
+      for (int64_t c = 0; c < g.C; ++c) {
+        acc_t n_a = 0, mu_a = 0, m2_a = 0;
+        for (int64_t b = 0; b < g.B; ++b) {
+          const acc_t* pp = &part[(m * P + b * g.C + c) * 2];
+          const acc_t n_b = static_cast<acc_t>(npl), n = n_a + n_b;
+          const acc_t delta = pp[0] - mu_a;
+          mu_a += delta * (n_b / n);
+          m2_a += pp[1] + delta * delta * (n_a * n_b / n);
+          n_a = n;
+        }
+        const acc_t var = m2_a / n_total;
+        mean[m * g.C + c] = mu_a;
+        rstd[m * g.C + c] = acc_t(1) / std::sqrt(var + static_cast<acc_t>(eps));
+        if (rm != nullptr) {
+          const acc_t mom = static_cast<acc_t>(momentum);
+          rm[c] = (acc_t(1) - mom) * rm[c] + mom * mu_a;
+          rv[c] = (acc_t(1) - mom) * rv[c] + mom * var * n_total / (n_total - acc_t(1));
+        }
+      }
+    }
+  }
+
+  // Pass 2: the weighted sum, plane by plane.
+  const scalar_t* xd = x.const_data_ptr<scalar_t>();
+  const acc_t* w = w_t.const_data_ptr<acc_t>();
+  scalar_t* od = out.data_ptr<scalar_t>();
+  const bool has_max = cols.max_col >= 0, has_avg = cols.avg_col >= 0;
+  at::parallel_for(0, P, g.grain(), [&](int64_t p0, int64_t p1) {
+    std::vector<acc_t> acc(static_cast<size_t>(npl));
+    PoolScratch<acc_t> scratch(g);
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t b = p / g.C, c = p % g.C;
+      const scalar_t* xp = xd + p * g.plane_in();
+      const acc_t w_max = weight(w, g, b, cols.max_col), w_avg = weight(w, g, b, cols.avg_col);
+      const acc_t w_id = weight(w, g, b, cols.id_col);
+      // x-terms
+      if (has_max || has_avg) {
+        pool_plane<false>(xp, g, has_max, has_avg, scratch);
+        for (int64_t i = 0; i < npl; ++i) {
+          acc[i] = (has_max ? w_max * scratch.maxv[i] : acc_t(0)) + (has_avg ? w_avg * scratch.avgv[i] : acc_t(0));
+        }
+      } else {
+        std::fill(acc.begin(), acc.end(), acc_t(0));
+      }
+      if (cols.id_col >= 0) {  // stride 1: the plane of x is the plane of out
+        for (int64_t i = 0; i < npl; ++i) acc[i] += w_id * static_cast<acc_t>(xp[i]);
+      }
+      // normalised u-terms: w * (u - mean) * rstd = a * u + shift
+      for (int64_t m = 0; m < M; ++m) {
+        const acc_t wm = weight(w, g, b, cols.bn_cols[m]);
+        const acc_t a = wm * rstd[m * g.C + c];
+        const acc_t shift = -a * mean[m * g.C + c];
+        const scalar_t* up = u[m] + p * npl;
+        for (int64_t i = 0; i < npl; ++i) acc[i] += a * static_cast<acc_t>(up[i]) + shift;
+      }
+      scalar_t* op = od + p * npl;
+      for (int64_t i = 0; i < npl; ++i) op[i] = static_cast<scalar_t>(acc[i]);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Backward
+// ---------------------------------------------------------------------------------------------------------------
+template <typename scalar_t>
+void bwd_impl(const at::Tensor& x, at::TensorList us, const at::Tensor& w_t, const EdgeCols& cols, int64_t stride,
+              bool batch_stats, const at::Tensor& mean_t, const at::Tensor& rstd_t, const at::Tensor& grad_out,
+              const at::Tensor& dx_t, at::TensorList dus, const at::Tensor& grad_w_t) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const Geometry g = geometry(x, w_t, stride);
+  const int64_t M = static_cast<int64_t>(us.size());
+  const int64_t P = g.B * g.C, npl = g.plane_out(), nin = g.plane_in();
+  std::vector<const scalar_t*> u(M);
+  std::vector<scalar_t*> du(M);
+  for (int64_t m = 0; m < M; ++m) {
+    u[m] = us[m].const_data_ptr<scalar_t>();
+    du[m] = dus[m].data_ptr<scalar_t>();
+  }
+  const acc_t* mean = mean_t.const_data_ptr<acc_t>();
+  const acc_t* rstd = rstd_t.const_data_ptr<acc_t>();
+  const acc_t* w = w_t.const_data_ptr<acc_t>();
+  const scalar_t* xd = x.const_data_ptr<scalar_t>();
+  const scalar_t* gd = grad_out.const_data_ptr<scalar_t>();
+  const bool has_max = cols.max_col >= 0, has_avg = cols.avg_col >= 0, has_id = cols.id_col >= 0;
+
+  // Pass 1, per plane: the plane partials of the reductions -- slot 0: sum G; 1 + m: <xhat_m, G>;
+  // M + 1: <maxpool(x), G>; M + 2: <avgpool(x), G>; M + 3: <x, G> -- and dx, which needs nothing global.
+  const int64_t S = M + 4;
+  std::vector<acc_t> part(static_cast<size_t>(P * S), acc_t(0));
+  scalar_t* dxd = dx_t.data_ptr<scalar_t>();
+  at::parallel_for(0, P, g.grain(), [&](int64_t p0, int64_t p1) {
+    PoolScratch<acc_t> scratch(g);
+    const int64_t Wp = scratch.Wp;
+    std::vector<acc_t> dxa(static_cast<size_t>((g.H + 2) * Wp));  // padded: the pools' scatters need no checks
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t b = p / g.C, c = p % g.C;
+      const scalar_t* gp = gd + p * npl;
+      const scalar_t* xp = xd + p * nin;
+      acc_t* pp = &part[p * S];
+      pp[0] = reduce_plane<Red::Sum>(gp, gp, acc_t(0), npl);
+      for (int64_t m = 0; m < M; ++m) {
+        const scalar_t* up = u[m] + p * npl;
+        pp[1 + m] = reduce_plane<Red::CDot>(up, gp, mean[m * g.C + c], npl) * rstd[m * g.C + c];
+      }
+      const acc_t w_max = weight(w, g, b, cols.max_col), w_avg = weight(w, g, b, cols.avg_col);
+      const acc_t w_id = weight(w, g, b, cols.id_col);
+      std::fill(dxa.begin(), dxa.end(), acc_t(0));
+      if (has_id) {
+        pp[M + 3] = reduce_plane<Red::Dot>(xp, gp, acc_t(0), npl);
+        for (int64_t r = 0; r < g.H; ++r) {
+          acc_t* d = &dxa[(r + 1) * Wp + 1];
+          const scalar_t* gr = gp + r * g.W;
+          for (int64_t cc = 0; cc < g.W; ++cc) d[cc] = w_id * static_cast<acc_t>(gr[cc]);
+        }
+      }
+      if (has_max || has_avg) {
+        pool_plane<true>(xp, g, has_max, has_avg, scratch);
+        if (has_max) {
+          acc_t smax = 0;
+          for (int64_t o = 0; o < npl; ++o) {
+            const acc_t gv = static_cast<acc_t>(gp[o]);
+            smax += scratch.maxv[o] * gv;
+            dxa[scratch.arg[o]] += w_max * gv;
+          }
+          pp[M + 1] = smax;
+        }
+        if (has_avg) {
+          acc_t savg = 0;
+          for (int64_t i = 0; i < g.Ho; ++i) {
+            const acc_t wr = w_avg * scratch.inv_rows[i];
+            for (int64_t j = 0; j < g.Wo; ++j) {
+              const int64_t o = i * g.Wo + j;
+              const acc_t gv = static_cast<acc_t>(gp[o]);
+              savg += scratch.avgv[o] * gv;
+              scratch.avgv[o] = wr * scratch.inv_cols[j] * gv;  // A[o] = w_avg * G[o] / count(o)
+            }
+          }
+          pp[M + 2] = savg;
+          avg_pool_backward(g, scratch, dxa.data());
+        }
+      }
+      scalar_t* dxp = dxd + p * nin;
+      for (int64_t r = 0; r < g.H; ++r) {
+        const acc_t* d = &dxa[(r + 1) * Wp + 1];
+        for (int64_t cc = 0; cc < g.W; ++cc) dxp[r * g.W + cc] = static_cast<scalar_t>(d[cc]);
+      }
+    }
+  });
+
+  // Combine: grad_w, and S1/S2 per (m, c), in a fixed order.
+  acc_t* gw = grad_w_t.data_ptr<acc_t>();
+  std::fill(gw, gw + g.R * g.K, acc_t(0));
+  auto add_col = [&](int64_t col, int64_t slot) {
+    if (col < 0) return;
+    for (int64_t b = 0; b < g.B; ++b) {
+      acc_t s = 0;
+      for (int64_t c = 0; c < g.C; ++c) s += part[(b * g.C + c) * S + slot];
+      gw[(g.R == 1 ? 0 : b) * g.K + col] += s;
+    }
+  };
+  for (int64_t m = 0; m < M; ++m) add_col(cols.bn_cols[m], 1 + m);
+  add_col(cols.max_col, M + 1);
+  add_col(cols.avg_col, M + 2);
+  add_col(cols.id_col, M + 3);
+  std::vector<acc_t> s1(static_cast<size_t>(M * g.C), acc_t(0)), s2(static_cast<size_t>(M * g.C), acc_t(0));
+  if (batch_stats) {
+    for (int64_t m = 0; m < M; ++m) {
+      for (int64_t c = 0; c < g.C; ++c) {
+        acc_t a = 0, q = 0;
+        for (int64_t b = 0; b < g.B; ++b) {
+          const acc_t wb = weight(w, g, b, cols.bn_cols[m]);
+          a += wb * part[(b * g.C + c) * S];
+          q += wb * part[(b * g.C + c) * S + 1 + m];
+        }
+        s1[m * g.C + c] = a;
+        s2[m * g.C + c] = q;
+      }
+    }
+  }
+
+  // Pass 2, per plane: dus.
+  if (M == 0) return;
+  const acc_t inv_n = acc_t(1) / static_cast<acc_t>(g.B * npl);
+  at::parallel_for(0, P, g.grain(), [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t b = p / g.C, c = p % g.C;
+      const scalar_t* gp = gd + p * npl;
+      for (int64_t m = 0; m < M; ++m) {
+        const acc_t wb = weight(w, g, b, cols.bn_cols[m]);
+        const acc_t r = rstd[m * g.C + c], mu = mean[m * g.C + c];
+        const scalar_t* up = u[m] + p * npl;
+        scalar_t* dp = du[m] + p * npl;
+        if (batch_stats) {
+          // rstd * (wb G - S1 / n - xhat * S2 / n), xhat = (u - mu) * rstd:  a G + k u + k0
+          const acc_t a = r * wb, k = -r * r * s2[m * g.C + c] * inv_n;
+          const acc_t k0 = -r * s1[m * g.C + c] * inv_n - k * mu;
+          for (int64_t i = 0; i < npl; ++i) {
+            dp[i] = static_cast<scalar_t>(a * static_cast<acc_t>(gp[i]) + k * static_cast<acc_t>(up[i]) + k0);
+          }
+        } else {
+          const acc_t a = r * wb;
+          for (int64_t i = 0; i < npl; ++i) dp[i] = static_cast<scalar_t>(a * static_cast<acc_t>(gp[i]));
+        }
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void mixed_edge_fwd_cpu(const at::Tensor& x, at::TensorList us, const at::Tensor& w, const EdgeCols& cols,
+                        int64_t stride, bool batch_stats, at::TensorList running_mean, at::TensorList running_var,
+                        double momentum, double eps, const at::Tensor& out, const at::Tensor& mean,
+                        const at::Tensor& rstd) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mixed_edge_fwd_cpu", [&] {
+    fwd_impl<scalar_t>(x, us, w, cols, stride, batch_stats, running_mean, running_var, momentum, eps, out, mean,
+                       rstd);
+  });
+}
+
+void mixed_edge_bwd_cpu(const at::Tensor& x, at::TensorList us, const at::Tensor& w, const EdgeCols& cols,
+                        int64_t stride, bool batch_stats, const at::Tensor& mean, const at::Tensor& rstd,
+                        const at::Tensor& grad_out, const at::Tensor& dx, at::TensorList dus,
+                        const at::Tensor& grad_w) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mixed_edge_bwd_cpu", [&] {
+    bwd_impl<scalar_t>(x, us, w, cols, stride, batch_stats, mean, rstd, grad_out, dx, dus, grad_w);
+  });
+}
+
+}  // namespace snas_fast
