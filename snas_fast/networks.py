@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import costs
+from .costs import _check_int
 from .genotypes import Genotype, live_edges, load, nodes
 from .modules import is_zero_op
 from .search_space import FactorizedReduce, Identity, ReLUConvBN, make_op
@@ -72,14 +73,6 @@ def as_genotype(genotype: GenotypeLike) -> Genotype:
         return Genotype(**{f: getattr(genotype, f) for f in fields})
     raise TypeError(f"genotype: expected a Genotype, a published name, a dict or JSON text, "
                     f"got {type(genotype).__name__}")
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return int(value)
 
 
 def drop_path(x: Tensor, drop_prob: float, generator: Optional[torch.Generator] = None) -> Tensor:

@@ -38,7 +38,7 @@ class _ReluConv(torch.autograd.Function):
         x, weight = ctx.saved_tensors
         r = F.relu(x)
         gr, gw = _conv_backward(grad_y, r, weight, ctx.args, ctx.needs_input_grad[0], ctx.needs_input_grad[2])
-        gx = gr * (x > 0).to(gr.dtype) if gr is not None else None
+        gx = torch.ops.aten.threshold_backward(gr, r, 0) if gr is not None else None  # gr * (x > 0)
         return gx, None, gw, None
 
 
@@ -52,51 +52,49 @@ def relu_conv(x: Tensor, relu_x: Tensor, conv: nn.Conv2d) -> Tensor:
 
 class _BnReluConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, weight, mean, rstd, args, batch_stats):
-        ctx.save_for_backward(u, weight, mean, rstd)
-        ctx.args, ctx.batch_stats = args, batch_stats
+    def forward(ctx, u, weight, running_mean, running_var, args, batch_stats, momentum, eps):
         stride, padding, dilation, groups = args
-        r = F.relu((u - mean[:, None, None]) * rstd[:, None, None]).to(u.dtype)
-        return F.conv2d(r, weight, None, stride, padding, dilation, groups)
+        # ATen's BatchNorm: batch statistics (updating the running ones) or the running statistics
+        out, mean, invstd = torch.ops.aten.native_batch_norm(u, None, None, running_mean, running_var, batch_stats,
+                                                             momentum, eps)
+        if not batch_stats:  # eval: native_batch_norm keeps no statistics; the backward needs them
+            mean, invstd = running_mean, (running_var + eps).rsqrt()
+        # (the running statistics change in place every step: kept only where the backward reads them, in eval)
+        keep = (None, None) if batch_stats else (running_mean, running_var)
+        ctx.save_for_backward(u, weight, mean, invstd, *keep)
+        ctx.args, ctx.batch_stats, ctx.eps = args, batch_stats, eps
+        return F.conv2d(out.relu_(), weight, None, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, grad_y):
-        u, weight, mean, rstd = ctx.saved_tensors
-        acc = torch.float64 if u.dtype == torch.float64 else torch.float32
-        xhat = ((u.to(acc) - mean[:, None, None]) * rstd[:, None, None])
-        r = F.relu(xhat).to(u.dtype)
+        u, weight, mean, invstd, running_mean, running_var = ctx.saved_tensors
+        shape = (1, -1, 1, 1)
+        r = ((u - mean.view(shape).to(u.dtype)) * invstd.view(shape).to(u.dtype)).relu_()  # recomputed
         gr, gw = _conv_backward(grad_y, r, weight, ctx.args, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         gu = None
         if gr is not None:
-            gxhat = gr.to(acc) * (xhat > 0).to(acc)
-            if ctx.batch_stats:  # BatchNorm's backward with batch statistics
-                dims = (0, 2, 3)
-                gxhat = gxhat - gxhat.mean(dims, keepdim=True) - xhat * (gxhat * xhat).mean(dims, keepdim=True)
-            gu = (gxhat * rstd[:, None, None]).to(u.dtype)
-        return gu, gw, None, None, None, None
+            g_bn = torch.ops.aten.threshold_backward(gr, r, 0)
+            gu = torch.ops.aten.native_batch_norm_backward(
+                g_bn, u, None, running_mean, running_var, mean, invstd, ctx.batch_stats, ctx.eps,
+                [True, False, False])[0]
+        return gu, gw, None, None, None, None, None, None
 
 
 def bn_relu_conv(u: Tensor, bn: nn.BatchNorm2d, conv: nn.Conv2d) -> Tensor:
     """``conv(relu(bn(u)))`` for an affine-free ``bn``, keeping ``u`` and the per-channel statistics (not the
-    BatchNorm's output nor the ReLU's) for backward. ``bn``'s running statistics are updated exactly as the module
-    updates them; eval mode normalises with them. ``u``: ``[B, C, H, W]``."""
+    BatchNorm's output nor the ReLU's) for backward. ``bn``'s running statistics (and ``num_batches_tracked``) are
+    updated exactly as the module updates them; eval mode normalises with them. ``u``: ``[B, C, H, W]``."""
     if bn.affine or conv.bias is not None:
         raise ValueError("bn, conv: bn_relu_conv takes an affine-free BatchNorm and a bias-free convolution")
-    acc = torch.float64 if u.dtype == torch.float64 else torch.float32
     batch_stats = bn.training or not bn.track_running_stats
-    with torch.no_grad():
-        if batch_stats:
-            var, mean = torch.var_mean(u.to(acc), dim=(0, 2, 3), correction=0)
-            if bn.training and bn.track_running_stats:
-                bn.num_batches_tracked.add_(1)
-                momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
-                n = u.numel() // u.shape[1]
-                bn.running_mean.lerp_(mean.to(bn.running_mean.dtype), momentum)
-                bn.running_var.lerp_((var * n / max(n - 1, 1)).to(bn.running_var.dtype), momentum)
-        else:
-            mean, var = bn.running_mean.to(acc), bn.running_var.to(acc)
-        rstd = (var + bn.eps).rsqrt()
-    return _BnReluConv.apply(u, conv.weight, mean, rstd, _conv_args(conv), batch_stats)
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    rm = bn.running_mean if bn.track_running_stats else None
+    rv = bn.running_var if bn.track_running_stats else None
+    return _BnReluConv.apply(u, conv.weight, rm, rv, _conv_args(conv), batch_stats, momentum, bn.eps)
 
 
 def lean_pre_bn(op: nn.Module, x: Tensor, relu_x: Tensor) -> Tensor:

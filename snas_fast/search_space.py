@@ -77,16 +77,11 @@ def edge_index(node: int, input: int) -> int:
     return node * (node + 3) // 2 + input
 
 
-class ReLUConvBN(nn.Module):
-    """ReLU, ``kernel_size`` conv (no bias), BN: ``[B, C_in, H, W] -> [B, C_out, H_out, W_out]``."""
+class _ReLUToBN(nn.Module):
+    """A candidate ``self.op = Sequential(ReLU, ..., BatchNorm2d)``: its forward, its trailing BatchNorm and the
+    part in between (the convolutions), which a fused edge runs on one shared ``relu(x)``."""
 
-    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
-        super().__init__()
-        self.op = nn.Sequential(
-            nn.ReLU(inplace=False),
-            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
-            nn.BatchNorm2d(C_out, affine=affine),
-        )
+    op: nn.Sequential
 
     def forward(self, x: Tensor) -> Tensor:
         return self.op(x)
@@ -98,13 +93,26 @@ class ReLUConvBN(nn.Module):
 
     def pre_bn(self, relu_x: Tensor) -> Tensor:
         """Everything between the leading ReLU and the trailing BatchNorm, applied to ``relu(x)``:
-        ``forward(x) == bn(pre_bn(relu(x)))``. The convolution candidates of a fused edge share one ``relu(x)``."""
+        ``forward(x) == bn(pre_bn(relu(x)))``."""
         for layer in self.op[1:-1]:
             relu_x = layer(relu_x)
         return relu_x
 
 
-class DilConv(nn.Module):
+class ReLUConvBN(_ReLUToBN):
+    """ReLU, ``kernel_size`` conv (no bias), BN: ``[B, C_in, H, W] -> [B, C_out, H_out, W_out]``."""
+
+    def __init__(self, C_in: int, C_out: int, kernel_size: int, stride: int, padding: int, affine: bool = True):
+        super().__init__()
+        self.op = nn.Sequential(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_out, kernel_size, stride=stride, padding=padding, bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
+
+class DilConv(_ReLUToBN):
     """ReLU, dilated depthwise ``kernel_size`` conv (groups = C_in), 1x1 conv, BN:
     ``[B, C_in, H, W] -> [B, C_out, H_out, W_out]``."""
 
@@ -119,23 +127,9 @@ class DilConv(nn.Module):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.op(x)
-
-    @property
-    def bn(self) -> nn.BatchNorm2d:
-        """The trailing BatchNorm (the tail a fused edge folds in)."""
-        return self.op[-1]
-
-    def pre_bn(self, relu_x: Tensor) -> Tensor:
-        """Everything between the leading ReLU and the trailing BatchNorm, applied to ``relu(x)``:
-        ``forward(x) == bn(pre_bn(relu(x)))``. The convolution candidates of a fused edge share one ``relu(x)``."""
-        for layer in self.op[1:-1]:
-            relu_x = layer(relu_x)
-        return relu_x
 
 
-class SepConv(nn.Module):
+class SepConv(_ReLUToBN):
     """Two DilConv-like halves with dilation 1; the first has the stride, the second stride 1 (as DARTS):
     ``[B, C_in, H, W] -> [B, C_out, H_out, W_out]``."""
 
@@ -152,20 +146,6 @@ class SepConv(nn.Module):
             nn.BatchNorm2d(C_out, affine=affine),
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.op(x)
-
-    @property
-    def bn(self) -> nn.BatchNorm2d:
-        """The trailing BatchNorm (the tail a fused edge folds in)."""
-        return self.op[-1]
-
-    def pre_bn(self, relu_x: Tensor) -> Tensor:
-        """Everything between the leading ReLU and the trailing BatchNorm, applied to ``relu(x)``:
-        ``forward(x) == bn(pre_bn(relu(x)))``. The convolution candidates of a fused edge share one ``relu(x)``."""
-        for layer in self.op[1:-1]:
-            relu_x = layer(relu_x)
-        return relu_x
 
 
 class Identity(nn.Module):
