@@ -101,6 +101,13 @@ def _at(v, idx, i):
 
 
 @triton.jit
+def _unpack8(v, idx):
+    # The 8 entries of a small vector v (indexed by idx) as scalars, one per BatchNorm slot.
+    return (_at(v, idx, 0), _at(v, idx, 1), _at(v, idx, 2), _at(v, idx, 3), _at(v, idx, 4), _at(v, idx, 5),
+            _at(v, idx, 6), _at(v, idx, 7))
+
+
+@triton.jit
 def _from_bits(bits, ACC: tl.constexpr):
     # A Python double passed as its int64 bit pattern, rounded to ACC.
     return bits.to(tl.int64).to(tl.float64, bitcast=True).to(ACC)
@@ -283,14 +290,7 @@ def _edge_fwd_kernel(
         mean_v = tl.load(MEAN + midx * C + c, mask=mmask, other=0.0).to(ACC)
         rstd_v = tl.load(RSTD + midx * C + c, mask=mmask, other=0.0).to(ACC)
     # per-term scalars, hoisted out of the element loop (slots >= M are unused): out += a_m * (u_m - mu_m)
-    mu0 = _at(mean_v, midx, 0)
-    mu1 = _at(mean_v, midx, 1)
-    mu2 = _at(mean_v, midx, 2)
-    mu3 = _at(mean_v, midx, 3)
-    mu4 = _at(mean_v, midx, 4)
-    mu5 = _at(mean_v, midx, 5)
-    mu6 = _at(mean_v, midx, 6)
-    mu7 = _at(mean_v, midx, 7)
+    mu0, mu1, mu2, mu3, mu4, mu5, mu6, mu7 = _unpack8(mean_v, midx)
     a0 = _col(wrow, cols, BC0) * _at(rstd_v, midx, 0)
     a1 = _col(wrow, cols, BC1) * _at(rstd_v, midx, 1)
     a2 = _col(wrow, cols, BC2) * _at(rstd_v, midx, 2)
@@ -374,22 +374,8 @@ def _edge_bwd_reduce_kernel(
     mmask = midx < M
     mean_v = tl.load(MEAN + midx * C + c, mask=mmask, other=0.0).to(ACC)
     rstd_v = tl.load(RSTD + midx * C + c, mask=mmask, other=0.0).to(ACC)
-    mu0 = _at(mean_v, midx, 0)
-    mu1 = _at(mean_v, midx, 1)
-    mu2 = _at(mean_v, midx, 2)
-    mu3 = _at(mean_v, midx, 3)
-    mu4 = _at(mean_v, midx, 4)
-    mu5 = _at(mean_v, midx, 5)
-    mu6 = _at(mean_v, midx, 6)
-    mu7 = _at(mean_v, midx, 7)
-    rs0 = _at(rstd_v, midx, 0)
-    rs1 = _at(rstd_v, midx, 1)
-    rs2 = _at(rstd_v, midx, 2)
-    rs3 = _at(rstd_v, midx, 3)
-    rs4 = _at(rstd_v, midx, 4)
-    rs5 = _at(rstd_v, midx, 5)
-    rs6 = _at(rstd_v, midx, 6)
-    rs7 = _at(rstd_v, midx, 7)
+    mu0, mu1, mu2, mu3, mu4, mu5, mu6, mu7 = _unpack8(mean_v, midx)
+    rs0, rs1, rs2, rs3, rs4, rs5, rs6, rs7 = _unpack8(rstd_v, midx)
 
     P = Ho * Wo
     xbase = pid.to(tl.int64) * H * W
@@ -503,38 +489,10 @@ def _edge_bwd_kernel(
         nf = _from_bits(nf_bits, ACC)
         s1_v = s1_v / nf
         s2_v = s2_v / nf
-    mu0 = _at(mean_v, midx, 0)
-    mu1 = _at(mean_v, midx, 1)
-    mu2 = _at(mean_v, midx, 2)
-    mu3 = _at(mean_v, midx, 3)
-    mu4 = _at(mean_v, midx, 4)
-    mu5 = _at(mean_v, midx, 5)
-    mu6 = _at(mean_v, midx, 6)
-    mu7 = _at(mean_v, midx, 7)
-    rs0 = _at(rstd_v, midx, 0)
-    rs1 = _at(rstd_v, midx, 1)
-    rs2 = _at(rstd_v, midx, 2)
-    rs3 = _at(rstd_v, midx, 3)
-    rs4 = _at(rstd_v, midx, 4)
-    rs5 = _at(rstd_v, midx, 5)
-    rs6 = _at(rstd_v, midx, 6)
-    rs7 = _at(rstd_v, midx, 7)
-    p0 = _at(s1_v, midx, 0)
-    p1 = _at(s1_v, midx, 1)
-    p2 = _at(s1_v, midx, 2)
-    p3 = _at(s1_v, midx, 3)
-    p4 = _at(s1_v, midx, 4)
-    p5 = _at(s1_v, midx, 5)
-    p6 = _at(s1_v, midx, 6)
-    p7 = _at(s1_v, midx, 7)
-    q0 = _at(s2_v, midx, 0)
-    q1 = _at(s2_v, midx, 1)
-    q2 = _at(s2_v, midx, 2)
-    q3 = _at(s2_v, midx, 3)
-    q4 = _at(s2_v, midx, 4)
-    q5 = _at(s2_v, midx, 5)
-    q6 = _at(s2_v, midx, 6)
-    q7 = _at(s2_v, midx, 7)
+    mu0, mu1, mu2, mu3, mu4, mu5, mu6, mu7 = _unpack8(mean_v, midx)
+    rs0, rs1, rs2, rs3, rs4, rs5, rs6, rs7 = _unpack8(rstd_v, midx)
+    p0, p1, p2, p3, p4, p5, p6, p7 = _unpack8(s1_v, midx)
+    q0, q1, q2, q3, q4, q5, q6, q7 = _unpack8(s2_v, midx)
 
     P = Ho * Wo
     PI = H * W
