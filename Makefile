@@ -7,7 +7,7 @@ TORCH_CUDA ?= torch==2.14.1
 CUDA_HOME ?= /usr/local/cuda
 DEPS = "triton>=3.6,<3.10" numpy ninja pytest expecttest hypothesis tqdm matplotlib scikit-learn pytest-benchmark
 
-.PHONY: all env build test search bench cuda-check clean
+.PHONY: all env build test search compare sweep bench cuda-check clean
 
 all: test
 
@@ -25,8 +25,17 @@ build: env
 test: build
 	$(VENV)/bin/python -m pytest -q
 
+# The main job: the short recipe on the digits (snas_fast.trainer.RECIPES; README, "The search").
 search: build
-	$(VENV)/bin/snas-fast search --dataset digits --epochs 10 --out runs/digits
+	$(VENV)/bin/snas-fast search --dataset digits --out runs/digits
+
+# The searched cell against 3 random cells, each retrained with one recipe, on the digits' test part.
+compare: search
+	$(VENV)/bin/python bench/compare_digits.py --search runs/digits --random 3 --out runs/digits-compare
+
+# The evidence for the short recipe's settings: a sweep of log_alpha's optimiser, rate and run length.
+sweep: build
+	$(VENV)/bin/python bench/sweep_digits.py --out runs/digits-sweep --jobs 2
 
 # The CPU suite, quick settings (each script under 3 minutes on 2 idle cores); the full runs drop --quick.
 bench: build

@@ -12,9 +12,12 @@ import dataclasses
 import json
 import os
 import sys
+import warnings
 from typing import List, Optional
 
-from .trainer import SearchConfig, SearchError
+from . import convergence
+from .search_space import PRIMITIVES
+from .trainer import SearchConfig, SearchError, SearchWarning
 
 
 def _bool(text: str) -> bool:
@@ -41,6 +44,8 @@ def _search_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON file of settings (the flags given here override it)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config.json")
     flags = {  # flag name -> (config field, type, help)
+        "recipe": ("recipe", str, "short (moves the architecture within a short run; the defaults shown) or "
+                                  "snas-cifar (SNAS's CIFAR-10 search exactly); flags given override it"),
         "dataset": ("dataset", str, "digits (embedded) or cifar10 (python-format folder, --data-dir)"),
         "data-dir": ("data_dir", str, "folder holding cifar-10-batches-py"),
         "data-limit": ("data_limit", int, "keep the first N examples of each split"),
@@ -68,7 +73,7 @@ def _search_parser(sub) -> argparse.ArgumentParser:
         "tau-schedule": ("tau_schedule", str, "linear or exponential"),
         "tau0": ("tau0", float, "initial temperature"),
         "tau-min": ("tau_min", float, "final temperature"),
-        "tau-epochs": ("tau_epochs", int, "length of the linear schedule in epochs"),
+        "tau-epochs": ("tau_epochs", int, "length of the linear schedule in epochs (None: the run's epochs)"),
         "tau-rate": ("tau_rate", float, "exponential schedule: factor per epoch"),
         "lambda": ("resource_lambda", float, "weight of the resource penalty"),
         "penalty": ("penalty", str, "resource penalty form: log or linear"),
@@ -169,7 +174,9 @@ def _search(args) -> int:
         config.validate()
         ctx = distributed.setup(config.device, config.dist_timeout)  # joins torchrun's process group, if any
         data = load_search_data(config)  # before anything is written: a bad path leaves no run directory
-        result = search(config, data, resume=bool(args.resume), progress=not args.quiet)
+        with warnings.catch_warnings():  # the loop's SearchWarning is printed below, as one line
+            warnings.simplefilter("ignore", SearchWarning)
+            result = search(config, data, resume=bool(args.resume), progress=not args.quiet)
     except (DatasetError, SearchError, distributed.DistributedError) as error:
         return _fail(error)
     except KeyboardInterrupt:
@@ -180,8 +187,14 @@ def _search(args) -> int:
         distributed.teardown()
     if ctx.is_main:
         print(f"\nsearch done: {config.out}")
-        print(f"  supernet val acc {result.val_acc:.4f}, derived child val acc {result.child_val_acc:.4f}")
+        print(f"  supernet val acc {result.val_acc:.4f}, derived child val acc {result.child_val_acc:.4f} "
+              f"(search-validation split)")
+        cells = {k: result.arch[k] for k in ("normal", "reduce")}
+        print(f"  architecture: {convergence.describe(cells, len(PRIMITIVES))}; "
+              f"{result.arch['changed_edges']} edges changed since the start")
         print(f"  genotype: {result.genotype.to_json()}")
+        if result.warning:
+            print(f"snas-fast: warning: {result.warning}", file=sys.stderr)
     return 0
 
 

@@ -6,10 +6,16 @@ Nothing here downloads anything. ``digits`` ships with scikit-learn; CIFAR-10 is
 Every loader returns ``(train, val, info)``: two :class:`~torch.utils.data.TensorDataset` of
 ``(images [N, C, H, W] float32, labels [N] int64)`` and a :class:`DatasetInfo`. A missing or corrupt dataset
 raises :class:`DatasetError` with a one-line message that names the path, so a CLI can print it and exit.
+
+Three disjoint parts per dataset: search-train and search-validation (``split="search"``: what a search trains
+and validates on), and a test part that only final retraining reports use (``split="train_test"`` returns the
+search parts together as train, and the test part). CIFAR-10's test part is its ``test_batch``; the digits' is a
+fixed quarter of the images (:func:`digits_split_indices`).
 """
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import os
 import pickle
 from pathlib import Path
@@ -23,8 +29,10 @@ from torch.utils.data import DataLoader, TensorDataset
 __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "DIGITS_TEST_FRACTION",
     "DatasetError",
     "DatasetInfo",
+    "digits_split_indices",
     "load_cifar10",
     "load_dataset",
     "load_digits",
@@ -78,10 +86,10 @@ class DatasetInfo:
 # Shared checks
 
 
-def _check_fraction(val_fraction: float) -> float:
-    if not 0.0 < float(val_fraction) < 1.0:
-        raise ValueError(f"val_fraction: expected a number in (0, 1), got {val_fraction!r}")
-    return float(val_fraction)
+def _check_fraction(value: float, name: str = "val_fraction") -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{name}: expected a number in (0, 1), got {value!r}")
+    return float(value)
 
 
 def _check_limit(limit: Optional[int]) -> Optional[int]:
@@ -109,30 +117,64 @@ def _normalise(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> T
 # digits (scikit-learn, bundled)
 
 
-def load_digits(val_fraction: float = 0.5, seed: int = 0) -> Tuple[TensorDataset, TensorDataset, DatasetInfo]:
-    """scikit-learn's 1797 8x8 handwritten digits, split into train and val stratified by class.
+#: Share of the digits held out as the test part, and the seed that draws it. The seed is fixed (not the run's):
+#: like CIFAR-10's ``test_batch``, the test part is the same for every search and every retraining, so no run
+#: ever validates or trains on the images a final report is measured on.
+DIGITS_TEST_FRACTION = 0.25
+DIGITS_TEST_SEED = 20190101
+
+
+def digits_split_indices(labels, val_fraction: float = 0.5, seed: int = 0,
+                         test_fraction: float = DIGITS_TEST_FRACTION) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three disjoint parts of the digits, as index arrays ``(search_train, search_val, test)``.
+
+    ``test`` (``test_fraction`` of the images, stratified by class) is drawn with the fixed
+    :data:`DIGITS_TEST_SEED`; the rest is split into ``search_train`` and ``search_val`` (``val_fraction`` of it,
+    stratified) by ``seed``. ``labels``: the class of every image, ``[N]`` (the parts are stratified by it).
+    """
+    from sklearn.model_selection import train_test_split
+
+    val_fraction = _check_fraction(val_fraction)
+    test_fraction = _check_fraction(test_fraction, "test_fraction")
+    labels = np.asarray(labels)
+    rest, test = train_test_split(np.arange(len(labels)), test_size=test_fraction, random_state=DIGITS_TEST_SEED,
+                                  shuffle=True, stratify=labels)
+    train, val = train_test_split(rest, test_size=val_fraction, random_state=int(seed), shuffle=True,
+                                  stratify=labels[rest])
+    return train, val, test
+
+
+def load_digits(val_fraction: float = 0.5, seed: int = 0, split: str = "search",
+                test_fraction: float = DIGITS_TEST_FRACTION) -> Tuple[TensorDataset, TensorDataset, DatasetInfo]:
+    """scikit-learn's 1797 8x8 handwritten digits in three disjoint parts (:func:`digits_split_indices`):
+    search-train, search-validation and a test part held out for final reports only.
 
     Args:
-        val_fraction: share of the images that go to ``val``, in (0, 1).
-        seed: seed of the split; the same seed gives the same split.
+        val_fraction: share of the non-test images that go to search-validation, in (0, 1).
+        seed: seed of the search-train / search-validation split; the same seed gives the same split. The test
+            part does not depend on it.
+        split: ``"search"``: ``(search-train, search-validation)``, what a search trains and validates on;
+            ``"train_test"``: ``(search-train + search-validation, test)``, what a final retraining trains on and
+            reports (as CIFAR-10's ``"train_test"``: all training images, then the test batch).
+        test_fraction: share of all images held out as the test part, in (0, 1).
 
     Returns:
         ``(train, val, info)``: ``TensorDataset`` of images [N, 1, 8, 8] float32 (pixels scaled to [0, 1], then
-        normalised by the train split's mean and std) and labels [N] int64 in 0..9; ``info`` a :class:`DatasetInfo`.
+        normalised by the first part's mean and std) and labels [N] int64 in 0..9; ``info`` a :class:`DatasetInfo`.
     """
-    val_fraction = _check_fraction(val_fraction)
+    if split not in ("search", "train_test"):
+        raise ValueError(f"split: expected 'search' or 'train_test', got {split!r}")
     try:
         from sklearn.datasets import load_digits as _sk_load_digits
-        from sklearn.model_selection import train_test_split
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError("load_digits: needs scikit-learn (pip install scikit-learn)") from e
 
     bunch = _sk_load_digits()
     images = np.asarray(bunch.images, dtype=np.float32) / 16.0  # [N, 8, 8], pixel values 0..16
     labels = np.asarray(bunch.target, dtype=np.int64)  # [N]
-    idx_train, idx_val = train_test_split(
-        np.arange(len(labels)), test_size=val_fraction, random_state=int(seed), shuffle=True, stratify=labels
-    )
+    idx_train, idx_val, idx_test = digits_split_indices(labels, val_fraction, seed, test_fraction)
+    if split == "train_test":
+        idx_train, idx_val = np.concatenate([idx_train, idx_val]), idx_test
     x = torch.from_numpy(images).unsqueeze(1)  # [N, 1, 8, 8]
     y = torch.from_numpy(labels)
     x_train, x_val = x[torch.from_numpy(idx_train)], x[torch.from_numpy(idx_val)]

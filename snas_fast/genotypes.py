@@ -34,6 +34,7 @@ __all__ = [
     "load",
     "nodes",
     "one_hot",
+    "random_genotype",
 ]
 
 Pair = Tuple[str, int]
@@ -292,3 +293,22 @@ def derive(alpha_normal: Tensor, alpha_reduce: Tensor, rule: str = "edge_all", *
     normal = _derive_cell("alpha_normal", alpha_normal, rule, probs)
     reduce = _derive_cell("alpha_reduce", alpha_reduce, rule, probs)
     return Genotype(normal=normal, normal_concat=CONCAT, reduce=reduce, reduce_concat=CONCAT)
+
+
+def random_genotype(generator: Optional[torch.Generator] = None) -> Genotype:
+    """A cell pair drawn uniformly from DARTS's top-2 form, the random baseline of DARTS and of Li & Talwalkar:
+    for each intermediate node of each cell, two distinct earlier inputs and, for each, an op other than ``none``,
+    all uniformly. ``generator``: a ``torch.Generator`` (None: torch's default one)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
+    ops = [op for op in PRIMITIVES if op != "none"]
+
+    def cell() -> Cell:
+        gene = []
+        for i in range(NUM_NODES):
+            inputs = torch.randperm(i + 2, generator=generator)[:2].tolist()
+            picks = torch.randint(len(ops), (2,), generator=generator).tolist()
+            gene.extend((ops[k], j) for k, j in zip(picks, inputs))
+        return tuple(gene)
+
+    return Genotype(normal=cell(), normal_concat=CONCAT, reduce=cell(), reduce_concat=CONCAT)

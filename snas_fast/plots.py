@@ -139,7 +139,7 @@ def alphas_figure(history: Sequence[Mapping], op_names: Optional[Sequence[str]] 
         history: one dict per epoch with ``"normal_alpha"`` and ``"reduce_alpha"``, each a 14 x K nested list
             (or tensor) of softmax(log_alpha) per edge, rows in :func:`edge_names` order.
         op_names: the K candidate names; default :data:`PRIMITIVES` when K is 8, else ``op 0``, ``op 1``, ...
-        title: a line above the figure.
+        title: text above the figure (newlines make several lines).
     """
     series = _check_history(history)
     n_epochs, n_ops = len(history), len(series["normal_alpha"][0][0])
@@ -158,7 +158,8 @@ def alphas_figure(history: Sequence[Mapping], op_names: Optional[Sequence[str]] 
     # them wide enough for the right block's tick labels. (constrained_layout gets the same picture at three
     # times the drawing cost.)
     fig = _new_figure(figsize=(17, 9.2), dpi=100)
-    top = 0.875 if title else 0.9
+    title_lines = title.count("\n") + 1 if title else 0
+    top = 0.9 - 0.025 * title_lines
     blocks = ((0.045, 0.485, "normal_alpha", "normal cell"), (0.545, 0.985, "reduce_alpha", "reduction cell"))
     legend_anchor = None
     for left, right, key, cell_name in blocks:
@@ -193,7 +194,7 @@ def alphas_figure(history: Sequence[Mapping], op_names: Optional[Sequence[str]] 
     fig.legend(handles=handles, loc="center", bbox_to_anchor=legend_anchor, ncol=2, fontsize=10.5,
                frameon=False, title="candidate op", title_fontsize=12, columnspacing=1.5, handlelength=2.6)
     if title:
-        fig.suptitle(title, fontsize=16, y=0.99)
+        fig.suptitle(title, fontsize=16 if title_lines == 1 else 12.5, y=0.995, va="top")
     return fig
 
 

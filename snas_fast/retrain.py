@@ -13,10 +13,11 @@ Run directory (``config.out``), like the search's:
     curves.png        the learning curves
     summary.json      the final test accuracy and loss, the parameter count (auxiliary head excluded, and included)
 
-The test split: CIFAR-10's ``test_batch``; for the digits, the held-out half of scikit-learn's digits (the same
-split the search validates on). Randomness is a function of (seed, epoch, rank), as in the search. In a process
-group (torchrun) training is data-parallel (DistributedDataParallel, a DistributedSampler, ``config.batch_size``
-per rank); only rank 0 writes the run directory.
+The test split: CIFAR-10's ``test_batch``; for the digits, the fixed test quarter no search trains or validates on
+(:func:`snas_fast.data.digits_split_indices`); training uses the search's train and validation parts together.
+Randomness is a function of (seed, epoch, rank), as in the search. In a process group (torchrun) training is
+data-parallel (DistributedDataParallel, a DistributedSampler, ``config.batch_size`` per rank); only rank 0 writes
+the run directory.
 """
 from __future__ import annotations
 
@@ -197,7 +198,8 @@ def augment(x: Tensor, generator: torch.Generator, crop_padding: int = 0, flip: 
 
 
 def load_train_data(config: TrainConfig):
-    """``(train, test, info)``: CIFAR-10's 50k training images and its test batch, or the digits' two halves;
+    """``(train, test, info)``: CIFAR-10's 50k training images and its test batch, or the digits' search parts and
+    their held-out test part;
     cut to ``data_limit`` examples per split if set. Raises DatasetError (one line) on a bad data path."""
     from torch.utils.data import TensorDataset
 
@@ -208,7 +210,7 @@ def load_train_data(config: TrainConfig):
             raise TrainError("--data-dir: cifar10 needs the folder holding cifar-10-batches-py (nothing is "
                              "downloaded)")
         return load_cifar10(config.data_dir, split="train_test", limit=config.data_limit)
-    train, test, info = load_digits(seed=config.seed)
+    train, test, info = load_digits(seed=config.seed, split="train_test")
     if config.data_limit:
         train, test = (TensorDataset(*(t[: config.data_limit] for t in ds.tensors)) for ds in (train, test))
     return train, test, info

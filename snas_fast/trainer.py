@@ -4,8 +4,11 @@ and of its derived child, and a run directory that survives interruption.
 
 Run directory (``config.out``):
     config.json       the full configuration (``--resume`` reads it back)
-    metrics.jsonl     one JSON line per epoch
+    metrics.jsonl     one JSON line per epoch: losses and accuracies (the supernet's are those of one network
+                      sampled at the epoch's tau, the child's of the derived cells; both on search-validation, with
+                      BatchNorm recalibrated), tau, and how far the architecture moved (:func:`arch_convergence`)
     genotype.json     the current derivation, plus ``normal_alpha`` / ``reduce_alpha`` (softmax(log_alpha), 14x8)
+                      and ``initial_genotype`` (the untrained supernet's derivation)
     checkpoint.pt     model, optimizers, schedule; written atomically after every epoch
     alphas.png, cell_normal.png, cell_reduce.png, curves.png
 
@@ -21,6 +24,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
@@ -30,7 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import costs as cost_model
-from . import distributed, schedules
+from . import convergence, distributed, schedules
+from .genotypes import Genotype, derive
+from .search_space import PRIMITIVES
 from .supernet import Supernet
 
 
@@ -38,19 +44,40 @@ class SearchError(RuntimeError):
     """A search that cannot go on (non-finite loss, unusable configuration); its message is one line."""
 
 
+class SearchWarning(UserWarning):
+    """A search that ran but did not search: its derived cells are those of the untrained supernet."""
+
+
+#: Named sets of settings. A field a config leaves at None takes its recipe's value (explicit values win).
+#: - ``short`` (default): a search that moves its architecture within the steps a short run has: tau annealed over
+#:   the run itself (``tau_epochs`` None), Adam for ``log_alpha`` as in SNAS's multi-GPU recipe (betas (0.5, 0.999),
+#:   weight decay 1e-3) at a rate measured on the digits (README, "The search"), and BatchNorm recalibrated before
+#:   the derived child is evaluated. Sized for the embedded digits.
+#: - ``snas-cifar``: SNAS's official single-GPU CIFAR-10 search exactly (snas.md): 150 epochs, 8 cells, C = 16,
+#:   SGD 3e-4 for ``log_alpha``, tau linear 1 -> 0.03 over 150 epochs, drop-path 0.3, no recalibration.
+RECIPES: Dict[str, Dict[str, object]] = {
+    "short": dict(epochs=20, layers=5, channels=8, arch_optimizer="adam", arch_lr=0.1, arch_weight_decay=1e-3,
+                  tau_epochs=None, drop_path=0.0, bn_recalibration=20),
+    "snas-cifar": dict(epochs=150, layers=8, channels=16, arch_optimizer="sgd", arch_lr=3e-4, arch_weight_decay=0.0,
+                       tau_epochs=150, drop_path=0.3, bn_recalibration=0),
+}
+
+
 @dataclass
 class SearchConfig:
-    """Every setting of a search; the defaults follow the official SNAS recipe (see ../docs and snas.md)."""
+    """Every setting of a search. Fields left at None take the value of ``recipe`` (:data:`RECIPES`); the others
+    follow the official SNAS recipe (snas.md). ``tau_epochs`` None: the linear schedule spans the run's epochs."""
 
+    recipe: str = "short"  # short (moves the architecture within a short run) | snas-cifar (the paper's settings)
     dataset: str = "digits"
     data_dir: Optional[str] = None
     data_limit: Optional[int] = None
     out: str = "runs/search"
     seed: int = 0
-    epochs: int = 10
+    epochs: Optional[int] = None
     batch_size: int = 64
-    layers: int = 5
-    channels: int = 8
+    layers: Optional[int] = None
+    channels: Optional[int] = None
     mixed: str = "fused"
     pool_bn: bool = False
     sampling: str = "step"  # one Z per step per cell type | per cell | per example | hard (= step, hard)
@@ -62,26 +89,33 @@ class SearchConfig:
     momentum: float = 0.9
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
-    arch_optimizer: str = "sgd"  # sgd (single-GPU recipe) | adam (multi-GPU recipe)
-    arch_lr: float = 3e-4
-    arch_weight_decay: float = 0.0
+    arch_optimizer: Optional[str] = None  # sgd (single-GPU recipe) | adam (multi-GPU recipe)
+    arch_lr: Optional[float] = None
+    arch_weight_decay: Optional[float] = None
     arch_betas: Tuple[float, float] = (0.5, 0.999)
     warmup_epochs: int = 0  # epochs with log_alpha frozen
     tau_schedule: str = "linear"  # linear | exponential
     tau0: float = 1.0
     tau_min: float = 0.03
-    tau_epochs: int = 150  # length of the linear schedule (the official 150, whatever --epochs is)
+    tau_epochs: Optional[int] = None  # length of the linear schedule; None: the run's epochs
     tau_rate: float = 0.95  # exponential schedule: tau0 * rate^epoch, floored at tau_min
     resource_lambda: float = 1.5e-3
     penalty: str = "log"  # log | linear
-    drop_path: float = 0.0
-    bn_recalibration: int = 0  # batches used to recalibrate BatchNorm before evaluating the child
+    drop_path: Optional[float] = None
+    bn_recalibration: Optional[int] = None  # batches used to recalibrate BatchNorm before evaluating the child
     num_workers: int = 0
     device: str = "cpu"
     # many processes (torchrun; see snas_fast.distributed)
     gumbel_sample: str = "shared"  # shared: every rank draws the same Z | per-rank: each rank its own
     sync_bn: bool = False  # BatchNorm statistics of the global batch (else of each process's batch)
     dist_timeout: float = 1800.0  # seconds a collective may wait for a silent peer before the job fails
+
+    def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise SearchError(f"recipe: expected one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        for name, value in RECIPES[self.recipe].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
 
     def validate(self) -> None:
         choices = {"mixed": ("fused", "fused_sum", "eager"), "sampling": ("step", "cell", "example", "hard"),
@@ -93,8 +127,14 @@ class SearchConfig:
             if getattr(self, name) not in allowed:
                 raise SearchError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size", "layers", "channels", "tau_epochs"):
-            if getattr(self, name) < 1:
-                raise SearchError(f"{name}: expected an integer >= 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if name == "tau_epochs" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise SearchError(f"{name}: expected an integer >= 1, got {value!r}")
+        for name in ("arch_lr", "bn_recalibration", "warmup_epochs"):
+            if not getattr(self, name) >= 0:
+                raise SearchError(f"{name}: expected a number >= 0, got {getattr(self, name)!r}")
         if not 0.0 <= self.drop_path < 1.0:
             raise SearchError(f"drop_path: expected a probability in [0, 1), got {self.drop_path}")
         if not (self.tau0 > 0 and self.tau_min > 0):
@@ -123,7 +163,8 @@ class SearchConfig:
 def temperature(config: SearchConfig, epoch: int) -> float:
     if config.tau_schedule == "exponential":
         return schedules.exponential_tau(epoch, config.tau0, config.tau_min, config.tau_rate)
-    return schedules.linear_tau(epoch, config.tau0, config.tau_min, config.tau_epochs)
+    length = config.tau_epochs if config.tau_epochs is not None else config.epochs
+    return schedules.linear_tau(epoch, config.tau0, config.tau_min, length)
 
 
 def cost_tables(model: Supernet, image_size: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -163,9 +204,21 @@ def write_json_atomic(data, path: str) -> None:
     os.replace(tmp, path)
 
 
+def _forward(model: Supernet, x: torch.Tensor, tau: Optional[float], noise=None) -> torch.Tensor:
+    """Logits of the derived child (``tau`` None) or of the supernet under a sample at ``tau``: drawn afresh
+    (``noise`` None) or from ``noise``, a fixed ``(normal, reduce)`` pair in the shapes of
+    :func:`gumbel_noise_for_step` with batch 1 (one example's rows are repeated over the batch)."""
+    if tau is None:
+        return model.forward_child(x)
+    if noise is not None and model.sampling == "example":
+        noise = [g.expand((x.shape[0],) + tuple(g.shape[1:])) for g in noise]
+    return model(x, tau, noise=noise)
+
+
 @torch.no_grad()
-def evaluate(model: Supernet, loader, tau: float, child: bool, device) -> Tuple[float, float]:
-    """(mean loss, accuracy) of the supernet (a sample at ``tau``) or of its derived child on ``loader``.
+def evaluate(model: Supernet, loader, tau: float, child: bool, device, noise=None) -> Tuple[float, float]:
+    """(mean loss, accuracy) of the supernet (a sample at ``tau``; one sampled network throughout if ``noise`` is
+    given, see :func:`_forward`) or of its derived child on ``loader``.
 
     With a process group, each rank evaluates its share of the data (``loader``'s sampler) and the sums are
     added over the ranks: every rank returns the figures of the whole set."""
@@ -173,7 +226,7 @@ def evaluate(model: Supernet, loader, tau: float, child: bool, device) -> Tuple[
     total, correct, loss_sum = 0, 0, 0.0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        logits = model.forward_child(x) if child else model(x, tau)
+        logits = _forward(model, x, None if child else tau, noise)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         total += y.numel()
@@ -182,8 +235,10 @@ def evaluate(model: Supernet, loader, tau: float, child: bool, device) -> Tuple[
 
 
 @torch.no_grad()
-def recalibrate_bn(model: Supernet, loader, batches: int, device) -> None:
-    """Re-estimates every BatchNorm's running statistics on ``batches`` training batches of the child."""
+def recalibrate_bn(model: Supernet, loader, batches: int, device, tau: Optional[float] = None, noise=None) -> None:
+    """Re-estimates every BatchNorm's running statistics (reset, then a cumulative average) on ``batches`` training
+    batches of one network: the derived child (``tau`` None), or the supernet under a sample at ``tau`` (the
+    sampled network ``noise``, see :func:`_forward`)."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     for bn in bns:
         bn.reset_running_stats()
@@ -192,7 +247,7 @@ def recalibrate_bn(model: Supernet, loader, batches: int, device) -> None:
     for i, (x, _) in enumerate(loader):
         if i >= batches:
             break
-        model.forward_child(x.to(device))
+        _forward(model, x.to(device), tau, noise)
 
 
 def load_search_data(config: SearchConfig):
@@ -220,6 +275,8 @@ class SearchResult:
     child_val_acc: float
     history: List[dict] = field(default_factory=list)
     model: Optional[Supernet] = None  # the searched supernet (on every rank, the same weights and log_alpha)
+    arch: dict = field(default_factory=dict)  # arch_convergence() at the end: entropy, margins, edges changed
+    warning: Optional[str] = None  # convergence.unmoved_warning(), also issued as a SearchWarning
 
 
 def sampling_mode(config: SearchConfig) -> str:
@@ -293,6 +350,8 @@ def search(config: SearchConfig, data, resume: bool = False, progress: bool = Tr
     opt_w, opt_a, schedule = make_optimizers(model, config)
 
     start_epoch, history = 0, []
+    # the derivation of the untrained supernet, what every epoch's cells are compared with
+    initial_choice = [la.detach().argmax(-1).tolist() for la in model.arch_parameters()]
     state = None
     if resume:  # rank 0 reads the checkpoint and hands it to the others (no shared file system needed)
         found = ctx.is_main and os.path.exists(ckpt_path)
@@ -304,6 +363,7 @@ def search(config: SearchConfig, data, resume: bool = False, progress: bool = Tr
         opt_a.load_state_dict(state["opt_arch"])
         schedule.load_state_dict(state["schedule"])
         start_epoch, history = state["epoch"] + 1, state["history"]
+        initial_choice = state.get("initial_choice", initial_choice)  # the same seeded init either way
         if ctx.is_main:
             _truncate_metrics(metrics_path, start_epoch)
     elif ctx.is_main:
@@ -326,44 +386,97 @@ def search(config: SearchConfig, data, resume: bool = False, progress: bool = Tr
                              epoch, progress and ctx.is_main)
         schedule.step()
         distributed.broadcast_buffers(model)  # every rank evaluates (and rank 0 saves) rank 0's BN statistics
-        val_loss, val_acc = evaluate(model, val_loader, tau, child=False, device=device)
-        child_acc = _evaluate_child(model, config, train_loader, val_loader, device)
+        # the supernet's figures are those of one network sampled at tau (the same on every rank), its BatchNorm
+        # recalibrated as the child's is: the network SNAS's claim compares the child with
+        sampled = evaluation_noise(model, config, ctx, epoch)
+        val_loss, val_acc = evaluate_recalibrated(model, config, train_loader, val_loader, tau, False, device, sampled)
+        child_acc = evaluate_recalibrated(model, config, train_loader, val_loader, tau, True, device)[1]
         normal_alpha, reduce_alpha = (a.tolist() for a in model.alphas())
         genotype = model.genotype("edge_all")
+        arch = arch_convergence(model, initial_choice)
         row = dict(epoch=epoch, tau=tau, lr=opt_w.param_groups[0]["lr"], **stats, val_loss=val_loss,
-                   val_acc=val_acc, child_val_acc=child_acc)
+                   val_acc=val_acc, child_val_acc=child_acc, **_flatten(arch))
         rows.append(row)
         history.append(dict(normal_alpha=normal_alpha, reduce_alpha=reduce_alpha))
         if ctx.is_main:
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(row) + "\n")
             write_json_atomic(dict(genotype=genotype.to_dict(), normal_alpha=normal_alpha,
-                                   reduce_alpha=reduce_alpha, epoch=epoch), os.path.join(config.out, "genotype.json"))
+                                   reduce_alpha=reduce_alpha, epoch=epoch,
+                                   initial_genotype=_genotype_of_choice(initial_choice).to_dict()),
+                              os.path.join(config.out, "genotype.json"))
             save_atomic(dict(model=model.state_dict(), opt_weights=opt_w.state_dict(), opt_arch=opt_a.state_dict(),
                              schedule=schedule.state_dict(), epoch=epoch, history=history,
-                             config=config.to_dict()), ckpt_path)
-            _write_plots(config.out, history, genotype, metrics_path)
+                             initial_choice=initial_choice, config=config.to_dict()), ckpt_path)
+            _write_plots(config.out, history, genotype, metrics_path, arch)
             if progress:
                 print(f"epoch {epoch + 1}/{config.epochs}: train_acc {stats['train_acc']:.3f} val_acc {val_acc:.3f} "
-                      f"child_val_acc {child_acc:.3f} tau {tau:.3f}", flush=True)
+                      f"child_val_acc {child_acc:.3f} tau {tau:.3f} entropy {arch['normal']['entropy']:.2f}/"
+                      f"{arch['reduce']['entropy']:.2f} decided {arch['normal']['decided']}+"
+                      f"{arch['reduce']['decided']} changed {arch['changed_edges']}", flush=True)
 
     if ctx.is_main:
         rows = _read_metrics(metrics_path)
     last = rows[-1] if rows else {}
+    arch = arch_convergence(model, initial_choice)
+    warning = convergence.unmoved_warning(arch["changed_edges"], arch["normal"]["decided"] + arch["reduce"]["decided"])
+    if warning is not None:
+        warnings.warn(warning, SearchWarning, stacklevel=2)
     return SearchResult(model.genotype("edge_all"), last.get("val_acc", math.nan), last.get("child_val_acc", math.nan),
-                        history, model)
+                        history, model, arch, warning)
+
+
+def arch_convergence(model: Supernet, initial_choice) -> dict:
+    """``{"normal": stats, "reduce": stats, "changed_edges": n}``: per cell type
+    :func:`snas_fast.convergence.arch_stats` of ``softmax(log_alpha)`` (plus ``"edges"``), and the number of edges,
+    over both types, whose derived op differs from ``initial_choice`` (the untrained supernet's argmax columns)."""
+    out, changed = {}, 0
+    for kind, probs, initial in zip(("normal", "reduce"), model.alphas(), initial_choice):
+        out[kind] = dict(convergence.arch_stats(probs), edges=probs.shape[0])
+        changed += convergence.changed_edges(probs, initial)
+    out["changed_edges"] = changed
+    return out
+
+
+def _genotype_of_choice(choice) -> Genotype:
+    """The edge_all genotype whose edges run the columns ``choice = (normal [14], reduce [14])``."""
+    normal, reduce = (F.one_hot(torch.tensor(c), len(PRIMITIVES)).double() for c in choice)
+    return derive(normal, reduce, rule="edge_all")
+
+
+def _flatten(arch: dict) -> dict:
+    """:func:`arch_convergence` as flat metric columns: ``normal_entropy``, ``reduce_margin``, ..., ``changed_edges``."""
+    flat = {f"{kind}_{k}": v for kind in ("normal", "reduce") for k, v in arch[kind].items() if k != "edges"}
+    flat["changed_edges"] = arch["changed_edges"]
+    return flat
+
+
+_EVAL_PHASE = 2  # the noise stream of the network sampled for an epoch's evaluation (0, 1: training steps)
+
+
+def _noise_shapes(model: Supernet, config: SearchConfig, batch: int) -> List[Tuple[int, ...]]:
+    """The shapes ``[normal, reduce]`` of the Gumbel noise :meth:`Supernet.sample` takes for ``config.sampling``."""
+    shapes = []
+    for n, la in zip(model.cell_counts(), model.arch_parameters()):
+        lead = {"step": (), "cell": (max(n, 1),), "example": (batch,)}[sampling_mode(config)]
+        shapes.append(lead + tuple(la.shape))
+    return shapes
 
 
 def gumbel_noise_for_step(model: Supernet, config: SearchConfig, ctx, epoch: int, step: int, batch: int,
                           phase: int = 0) -> List[torch.Tensor]:
     """The Gumbel noise ``[normal, reduce]`` of one step, in the shapes :meth:`Supernet.sample` takes for
     ``config.sampling``, drawn by :func:`snas_fast.distributed.gumbel_noise` under ``config.gumbel_sample``."""
-    shapes = []
-    for n, la in zip(model.cell_counts(), model.arch_parameters()):
-        lead = {"step": (), "cell": (max(n, 1),), "example": (batch,)}[sampling_mode(config)]
-        shapes.append(lead + tuple(la.shape))
-    return distributed.gumbel_noise(shapes, config.seed, epoch, step, ctx, config.gumbel_sample, phase=phase,
-                                    per_example=config.sampling == "example", device=ctx.device)
+    return distributed.gumbel_noise(_noise_shapes(model, config, batch), config.seed, epoch, step, ctx,
+                                    config.gumbel_sample, phase=phase, per_example=config.sampling == "example",
+                                    device=ctx.device)
+
+
+def evaluation_noise(model: Supernet, config: SearchConfig, ctx, epoch: int) -> List[torch.Tensor]:
+    """The Gumbel noise of the one network an epoch's evaluation samples, the same on every rank: the shapes of
+    :func:`gumbel_noise_for_step` with batch 1 (see :func:`_forward`)."""
+    return distributed.gumbel_noise(_noise_shapes(model, config, 1), config.seed, epoch, 0, ctx, "shared",
+                                    phase=_EVAL_PHASE, device=ctx.device)
 
 
 def _train_epoch(net, model, config, ctx, train_loader, val_loader, opt_w, opt_a, tau, update_arch, epoch,
@@ -422,16 +535,23 @@ def _loss(net, config, x, y, tau, noise):
     return F.cross_entropy(logits, y) + config.resource_lambda * penalty, logits, penalty
 
 
-def _evaluate_child(model, config, train_loader, val_loader, device) -> float:
+def evaluate_recalibrated(model: Supernet, config: SearchConfig, train_loader, val_loader, tau: float, child: bool,
+                          device, noise=None) -> Tuple[float, float]:
+    """:func:`evaluate` of the supernet (the network sampled by ``noise`` at ``tau``) or of its derived child, after
+    :func:`recalibrate_bn` on ``config.bn_recalibration`` training batches of that same network (0: the running
+    statistics of training as they are). The model's weights, BatchNorm buffers and momenta are restored after."""
     if config.bn_recalibration <= 0:
-        return evaluate(model, val_loader, 1.0, child=True, device=device)[1]
+        return evaluate(model, val_loader, tau, child=child, device=device, noise=noise)
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     momenta = {m: m.momentum for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    drop_path = model.drop_path_prob
     try:
-        recalibrate_bn(model, train_loader, config.bn_recalibration, device)
-        return evaluate(model, val_loader, 1.0, child=True, device=device)[1]
+        model.drop_path_prob = 0.0
+        recalibrate_bn(model, train_loader, config.bn_recalibration, device, tau=None if child else tau, noise=noise)
+        return evaluate(model, val_loader, tau, child=child, device=device, noise=noise)
     finally:
         model.load_state_dict(saved)
+        model.drop_path_prob = drop_path
         for m, momentum in momenta.items():
             m.momentum = momentum
 
@@ -449,10 +569,13 @@ def _truncate_metrics(path: str, epochs: int) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def _write_plots(out: str, history, genotype, metrics_path) -> None:
+def _write_plots(out: str, history, genotype, metrics_path, arch) -> None:
     from . import plots
 
-    plots.plot_alphas(history, os.path.join(out, "alphas.png"))
+    cells = {k: arch[k] for k in ("normal", "reduce")}
+    title = (f"{convergence.describe(cells, len(history[-1]['normal_alpha'][0]), sep=chr(10))}\n"
+             f"{arch['changed_edges']} edges changed since the start")
+    plots.plot_alphas(history, os.path.join(out, "alphas.png"), title=title)
     plots.plot_cell(genotype.normal, os.path.join(out, "cell_normal.png"), "normal cell")
     plots.plot_cell(genotype.reduce, os.path.join(out, "cell_reduce.png"), "reduction cell")
     plots.plot_curves(_read_metrics(metrics_path), os.path.join(out, "curves.png"),

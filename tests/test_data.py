@@ -1,6 +1,7 @@
 """snas_fast.data: digits and CIFAR-10 loaders, their splits, and the errors for missing or corrupt files."""
 from __future__ import annotations
 
+import math
 import pickle
 from pathlib import Path
 
@@ -11,12 +12,15 @@ import torch
 from snas_fast.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
+    DIGITS_TEST_FRACTION,
     DatasetError,
+    digits_split_indices,
     load_cifar10,
     load_dataset,
     load_digits,
     make_loaders,
 )
+from sklearn.datasets import load_digits as sklearn_digits
 
 # A fake CIFAR-10 of 5 x 20 training images and 20 test images; label = (batch * 7 + row) % 10 so that every
 # image's label says where it came from.
@@ -82,7 +86,8 @@ def test_digits_shapes_and_info():
     assert x.shape == (len(train), 1, 8, 8) and x.dtype == torch.float32
     assert y.shape == (len(train),) and y.dtype == torch.int64
     assert val.tensors[0].shape[1:] == (1, 8, 8) and val.tensors[1].dtype == torch.int64
-    assert len(train) + len(val) == 1797 and abs(len(val) - 1797 * 0.5) <= 1
+    search_part = 1797 - math.ceil(1797 * DIGITS_TEST_FRACTION)
+    assert len(train) + len(val) == search_part and abs(len(val) - search_part * 0.5) <= 1
     assert (info.num_classes, info.in_channels, info.image_size, info.name) == (10, 1, 8, "digits")
     assert (info.train_size, info.val_size) == (len(train), len(val))
     # normalised by the train split's statistics
@@ -99,9 +104,51 @@ def test_digits_shapes_and_info():
 @pytest.mark.parametrize("val_fraction", [0.2, 0.5, 0.75])
 def test_digits_split_sizes(val_fraction):
     train, val, info = load_digits(val_fraction=val_fraction)
-    assert len(train) + len(val) == 1797
-    assert abs(len(val) - 1797 * val_fraction) <= 1
+    search_part = 1797 - math.ceil(1797 * DIGITS_TEST_FRACTION)
+    assert len(train) + len(val) == search_part
+    assert abs(len(val) - search_part * val_fraction) <= 1
     assert info.val_size == len(val)
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_digits_three_parts_are_disjoint_and_cover_the_set(seed):
+    labels = np.asarray(sklearn_digits().target)
+    train, val, test = digits_split_indices(labels, seed=seed)
+    parts = [set(train.tolist()), set(val.tolist()), set(test.tolist())]
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert len(parts[0] | parts[1] | parts[2]) == len(labels) == 1797
+    assert abs(len(test) - 1797 * DIGITS_TEST_FRACTION) <= 1
+    # the test part is fixed: no run's seed moves an image into or out of it
+    assert set(digits_split_indices(labels, seed=seed + 1)[2].tolist()) == parts[2]
+    for part in (train, val, test):  # stratified: every class in every part
+        assert np.bincount(labels[part], minlength=10).min() > 0.8 * len(part) / 10
+
+
+def test_digits_loaders_return_the_parts_they_name():
+    bunch = sklearn_digits()
+    raw = torch.from_numpy(np.asarray(bunch.images, dtype=np.float32) / 16.0).unsqueeze(1)
+    idx_train, idx_val, idx_test = digits_split_indices(bunch.target, seed=2)
+    train, val, info = load_digits(seed=2)
+    full, test, full_info = load_digits(seed=2, split="train_test")
+
+    def unnormalise(ds, info):
+        return ds.tensors[0] * info.std[0] + info.mean[0]
+
+    torch.testing.assert_close(unnormalise(train, info), raw[idx_train], atol=1e-5, rtol=0)
+    torch.testing.assert_close(unnormalise(val, info), raw[idx_val], atol=1e-5, rtol=0)
+    torch.testing.assert_close(unnormalise(full, full_info), raw[np.concatenate([idx_train, idx_val])], atol=1e-5,
+                               rtol=0)
+    torch.testing.assert_close(unnormalise(test, full_info), raw[idx_test], atol=1e-5, rtol=0)
+    assert torch.equal(test.tensors[1], torch.from_numpy(bunch.target[idx_test]).long())
+    # normalised by the statistics of the part a model trains on
+    assert abs(float(full.tensors[0].mean())) < 1e-5
+
+
+def test_digits_bad_split_and_test_fraction():
+    with pytest.raises(ValueError, match=r"split: expected 'search' or 'train_test', got 'test'"):
+        load_digits(split="test")
+    with pytest.raises(ValueError, match=r"test_fraction: expected a number in \(0, 1\), got 1.0"):
+        load_digits(test_fraction=1.0)
 
 
 def test_digits_deterministic_per_seed():

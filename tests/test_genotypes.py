@@ -305,3 +305,22 @@ BAD_DERIVE = [
 def test_derive_rejects_bad_input_with_a_message(desc, call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+def test_random_genotype_is_a_valid_top2_cell_pair_and_seeded():
+    random_genotype, cell_kind, nodes = G.random_genotype, G.cell_kind, G.nodes
+    a = random_genotype(torch.Generator().manual_seed(0))
+    assert a == random_genotype(torch.Generator().manual_seed(0))
+    assert a != random_genotype(torch.Generator().manual_seed(1))
+    for cell in (a.normal, a.reduce):
+        assert cell_kind(cell) == "top2"
+        for group in nodes(cell):
+            (op0, j0), (op1, j1) = group
+            assert j0 != j1 and "none" not in (op0, op1)
+    # every non-none op and every input of node 5 turns up over a few draws: uniform, not stuck
+    g = torch.Generator().manual_seed(2)
+    draws = [random_genotype(g) for _ in range(40)]
+    assert {op for d in draws for op, _ in d.normal} == set(PRIMITIVES) - {"none"}
+    assert {j for d in draws for _, j in nodes(d.normal)[3]} == {0, 1, 2, 3, 4}
+    with pytest.raises(TypeError, match="generator: expected a torch.Generator or None, got int"):
+        random_genotype(3)

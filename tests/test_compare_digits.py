@@ -1,0 +1,63 @@
+"""bench/compare_digits.py: the searched cell against random cells, one recipe, the digits' test part."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from snas_fast import genotypes
+
+_PATH = Path(__file__).resolve().parents[1] / "bench" / "compare_digits.py"
+_spec = importlib.util.spec_from_file_location("compare_digits", _PATH)
+compare_digits = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(compare_digits)
+
+TINY = ["--epochs", "1", "--layers", "3", "--channels", "4", "--data-limit", "64", "--quiet"]
+
+
+def _search_dir(path: Path, seed: int) -> Path:
+    """A search run directory as the search writes it: genotype.json with the cell and softmax(log_alpha)."""
+    g = torch.Generator().manual_seed(seed)
+    normal, reduce = (torch.softmax(torch.randn(14, 8, generator=g), -1) for _ in range(2))
+    path.mkdir(parents=True)
+    cell = genotypes.derive(normal, reduce, "edge_all")
+    (path / "genotype.json").write_text(json.dumps(dict(genotype=cell.to_dict(), normal_alpha=normal.tolist(),
+                                                        reduce_alpha=reduce.tolist())))
+    return path
+
+
+def test_compare_retrains_each_cell_once_and_reports_random_mean_and_std(tmp_path, capsys):
+    search = _search_dir(tmp_path / "search", 0)
+    out = tmp_path / "compare"
+    assert compare_digits.main(["--search", str(search), "--random", "2", "--out", str(out), *TINY]) == 0
+    report = json.loads((out / "comparison.json").read_text())
+    names = [r["name"] for r in report["rows"]]
+    assert names == ["searched (edge_all)", "searched (top2)", "random 0", "random 1"]
+    accs = [r["test_acc"] for r in report["rows"][2:]]
+    assert report["random_mean"] == pytest.approx(sum(accs) / 2)
+    assert report["random_std"] == pytest.approx(abs(accs[0] - accs[1]) / 2 ** 0.5)
+    found = genotypes.Genotype.from_dict(report["rows"][0]["genotype"])
+    assert found == genotypes.Genotype.from_dict(json.loads((search / "genotype.json").read_text())["genotype"])
+    assert "random, mean ± std of 2" in capsys.readouterr().out
+
+    # run again: nothing is retrained; a new search's cell is
+    stamps = {d: os.path.getmtime(out / d / "summary.json") for d in os.listdir(out) if (out / d).is_dir()}
+    assert compare_digits.main(["--search", str(search), "--random", "2", "--out", str(out), *TINY]) == 0
+    assert {d: os.path.getmtime(out / d / "summary.json") for d in stamps} == stamps
+    other = _search_dir(tmp_path / "other", 1)
+    assert compare_digits.main(["--search", str(other), "--random", "2", "--out", str(out), *TINY]) == 0
+    assert os.path.getmtime(out / "searched_edge_all" / "summary.json") != stamps["searched_edge_all"]
+    assert os.path.getmtime(out / "random_0" / "summary.json") == stamps["random_0"]
+
+
+def test_compare_needs_a_search_and_two_random_cells(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        compare_digits.main(["--search", str(tmp_path / "nothing"), "--out", str(tmp_path / "c")])
+    assert "no genotype.json there" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        compare_digits.main(["--search", str(tmp_path), "--random", "1"])
+    assert "--random: expected at least 2" in capsys.readouterr().err
