@@ -21,7 +21,7 @@ Variants (the same parameters and initialisation from the same seed):
   this process and once per batch size in the memory child, which mostly hits inductor's on-disk cache).
 
 A step is what the trainer does (``snas_fast.trainer``'s optimizers, cost tables, loss and gradient clipping with
-``SearchConfig``'s defaults): a forward with a Gumbel sample, cross entropy plus the resource penalty, one
+the ``snas-cifar`` recipe's settings): a forward with a Gumbel sample, cross entropy plus the resource penalty, one
 backward, gradient clipping, an SGD step of the weights and one of log_alpha. Metrics per variant and batch size:
 
 - ``step_ms`` (median), ``step_ms_p20``, ``step_ms_p80`` of interleaved runs, and ``images_per_s``;
@@ -74,15 +74,15 @@ TARGETS = {
 
 class Step:
     """One training step of ``variant`` on fixed random data, as ``snas_fast.trainer`` runs it (its optimizers,
-    cost tables, loss and gradient clipping, from ``SearchConfig``'s defaults); ``set_batch`` changes the batch,
+    cost tables, loss and gradient clipping, from the ``snas-cifar`` recipe's settings); ``set_batch`` changes the batch,
     keeping the model and the optimizers (the max-batch search reuses one model)."""
 
     def __init__(self, variant: str, C: int, layers: int, size: int, batch: int, device: str,
                  estimator: str = "st", dynamic: bool = False):
         from snas_fast import Supernet, trainer
 
-        self.config = trainer.SearchConfig(channels=C, layers=layers, mixed=MIXED[variant], hard=variant == "hard",
-                                           estimator=estimator, device=device)
+        self.config = trainer.SearchConfig(recipe="snas-cifar", channels=C, layers=layers, mixed=MIXED[variant],
+                                           hard=variant == "hard", estimator=estimator, device=device)
         self.device, self.size, self.hard = device, size, variant == "hard"
         torch.manual_seed(0)
         self.model = Supernet(C, 10, layers, in_channels=3, mixed=MIXED[variant], estimator=estimator).to(device)

@@ -84,6 +84,13 @@ def test_cli_recipe_flag_and_overrides(tmp_path):
     assert saved["epochs"] == 1 and saved["layers"] == 3
 
 
+def test_cli_unknown_recipe_is_a_one_line_error(tmp_path, capsys):
+    assert main(["search", "--recipe", "fast", "--out", str(tmp_path / "never"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "snas-fast: error: recipe: expected one of short, snas-cifar, got 'fast'"
+    assert not (tmp_path / "never").exists()
+
+
 # ------------------------------------------------------------------------------------------------- the search
 
 
