@@ -29,8 +29,9 @@ test: build
 search: build
 	$(VENV)/bin/snas-fast search --dataset digits --out runs/digits
 
-# The searched cell against 3 random cells, each retrained with one recipe, on the digits' test part.
-compare: search
+# The searched cell of `make search` (runs/digits) against 3 random cells, each retrained with one recipe, on the
+# digits' test part.
+compare: build
 	$(VENV)/bin/python bench/compare_digits.py --search runs/digits --random 3 --out runs/digits-compare
 
 # The evidence for the short recipe's settings: a sweep of log_alpha's optimiser, rate and run length.

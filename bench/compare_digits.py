@@ -33,7 +33,7 @@ def candidates(search_dir: str, n_random: int, seed: int):
         saved = json.load(f)
     top2 = genotypes.derive(torch.tensor(saved["normal_alpha"]), torch.tensor(saved["reduce_alpha"]), "top2",
                             probs=True)
-    out = [("searched (edge_all)", found, source), ("searched (top2)", top2, f"{source}, top-2 rule")]
+    out = [("searched (edge_all)", found, source), ("searched (top2)", top2, "top-2 rule of " + source)]
     generator = torch.Generator().manual_seed(seed)
     out += [(f"random {i}", genotypes.random_genotype(generator), f"random_genotype, seed {seed}, draw {i}")
             for i in range(n_random)]
@@ -69,6 +69,10 @@ def main(argv=None) -> int:
         p.error(f"--random: expected at least 2 random cells (for a standard deviation), got {args.random}")
     if not os.path.isfile(os.path.join(args.search, "genotype.json")):
         p.error(f"--search {args.search}: no genotype.json there (run `make search` first)")
+    with open(os.path.join(args.search, "genotype.json")) as f:
+        if "initial_genotype" not in json.load(f):  # written since the digits have a test part no search sees
+            p.error(f"--search {args.search}: a search made before the digits had a held-out test part (it may have "
+                    "validated on today's test images): run `make search` again")
 
     rows = []
     data = None
@@ -78,7 +82,12 @@ def main(argv=None) -> int:
         if os.path.isdir(run) and not _same_run(run, genotype, args):  # another search's cell, or other settings
             shutil.rmtree(run)
         if not os.path.exists(summary_path):
-            config = TrainConfig(genotype=source, dataset="digits", epochs=args.epochs, seed=args.seed, out=run,
+            # the cell as a file, so that the run directory resumes (`snas-fast train --resume`) on its own
+            os.makedirs(args.out, exist_ok=True)
+            cell_file = os.path.abspath(f"{run}.genotype.json")
+            with open(cell_file, "w") as f:
+                json.dump(dict(genotype=genotype.to_dict(), source=source), f, indent=1)
+            config = TrainConfig(genotype=cell_file, dataset="digits", epochs=args.epochs, seed=args.seed, out=run,
                                  layers=args.layers, channels=args.channels, data_limit=args.data_limit)
             data = data or load_train_data(config)
             resume = os.path.exists(os.path.join(run, "checkpoint.pt"))

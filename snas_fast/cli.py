@@ -44,8 +44,9 @@ def _search_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON file of settings (the flags given here override it)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config.json")
     flags = {  # flag name -> (config field, type, help)
-        "recipe": ("recipe", str, "short (moves the architecture within a short run; the defaults shown) or "
-                                  "snas-cifar (SNAS's CIFAR-10 search exactly); flags given override it"),
+        "recipe": ("recipe", str, "short (moves the architecture within a short run; the defaults shown here are "
+                                  "its values) or snas-cifar (SNAS's CIFAR-10 search exactly: "
+                                  "snas_fast.trainer.RECIPES); flags given override it"),
         "dataset": ("dataset", str, "digits (embedded) or cifar10 (python-format folder, --data-dir)"),
         "data-dir": ("data_dir", str, "folder holding cifar-10-batches-py"),
         "data-limit": ("data_limit", int, "keep the first N examples of each split"),
@@ -78,7 +79,8 @@ def _search_parser(sub) -> argparse.ArgumentParser:
         "lambda": ("resource_lambda", float, "weight of the resource penalty"),
         "penalty": ("penalty", str, "resource penalty form: log or linear"),
         "drop-path": ("drop_path", float, "drop-path probability on edges (ramped over the epochs)"),
-        "bn-recalibration": ("bn_recalibration", int, "batches to recalibrate BatchNorm for the child"),
+        "bn-recalibration": ("bn_recalibration", int, "training batches that recalibrate BatchNorm before each "
+                                                       "evaluation (supernet and child)"),
         "num-workers": ("num_workers", int, "data loader workers"),
         "device": ("device", str, "cpu or cuda"),
         **_DIST_FLAGS,
@@ -141,6 +143,8 @@ def _config_from(args, cls, error):
         with open(path) as f:
             settings = json.load(f)
         settings["out"] = args.resume
+        if cls is SearchConfig:
+            settings.setdefault("recipe", "custom")  # a run from before recipes: its config.json holds every setting
         return cls.from_dict(settings)
     if args.config:
         try:
@@ -189,9 +193,7 @@ def _search(args) -> int:
         print(f"\nsearch done: {config.out}")
         print(f"  supernet val acc {result.val_acc:.4f}, derived child val acc {result.child_val_acc:.4f} "
               f"(search-validation split)")
-        cells = {k: result.arch[k] for k in ("normal", "reduce")}
-        print(f"  architecture: {convergence.describe(cells, len(PRIMITIVES))}; "
-              f"{result.arch['changed_edges']} edges changed since the start")
+        print(f"  architecture: {convergence.summary(result.arch, len(PRIMITIVES))}")
         print(f"  genotype: {result.genotype.to_json()}")
         if result.warning:
             print(f"snas-fast: warning: {result.warning}", file=sys.stderr)

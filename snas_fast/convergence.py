@@ -3,7 +3,7 @@ that have left uniform, and the edges whose derived op changed since the search 
 
 A search that leaves its architecture where it started has not searched, whatever its accuracy: the search loop
 records these figures every epoch (``metrics.jsonl``, the console, the title of ``alphas.png``) and warns when the
-derived cell is the one the untrained supernet gives.
+derived cell is the one the untrained supernet gives, or when few edges left uniform.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["DECIDED_MARGIN", "arch_stats", "changed_edges", "describe", "unmoved_warning"]
+__all__ = ["DECIDED_MARGIN", "arch_stats", "changed_edges", "describe", "summary", "unmoved_warning"]
 
 #: An edge has left uniform when its top-1 probability exceeds its top-2 by more than this.
 DECIDED_MARGIN = 0.05
@@ -69,11 +69,24 @@ def describe(stats: Dict[str, Dict[str, float]], num_ops: int, sep: str = "; ") 
     return sep.join(parts)
 
 
-def unmoved_warning(changed: int, decided: int) -> Optional[str]:
-    """The warning a search deserves when its derived cells are those of the untrained supernet (``changed``
-    edges, over both cell types, is 0), or None. ``decided``: the edges past :data:`DECIDED_MARGIN`."""
-    if changed > 0:
-        return None
-    return (f"the derived cells are the ones the untrained supernet gives (0 edges changed, {decided} edges past "
-            f"a margin of {DECIDED_MARGIN}): the architecture did not search. Raise --arch-lr, lengthen the run, or "
-            "check --warmup-epochs")
+def summary(arch: Dict[str, object], num_ops: int, sep: str = "; ") -> str:
+    """:func:`describe` of both cell types of ``arch`` (``{"normal": stats, "reduce": stats, "changed_edges": n}``,
+    what the search loop records) and the edges changed since the start, joined by ``sep``."""
+    cells = {k: arch[k] for k in ("normal", "reduce")}
+    return f"{describe(cells, num_ops, sep)}{sep}{arch['changed_edges']} edges changed since the start"
+
+
+def unmoved_warning(changed: int, decided: int, edges: int) -> Optional[str]:
+    """The warning a search deserves, or None: when its derived cells are those of the untrained supernet
+    (``changed``, the edges whose derived op moved, is 0), or when it barely moved (fewer than a quarter of its
+    ``edges`` are past :data:`DECIDED_MARGIN`: ``decided``). The initial ``log_alpha`` are nearly equal, so an
+    argmax flips at the slightest move; the decided edges say whether the distribution left uniform."""
+    if changed == 0:
+        return (f"the derived cells are the ones the untrained supernet gives (0 edges changed, {decided}/{edges} "
+                f"edges past a margin of {DECIDED_MARGIN}): the architecture did not search. Raise --arch-lr, "
+                "lengthen the run, or check --warmup-epochs")
+    if 4 * decided < edges:
+        return (f"the architecture barely moved: {decided}/{edges} edges past a margin of {DECIDED_MARGIN} "
+                f"(softmax(log_alpha) is close to uniform; the {changed} changed edges are near-ties). Raise "
+                "--arch-lr or lengthen the run")
+    return None

@@ -30,6 +30,7 @@ __all__ = [
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "DIGITS_TEST_FRACTION",
+    "DIGITS_TEST_SEED",
     "DatasetError",
     "DatasetInfo",
     "digits_split_indices",

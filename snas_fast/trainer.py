@@ -45,7 +45,8 @@ class SearchError(RuntimeError):
 
 
 class SearchWarning(UserWarning):
-    """A search that ran but did not search: its derived cells are those of the untrained supernet."""
+    """A search that ran but did not search: its derived cells are those of the untrained supernet, or few of its
+    edges left uniform (:func:`snas_fast.convergence.unmoved_warning`)."""
 
 
 #: Named sets of settings. A field a config leaves at None takes its recipe's value (explicit values win).
@@ -55,11 +56,14 @@ class SearchWarning(UserWarning):
 #:   the derived child is evaluated. Sized for the embedded digits.
 #: - ``snas-cifar``: SNAS's official single-GPU CIFAR-10 search exactly (snas.md): 150 epochs, 8 cells, C = 16,
 #:   SGD 3e-4 for ``log_alpha``, tau linear 1 -> 0.03 over 150 epochs, drop-path 0.3, no recalibration.
+#: A recipe is applied once, when a config is built (``dataclasses.replace`` of ``recipe`` alone changes nothing
+#: else); ``tau_epochs`` None under ``snas-cifar`` is its 150 (give the run's epochs to anneal over the run).
 RECIPES: Dict[str, Dict[str, object]] = {
     "short": dict(epochs=20, layers=5, channels=8, arch_optimizer="adam", arch_lr=0.1, arch_weight_decay=1e-3,
                   tau_epochs=None, drop_path=0.0, bn_recalibration=20),
     "snas-cifar": dict(epochs=150, layers=8, channels=16, arch_optimizer="sgd", arch_lr=3e-4, arch_weight_decay=0.0,
                        tau_epochs=150, drop_path=0.3, bn_recalibration=0),
+    "custom": {},  # every setting given (a config.json written before recipes existed reads back as this)
 }
 
 
@@ -132,9 +136,14 @@ class SearchConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise SearchError(f"{name}: expected an integer >= 1, got {value!r}")
-        for name in ("arch_lr", "bn_recalibration", "warmup_epochs"):
-            if not getattr(self, name) >= 0:
-                raise SearchError(f"{name}: expected a number >= 0, got {getattr(self, name)!r}")
+        for name in ("bn_recalibration", "warmup_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SearchError(f"{name}: expected an integer >= 0, got {value!r}")
+        for name in ("arch_lr", "arch_weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise SearchError(f"{name}: expected a number >= 0, got {value!r}")
         if not 0.0 <= self.drop_path < 1.0:
             raise SearchError(f"drop_path: expected a probability in [0, 1), got {self.drop_path}")
         if not (self.tau0 > 0 and self.tau_min > 0):
@@ -204,19 +213,20 @@ def write_json_atomic(data, path: str) -> None:
     os.replace(tmp, path)
 
 
-def _forward(model: Supernet, x: torch.Tensor, tau: Optional[float], noise=None) -> torch.Tensor:
-    """Logits of the derived child (``tau`` None) or of the supernet under a sample at ``tau``: drawn afresh
-    (``noise`` None) or from ``noise``, a fixed ``(normal, reduce)`` pair in the shapes of
-    :func:`gumbel_noise_for_step` with batch 1 (one example's rows are repeated over the batch)."""
+def _forward(model: Supernet, x: torch.Tensor, tau: Optional[float], noise=None, hard: bool = False) -> torch.Tensor:
+    """Logits of the derived child (``tau`` None) or of the supernet under a sample at ``tau`` (one-hot if ``hard``,
+    as a hard search trains): drawn afresh (``noise`` None) or from ``noise``, a fixed ``(normal, reduce)`` pair in
+    the shapes of :func:`gumbel_noise_for_step` with batch 1 (one example's rows are repeated over the batch)."""
     if tau is None:
         return model.forward_child(x)
     if noise is not None and model.sampling == "example":
         noise = [g.expand((x.shape[0],) + tuple(g.shape[1:])) for g in noise]
-    return model(x, tau, noise=noise)
+    return model(x, tau, hard=hard, noise=noise)
 
 
 @torch.no_grad()
-def evaluate(model: Supernet, loader, tau: float, child: bool, device, noise=None) -> Tuple[float, float]:
+def evaluate(model: Supernet, loader, tau: float, child: bool, device, noise=None,
+             hard: bool = False) -> Tuple[float, float]:
     """(mean loss, accuracy) of the supernet (a sample at ``tau``; one sampled network throughout if ``noise`` is
     given, see :func:`_forward`) or of its derived child on ``loader``.
 
@@ -226,7 +236,7 @@ def evaluate(model: Supernet, loader, tau: float, child: bool, device, noise=Non
     total, correct, loss_sum = 0, 0, 0.0
     for x, y in loader:
         x, y = x.to(device), y.to(device)
-        logits = _forward(model, x, None if child else tau, noise)
+        logits = _forward(model, x, None if child else tau, noise, hard)
         loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
         correct += (logits.argmax(1) == y).sum().item()
         total += y.numel()
@@ -235,7 +245,8 @@ def evaluate(model: Supernet, loader, tau: float, child: bool, device, noise=Non
 
 
 @torch.no_grad()
-def recalibrate_bn(model: Supernet, loader, batches: int, device, tau: Optional[float] = None, noise=None) -> None:
+def recalibrate_bn(model: Supernet, loader, batches: int, device, tau: Optional[float] = None, noise=None,
+                   hard: bool = False) -> None:
     """Re-estimates every BatchNorm's running statistics (reset, then a cumulative average) on ``batches`` training
     batches of one network: the derived child (``tau`` None), or the supernet under a sample at ``tau`` (the
     sampled network ``noise``, see :func:`_forward`)."""
@@ -247,7 +258,7 @@ def recalibrate_bn(model: Supernet, loader, batches: int, device, tau: Optional[
     for i, (x, _) in enumerate(loader):
         if i >= batches:
             break
-        _forward(model, x.to(device), tau, noise)
+        _forward(model, x.to(device), tau, noise, hard)
 
 
 def load_search_data(config: SearchConfig):
@@ -357,6 +368,12 @@ def search(config: SearchConfig, data, resume: bool = False, progress: bool = Tr
         found = ctx.is_main and os.path.exists(ckpt_path)
         state = distributed.broadcast_object(torch.load(ckpt_path, map_location="cpu", weights_only=False)
                                              if found else None)
+    split_sizes = [len(train_set), len(val_set)]
+    if state is not None and state.get("split_sizes") != split_sizes and (config.dataset == "digits"
+                                                                         or "split_sizes" in state):
+        before = state.get("split_sizes", "unrecorded (made before the digits had a test part)")
+        raise SearchError(f"--resume {config.out}: the checkpoint was made on other data splits (search-train and "
+                          f"search-validation sizes {before}, now {split_sizes}): start the search again")
     if state is not None:
         model.load_state_dict(state["model"])
         opt_w.load_state_dict(state["opt_weights"])
@@ -407,7 +424,8 @@ def search(config: SearchConfig, data, resume: bool = False, progress: bool = Tr
                               os.path.join(config.out, "genotype.json"))
             save_atomic(dict(model=model.state_dict(), opt_weights=opt_w.state_dict(), opt_arch=opt_a.state_dict(),
                              schedule=schedule.state_dict(), epoch=epoch, history=history,
-                             initial_choice=initial_choice, config=config.to_dict()), ckpt_path)
+                             initial_choice=initial_choice, split_sizes=split_sizes, config=config.to_dict()),
+                        ckpt_path)
             _write_plots(config.out, history, genotype, metrics_path, arch)
             if progress:
                 print(f"epoch {epoch + 1}/{config.epochs}: train_acc {stats['train_acc']:.3f} val_acc {val_acc:.3f} "
@@ -419,7 +437,8 @@ def search(config: SearchConfig, data, resume: bool = False, progress: bool = Tr
         rows = _read_metrics(metrics_path)
     last = rows[-1] if rows else {}
     arch = arch_convergence(model, initial_choice)
-    warning = convergence.unmoved_warning(arch["changed_edges"], arch["normal"]["decided"] + arch["reduce"]["decided"])
+    warning = convergence.unmoved_warning(arch["changed_edges"], arch["normal"]["decided"] + arch["reduce"]["decided"],
+                                          arch["normal"]["edges"] + arch["reduce"]["edges"])
     if warning is not None:
         warnings.warn(warning, SearchWarning, stacklevel=2)
     return SearchResult(model.genotype("edge_all"), last.get("val_acc", math.nan), last.get("child_val_acc", math.nan),
@@ -540,15 +559,19 @@ def evaluate_recalibrated(model: Supernet, config: SearchConfig, train_loader, v
     """:func:`evaluate` of the supernet (the network sampled by ``noise`` at ``tau``) or of its derived child, after
     :func:`recalibrate_bn` on ``config.bn_recalibration`` training batches of that same network (0: the running
     statistics of training as they are). The model's weights, BatchNorm buffers and momenta are restored after."""
+    hard = hard_mode(config) and not child
     if config.bn_recalibration <= 0:
-        return evaluate(model, val_loader, tau, child=child, device=device, noise=noise)
+        return evaluate(model, val_loader, tau, child=child, device=device, noise=noise, hard=hard)
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     momenta = {m: m.momentum for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
     drop_path = model.drop_path_prob
     try:
         model.drop_path_prob = 0.0
-        recalibrate_bn(model, train_loader, config.bn_recalibration, device, tau=None if child else tau, noise=noise)
-        return evaluate(model, val_loader, tau, child=child, device=device, noise=noise)
+        recalibrate_bn(model, train_loader, config.bn_recalibration, device, tau=None if child else tau, noise=noise,
+                       hard=hard)
+        # each rank recalibrated on its own shard: every rank evaluates rank 0's statistics, one network
+        distributed.broadcast_buffers(model)
+        return evaluate(model, val_loader, tau, child=child, device=device, noise=noise, hard=hard)
     finally:
         model.load_state_dict(saved)
         model.drop_path_prob = drop_path
@@ -572,9 +595,7 @@ def _truncate_metrics(path: str, epochs: int) -> None:
 def _write_plots(out: str, history, genotype, metrics_path, arch) -> None:
     from . import plots
 
-    cells = {k: arch[k] for k in ("normal", "reduce")}
-    title = (f"{convergence.describe(cells, len(history[-1]['normal_alpha'][0]), sep=chr(10))}\n"
-             f"{arch['changed_edges']} edges changed since the start")
+    title = convergence.summary(arch, len(PRIMITIVES), sep="\n")
     plots.plot_alphas(history, os.path.join(out, "alphas.png"), title=title)
     plots.plot_cell(genotype.normal, os.path.join(out, "cell_normal.png"), "normal cell")
     plots.plot_cell(genotype.reduce, os.path.join(out, "cell_reduce.png"), "reduction cell")

@@ -26,7 +26,7 @@ def _search_dir(path: Path, seed: int) -> Path:
     path.mkdir(parents=True)
     cell = genotypes.derive(normal, reduce, "edge_all")
     (path / "genotype.json").write_text(json.dumps(dict(genotype=cell.to_dict(), normal_alpha=normal.tolist(),
-                                                        reduce_alpha=reduce.tolist())))
+                                                        reduce_alpha=reduce.tolist(), initial_genotype=cell.to_dict())))
     return path
 
 
@@ -52,6 +52,16 @@ def test_compare_retrains_each_cell_once_and_reports_random_mean_and_std(tmp_pat
     assert compare_digits.main(["--search", str(other), "--random", "2", "--out", str(out), *TINY]) == 0
     assert os.path.getmtime(out / "searched_edge_all" / "summary.json") != stamps["searched_edge_all"]
     assert os.path.getmtime(out / "random_0" / "summary.json") == stamps["random_0"]
+
+
+def test_compare_refuses_a_search_made_before_the_test_part(tmp_path, capsys):
+    search = _search_dir(tmp_path / "old", 0)
+    saved = json.loads((search / "genotype.json").read_text())
+    del saved["initial_genotype"]
+    (search / "genotype.json").write_text(json.dumps(saved))
+    with pytest.raises(SystemExit):
+        compare_digits.main(["--search", str(search), "--out", str(tmp_path / "c"), *TINY])
+    assert "made before the digits had a held-out test part" in capsys.readouterr().err
 
 
 def test_compare_needs_a_search_and_two_random_cells(tmp_path, capsys):

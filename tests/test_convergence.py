@@ -44,8 +44,17 @@ def test_bad_probs_name_the_argument():
 
 
 def test_unmoved_warning_both_ways():
-    assert convergence.unmoved_warning(changed=3, decided=0) is None
-    assert "did not search" in convergence.unmoved_warning(changed=0, decided=5)
+    assert convergence.unmoved_warning(changed=3, decided=7, edges=28) is None
+    assert "did not search" in convergence.unmoved_warning(changed=0, decided=5, edges=28)
+    assert "barely moved: 6/28" in convergence.unmoved_warning(changed=20, decided=6, edges=28)
+
+
+def test_summary_names_both_cells_and_the_changed_edges():
+    stats = dict(entropy=1.0, margin=0.5, decided=3, edges=14)
+    text = convergence.summary(dict(normal=stats, reduce=stats, changed_edges=4), 8, sep="\n")
+    lines = text.split("\n")
+    assert lines[0].startswith("normal: entropy 1.00 nats (uniform 2.08), margin 0.500, 3/14 edges decided")
+    assert lines[1].startswith("reduce:") and lines[2] == "4 edges changed since the start"
 
 
 # ------------------------------------------------------------------------------------------------- recipes
@@ -61,10 +70,15 @@ def test_recipes_fill_only_what_is_left_unset():
     assert (paper.lr, paper.lr_min, paper.tau0, paper.tau_min, paper.resource_lambda) == (0.025, 0.001, 1.0, 0.03,
                                                                                            1.5e-3)
     assert trainer.SearchConfig(recipe="snas-cifar", arch_lr=1e-3).arch_lr == 1e-3  # an explicit value wins
-    with pytest.raises(trainer.SearchError, match=r"recipe: expected one of short, snas-cifar, got 'fast'"):
+    with pytest.raises(trainer.SearchError, match=r"recipe: expected one of short, snas-cifar, custom, got 'fast'"):
         trainer.SearchConfig(recipe="fast")
     # a saved config comes back as it was
     assert trainer.SearchConfig.from_dict(paper.to_dict()) == paper
+    with pytest.raises(trainer.SearchError, match=r"arch_optimizer: expected one of sgd, adam, got None"):
+        trainer.SearchConfig(recipe="custom").validate()  # custom: every setting must be given
+    for name, bad in (("arch_weight_decay", -1.0), ("bn_recalibration", 2.5), ("arch_lr", "0.1")):
+        with pytest.raises(trainer.SearchError, match=f"{name}: expected"):
+            trainer.SearchConfig(**{name: bad}).validate()
 
 
 def test_short_recipe_anneals_tau_over_the_run():
@@ -87,7 +101,7 @@ def test_cli_recipe_flag_and_overrides(tmp_path):
 def test_cli_unknown_recipe_is_a_one_line_error(tmp_path, capsys):
     assert main(["search", "--recipe", "fast", "--out", str(tmp_path / "never"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "snas-fast: error: recipe: expected one of short, snas-cifar, got 'fast'"
+    assert err.strip() == "snas-fast: error: recipe: expected one of short, snas-cifar, custom, got 'fast'"
     assert not (tmp_path / "never").exists()
 
 
@@ -119,7 +133,8 @@ def test_a_search_that_cannot_move_warns(tmp_path, capsys):
 
 
 def test_the_short_recipe_moves_the_architecture_reports_it_and_does_not_warn(tmp_path):
-    config = _config(tmp_path / "moving", epochs=3)  # the recipe's log_alpha optimiser and rate, 6 steps
+    # the recipe's log_alpha optimiser and rate, 4 steps an epoch for 5 epochs
+    config = _config(tmp_path / "moving", epochs=5, data_limit=128)
     with warnings.catch_warnings():
         warnings.simplefilter("error", trainer.SearchWarning)
         result = trainer.search(config, trainer.load_search_data(config), progress=False)
@@ -130,6 +145,37 @@ def test_the_short_recipe_moves_the_architecture_reports_it_and_does_not_warn(tm
     assert rows[-1]["changed_edges"] > 0 and result.warning is None
     assert rows[-1]["normal_margin"] > rows[0]["normal_margin"]
     assert rows[-1]["normal_entropy"] < rows[0]["normal_entropy"]
+    # no warning means at least a quarter of the 28 edges left uniform, not only near-ties flipping
+    assert rows[-1]["normal_decided"] + rows[-1]["reduce_decided"] >= 7
     saved = json.load(open(tmp_path / "moving" / "genotype.json"))
     initial = trainer.Genotype.from_dict(saved["initial_genotype"])
     assert initial != result.genotype
+
+
+def test_resume_of_a_run_from_before_recipes_keeps_its_settings(tmp_path):
+    out = tmp_path / "run"
+    assert main(["search", "--dataset", "digits", "--data-limit", "64", "--epochs", "2", "--batch-size", "32",
+                 "--layers", "3", "--channels", "4", "--arch-optimizer", "sgd", "--arch-lr", "3e-4", "--quiet",
+                 "--out", str(out)]) == 0
+    config = json.load(open(out / "config.json"))
+    del config["recipe"]  # as a config.json of the paper's defaults held it
+    config["epochs"] = 3
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(["search", "--resume", str(out), "--quiet"]) == 0
+    resumed = torch.load(out / "checkpoint.pt", weights_only=False)["config"]  # the settings the resumed epoch ran
+    assert (resumed["recipe"], resumed["arch_optimizer"], resumed["arch_lr"], resumed["epochs"]) == ("custom", "sgd",
+                                                                                                      3e-4, 3)
+
+
+def test_resume_refuses_a_checkpoint_of_other_splits(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["search", "--dataset", "digits", "--data-limit", "64", "--epochs", "1", "--batch-size", "32",
+            "--layers", "3", "--channels", "4", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    del state["split_sizes"]  # as a checkpoint from before the digits had a test part
+    torch.save(state, out / "checkpoint.pt")
+    capsys.readouterr()
+    assert main(["search", "--resume", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "the checkpoint was made on other data splits" in err and len(err.strip().splitlines()) == 1
