@@ -53,7 +53,7 @@ class SearchWarning(UserWarning):
 #: - ``short`` (default): a search that moves its architecture within the steps a short run has: tau annealed over
 #:   the run itself (``tau_epochs`` None), Adam for ``log_alpha`` as in SNAS's multi-GPU recipe (betas (0.5, 0.999),
 #:   weight decay 1e-3) at a rate measured on the digits (README, "The search"), and BatchNorm recalibrated before
-#:   the derived child is evaluated. Sized for the embedded digits.
+#:   each evaluation of the supernet and of the child. Sized for the embedded digits.
 #: - ``snas-cifar``: SNAS's official single-GPU CIFAR-10 search exactly (snas.md): 150 epochs, 8 cells, C = 16,
 #:   SGD 3e-4 for ``log_alpha``, tau linear 1 -> 0.03 over 150 epochs, drop-path 0.3, no recalibration.
 #: A recipe is applied once, when a config is built (``dataclasses.replace`` of ``recipe`` alone changes nothing
@@ -106,7 +106,7 @@ class SearchConfig:
     resource_lambda: float = 1.5e-3
     penalty: str = "log"  # log | linear
     drop_path: Optional[float] = None
-    bn_recalibration: Optional[int] = None  # batches used to recalibrate BatchNorm before evaluating the child
+    bn_recalibration: Optional[int] = None  # training batches that recalibrate BatchNorm before each evaluation
     num_workers: int = 0
     device: str = "cpu"
     # many processes (torchrun; see snas_fast.distributed)
@@ -122,6 +122,9 @@ class SearchConfig:
                 setattr(self, name, value)
 
     def validate(self) -> None:
+        unset = [name for name in RECIPES["short"] if name != "tau_epochs" and getattr(self, name) is None]
+        if unset:
+            raise SearchError(f"{unset[0]}: expected a value (recipe {self.recipe!r} gives none), got None")
         choices = {"mixed": ("fused", "fused_sum", "eager"), "sampling": ("step", "cell", "example", "hard"),
                    "estimator": ("st", "dsnas"),
                    "arch_optimizer": ("sgd", "adam"), "tau_schedule": ("linear", "exponential"),
@@ -464,7 +467,8 @@ def _genotype_of_choice(choice) -> Genotype:
 
 
 def _flatten(arch: dict) -> dict:
-    """:func:`arch_convergence` as flat metric columns: ``normal_entropy``, ``reduce_margin``, ..., ``changed_edges``."""
+    """:func:`arch_convergence` as flat metric columns: ``normal_entropy``, ``reduce_margin``, ...,
+    ``changed_edges``."""
     flat = {f"{kind}_{k}": v for kind in ("normal", "reduce") for k, v in arch[kind].items() if k != "edges"}
     flat["changed_edges"] = arch["changed_edges"]
     return flat

@@ -74,7 +74,8 @@ def test_recipes_fill_only_what_is_left_unset():
         trainer.SearchConfig(recipe="fast")
     # a saved config comes back as it was
     assert trainer.SearchConfig.from_dict(paper.to_dict()) == paper
-    with pytest.raises(trainer.SearchError, match=r"arch_optimizer: expected one of sgd, adam, got None"):
+    with pytest.raises(trainer.SearchError,
+                       match=r"epochs: expected a value \(recipe 'custom' gives none\), got None"):
         trainer.SearchConfig(recipe="custom").validate()  # custom: every setting must be given
     for name, bad in (("arch_weight_decay", -1.0), ("bn_recalibration", 2.5), ("arch_lr", "0.1")):
         with pytest.raises(trainer.SearchError, match=f"{name}: expected"):
