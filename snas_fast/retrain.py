@@ -266,7 +266,7 @@ def train(config: TrainConfig, data, genotype: Optional[Genotype] = None, resume
     (:func:`load_train_data`). ``genotype`` defaults to the run directory's (resume) or ``config.genotype``'s."""
     from tqdm import tqdm
 
-    from .trainer import _read_metrics, _truncate_metrics, save_atomic, seed_epoch, write_json_atomic
+    from .trainer import _read_metrics, _truncate_metrics, read_checkpoint, save_atomic, seed_epoch, write_json_atomic
 
     config.validate()
     train_set, test_set, info = data
@@ -295,8 +295,9 @@ def train(config: TrainConfig, data, genotype: Optional[Genotype] = None, resume
     start_epoch, state = 0, None
     if resume:
         found = ctx.is_main and os.path.exists(ckpt_path)
-        state = distributed.broadcast_object(torch.load(ckpt_path, map_location="cpu", weights_only=False)
-                                             if found else None)
+        state, problem = distributed.broadcast_object(read_checkpoint(ckpt_path) if found else (None, None))
+        if problem:
+            raise TrainError(f"--resume {config.out}: {problem}")
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

@@ -209,6 +209,20 @@ def save_atomic(obj, path: str) -> None:
     os.replace(tmp, path)
 
 
+def read_checkpoint(path: str) -> Tuple[Optional[dict], Optional[str]]:
+    """``(state, None)`` of a checkpoint written by :func:`save_atomic`, or ``(None, problem)`` for a file that is not
+    one. A checkpoint is data: it is read with ``weights_only=True`` (tensors, numbers, strings and plain
+    containers), so a crafted file cannot run code. The problem is returned, not raised, so that rank 0 can hand it
+    to the other ranks of a process group and every rank stops with the same one-line error."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and torch each raise their own kinds for a foreign or damaged file
+        return None, f"{path}: not a snas-fast checkpoint ({' '.join(str(error).split())[:200]})"
+    if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
+        return None, f"{path}: not a snas-fast checkpoint (expected a dict with model and epoch)"
+    return state, None
+
+
 def write_json_atomic(data, path: str) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
@@ -369,8 +383,9 @@ def search(config: SearchConfig, data, resume: bool = False, progress: bool = Tr
     state = None
     if resume:  # rank 0 reads the checkpoint and hands it to the others (no shared file system needed)
         found = ctx.is_main and os.path.exists(ckpt_path)
-        state = distributed.broadcast_object(torch.load(ckpt_path, map_location="cpu", weights_only=False)
-                                             if found else None)
+        state, problem = distributed.broadcast_object(read_checkpoint(ckpt_path) if found else (None, None))
+        if problem:
+            raise SearchError(f"--resume {config.out}: {problem}")
     split_sizes = [len(train_set), len(val_set)]
     if state is not None and state.get("split_sizes") != split_sizes and (config.dataset == "digits"
                                                                          or "split_sizes" in state):

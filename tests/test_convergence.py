@@ -163,7 +163,7 @@ def test_resume_of_a_run_from_before_recipes_keeps_its_settings(tmp_path):
     config["epochs"] = 3
     (out / "config.json").write_text(json.dumps(config))
     assert main(["search", "--resume", str(out), "--quiet"]) == 0
-    resumed = torch.load(out / "checkpoint.pt", weights_only=False)["config"]  # the settings the resumed epoch ran
+    resumed = torch.load(out / "checkpoint.pt", weights_only=True)["config"]  # the settings the resumed epoch ran
     assert (resumed["recipe"], resumed["arch_optimizer"], resumed["arch_lr"], resumed["epochs"]) == ("custom", "sgd",
                                                                                                       3e-4, 3)
 
@@ -173,7 +173,7 @@ def test_resume_refuses_a_checkpoint_of_other_splits(tmp_path, capsys):
     args = ["search", "--dataset", "digits", "--data-limit", "64", "--epochs", "1", "--batch-size", "32",
             "--layers", "3", "--channels", "4", "--quiet", "--out", str(out)]
     assert main(args) == 0
-    state = torch.load(out / "checkpoint.pt", weights_only=False)
+    state = torch.load(out / "checkpoint.pt", weights_only=True)
     del state["split_sizes"]  # as a checkpoint from before the digits had a test part
     torch.save(state, out / "checkpoint.pt")
     capsys.readouterr()

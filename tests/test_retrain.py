@@ -144,8 +144,8 @@ def test_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setattr(retrain, "augment", original)
     assert len(open(interrupted / "metrics.jsonl").readlines()) == 1
     assert main(["train", "--resume", str(interrupted), "--quiet"]) == 0
-    a = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(interrupted / "checkpoint.pt", weights_only=False)["model"]
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(interrupted / "checkpoint.pt", weights_only=True)["model"]
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key

@@ -74,8 +74,8 @@ def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(tmp_path, m
     monkeypatch.setattr(trainer, "_train_epoch", original)
     assert main(["search", "--resume", str(interrupted), "--quiet"]) == 0
 
-    a = torch.load(straight / "checkpoint.pt", weights_only=False)["model"]
-    b = torch.load(interrupted / "checkpoint.pt", weights_only=False)["model"]
+    a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(interrupted / "checkpoint.pt", weights_only=True)["model"]
     for key in ("log_alpha_normal", "log_alpha_reduce"):
         assert torch.equal(a[key], b[key]), key
     ga = json.load(open(straight / "genotype.json"))["genotype"]
@@ -154,7 +154,7 @@ def test_warmup_freezes_log_alpha(tmp_path):
     initial = trainer.Supernet(4, 10, 3, in_channels=1).log_alpha_normal.detach().clone()
     with pytest.warns(trainer.SearchWarning, match="did not search"):  # frozen all run long: nothing moved
         trainer.search(config, trainer.load_search_data(config), progress=False)
-    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]["log_alpha_normal"]
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]["log_alpha_normal"]
     assert torch.equal(saved, initial)
 
 
@@ -186,3 +186,28 @@ def test_cost_tables_follow_the_supernet_cells(layers):
         assert torch.equal(reduce, torch.stack(expected[True]))
     else:
         assert not reduce.any() and reduce.shape == (14, 8, 3)
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("command", ["search", "train"])
+def test_resume_reads_a_checkpoint_as_data_and_refuses_a_pickle_payload(tmp_path, capsys, command):
+    out = tmp_path / "run"
+    tiny = ["--dataset", "digits", "--data-limit", "64", "--epochs", "1", "--batch-size", "32", "--layers", "3",
+            "--channels", "4", "--quiet", "--out", str(out)]
+    assert main([command, *tiny] + (["--genotype", "DARTS_V2"] if command == "train" else [])) == 0
+    marker = tmp_path / "payload-ran"
+    torch.save({"model": _Payload(marker), "epoch": 0}, out / "checkpoint.pt")
+    capsys.readouterr()
+    assert main([command, "--resume", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "not a snas-fast checkpoint" in err, err
+    assert not marker.exists()
