@@ -82,9 +82,10 @@ def _extension():
 
 
 setup(
-    packages=["snas_fast", "snas_fast.kernels"],
+    packages=["snas_fast", "snas_fast.ops", "snas_fast.spaces", "snas_fast.spaces.darts", "snas_fast.search",
+              "snas_fast.engine", "snas_fast.viz", "snas_fast.kernels"],
     package_dir={"snas_fast": "snas_fast", "snas_fast.kernels": "kernels"},
-    package_data={"snas_fast": ["*.json"]},
+    package_data={"snas_fast.spaces.darts": ["*.json"]},
     ext_modules=[_extension()],
     cmdclass={"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)},
 )

@@ -206,7 +206,7 @@ def main() -> None:
     configs = [(op, shape) for shape in shapes for op in ("mixed", "gumbel") if op in ops]
     configs += [("mixed_edge", shape) for shape in edge_shapes if "mixed_edge" in ops]
     rows = harness.Rows(args.device)
-    backend = snas_fast._backend.resolve(torch.device(args.device))
+    backend = snas_fast.ops._backend.resolve(torch.device(args.device))
     pin = f", {harness.pinning()}" if args.device == "cpu" else ""
     print(f"# {rows.device}, torch {torch.__version__}, fused backend: {backend}, reps {reps}{pin}", flush=True)
     ceiling = copy_gbps(args.device) if args.device == "cuda" else None

@@ -79,7 +79,8 @@ class Step:
 
     def __init__(self, variant: str, C: int, layers: int, size: int, batch: int, device: str,
                  estimator: str = "st", dynamic: bool = False):
-        from snas_fast import Supernet, trainer
+        from snas_fast import Supernet
+        from snas_fast.search import snas as trainer
 
         self.config = trainer.SearchConfig(recipe="snas-cifar", channels=C, layers=layers, mixed=MIXED[variant],
                                            hard=variant == "hard", estimator=estimator, device=device)

@@ -6,7 +6,7 @@ Retrains, each from scratch with the `snas-fast train` defaults (the same recipe
 the search's derived cell (SNAS's edge_all form), its top-2 form (DARTS's rule on the same softmax(log_alpha)),
 and ``--random`` cells drawn uniformly from the top-2 space (:func:`snas_fast.genotypes.random_genotype`, the
 random baseline of DARTS and of Li & Talwalkar). Every number is test accuracy on the test part no search saw
-(:func:`snas_fast.data.digits_split_indices`). Each retraining is its own run directory under ``--out``; one that
+(:func:`snas_fast.engine.data.digits_split_indices`). Each retraining is its own run directory under ``--out``; one that
 has finished (its summary.json) is not run again, so an interrupted comparison picks up where it stopped; one that
 trained another cell (a new search) or other settings is replaced.
 Writes ``--out``/comparison.json and comparison.md (the table printed at the end).
@@ -22,8 +22,8 @@ import sys
 
 import torch
 
-from snas_fast import genotypes
-from snas_fast.retrain import TrainConfig, load_train_data, resolve_genotype, train
+from snas_fast.spaces.darts import genotypes
+from snas_fast.engine.retrain import TrainConfig, load_train_data, resolve_genotype, train
 
 
 def candidates(search_dir: str, n_random: int, seed: int):

@@ -3,7 +3,7 @@ run length, each a whole `snas-fast search`, reported by how far softmax(log_alp
 
     python bench/sweep_digits.py --out runs/digits-sweep --jobs 2        (about 15 minutes on 2 idle cores)
 
-Every setting starts from the short recipe (snas_fast.trainer.RECIPES) and changes what its name says; the
+Every setting starts from the short recipe (snas_fast.search.snas.RECIPES) and changes what its name says; the
 ``snas-cifar`` rows are the paper's settings (tau over 150 epochs, SGD 3e-4) on the short recipe's network, with
 the same BatchNorm recalibration before evaluation. Each run is a run directory under ``--out``;
 a finished one (a metrics line per epoch) is not run again. Each job uses one thread. Writes ``--out``/sweep.md.
@@ -45,7 +45,7 @@ def run_one(name: str, out: str) -> dict:
     """Runs (or finds finished) the setting ``name``; returns its last metrics row."""
     import torch
 
-    from snas_fast import trainer
+    from snas_fast.search import snas as trainer
 
     torch.set_num_threads(1)
     config = trainer.SearchConfig(out=os.path.join(out, _folder(name)), **SETTINGS[name])

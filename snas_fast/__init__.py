@@ -1,40 +1,49 @@
-"""snas_fast: fused kernels for Stochastic Neural Architecture Search (SNAS) in PyTorch.
+"""snas_fast: fused kernels for Stochastic Neural Architecture Search (SNAS) in PyTorch, and one engine for search
+strategies on top of them.
 
-Public API: :func:`mixed_op`, :func:`gumbel_mixed_op`, :class:`FusedMixedOp`, :mod:`snas_fast.reference`
-(the eager oracle and baseline), :func:`use_backend` and :func:`available_backends`; the search:
-:class:`Supernet`, :class:`Genotype` and :mod:`snas_fast.genotypes`, :mod:`snas_fast.costs`,
-:mod:`snas_fast.schedules`, :mod:`snas_fast.trainer` and the ``snas-fast`` command line; evaluation:
-:class:`NetworkCIFAR`, :class:`NetworkImageNet` (:mod:`snas_fast.networks`), :mod:`snas_fast.retrain`;
-many processes: :mod:`snas_fast.distributed`.
+The layers (docs/architecture.md), each a subpackage:
+
+- :mod:`snas_fast.ops`: the fused ops (:func:`mixed_op`, :func:`gumbel_mixed_op`, :func:`mixed_edge`,
+  :class:`FusedMixedOp`), their backends and the eager reference. Knows no search space.
+- :mod:`snas_fast.spaces`: search spaces (:class:`snas_fast.spaces.Primitive`, the DARTS space with
+  :class:`Supernet`, :class:`NetworkCIFAR`, :class:`NetworkImageNet`, genotypes and costs).
+- :mod:`snas_fast.search`: search strategies (SNAS's sampling policy, its schedules and convergence figures).
+- :mod:`snas_fast.engine`: the one training loop, run directories, data, many processes, retraining.
+- :mod:`snas_fast.viz`: plots, as callbacks of the loop.
+
+Every name below is imported on first use, so importing a pure-policy module (say the DARTS genotypes) does not
+load the compiled extension.
 """
-from . import reference
-from ._backend import available_backends, use_backend
-from . import _ops  # noqa: F401  (registers fake kernels and autograd)
-from .functional import gumbel_mixed_op, mixed_edge, mixed_op
-from .modules import FusedMixedOp, Zero, is_zero_op
-from . import costs, genotypes, schedules, search_space  # noqa: E402  (pure policy modules)
-from .genotypes import Genotype
-from .networks import NetworkCIFAR, NetworkImageNet
-from .supernet import Supernet
+from . import _compat
+from ._lazy import lazy_attributes
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FusedMixedOp",
-    "Genotype",
-    "NetworkCIFAR",
-    "NetworkImageNet",
-    "Supernet",
-    "costs",
-    "genotypes",
-    "schedules",
-    "search_space",
-    "Zero",
-    "available_backends",
-    "gumbel_mixed_op",
-    "is_zero_op",
-    "mixed_edge",
-    "mixed_op",
-    "reference",
-    "use_backend",
-]
+_PUBLIC = {
+    "FusedMixedOp": ".ops:FusedMixedOp",
+    "Zero": ".ops:Zero",
+    "is_zero_op": ".ops:is_zero_op",
+    "mixed_op": ".ops:mixed_op",
+    "gumbel_mixed_op": ".ops:gumbel_mixed_op",
+    "mixed_edge": ".ops:mixed_edge",
+    "available_backends": ".ops:available_backends",
+    "use_backend": ".ops:use_backend",
+    "reference": ".ops.reference",
+    "Genotype": ".spaces.darts.genotypes:Genotype",
+    "Supernet": ".search.snas:SnasSupernet",
+    "NetworkCIFAR": ".spaces.darts.networks:NetworkCIFAR",
+    "NetworkImageNet": ".spaces.darts.networks:NetworkImageNet",
+    "genotypes": ".spaces.darts.genotypes",
+    "costs": ".spaces.darts.costs",
+    "schedules": ".search.schedules",
+    "search_space": ".spaces.darts.operations",
+}
+#: the layers, as attributes (``snas_fast.spaces.darts``) without an import of their own
+_LAYERS = {name: f".{name}" for name in ("ops", "spaces", "search", "engine", "viz", "cli")}
+#: the old flat modules, as attributes too (``snas_fast.trainer.RECIPES``): the deprecated alias of each
+_OLD = {old.rpartition(".")[2]: old for old in _compat.MOVED if old.rpartition(".")[2] not in _PUBLIC}
+
+__all__ = sorted(_PUBLIC)
+
+_compat.install()
+__getattr__, __dir__ = lazy_attributes(__name__, {**_PUBLIC, **_LAYERS, **_OLD})

@@ -3,7 +3,7 @@
     snas-fast search --dataset digits --epochs 10 --out runs/digits
     snas-fast search --resume runs/digits
     snas-fast train --genotype runs/digits --dataset digits --epochs 10 --out runs/digits-train
-    torchrun --standalone --nproc_per_node 2 -m snas_fast search ...   (data-parallel, see snas_fast.distributed)
+    torchrun --standalone --nproc_per_node 2 -m snas_fast search ...   (data-parallel: snas_fast.engine.distributed)
 """
 from __future__ import annotations
 
@@ -15,9 +15,8 @@ import sys
 import warnings
 from typing import List, Optional
 
-from . import convergence
-from .search_space import PRIMITIVES
-from .trainer import SearchConfig, SearchError, SearchWarning
+from .engine.config import flag_fields
+from .search.snas import SearchConfig, SearchError, SearchWarning
 
 
 def _bool(text: str) -> bool:
@@ -28,107 +27,22 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-#: Flags of the multi-process runs (torchrun), shared by `search` and `train`: flag -> (field, type, help).
-_DIST_FLAGS = {
-    "gumbel-sample": ("gumbel_sample", str, "torchrun: shared (every rank draws the same architecture sample) or "
-                                            "per-rank (each rank its own)"),
-    "sync-bn": ("sync_bn", _bool, "torchrun: BatchNorm statistics of the global batch (else per process)"),
-    "dist-timeout": ("dist_timeout", float, "torchrun: seconds a collective waits for a silent rank before "
-                                            "the job fails"),
-}
+def _add_flags(p: argparse.ArgumentParser, cls) -> None:
+    """One flag per field of the config class ``cls`` that has one (:func:`snas_fast.engine.config.setting`):
+    ``--{flag}``, parsed by the field's kind, defaulting to None (the config's default, shown in the help)."""
+    defaults = cls()
+    for flag, f in flag_fields(cls):
+        kind = f.metadata["kind"] or type(f.default)
+        kind = _bool if kind is bool else kind
+        p.add_argument(f"--{flag}", dest=f.name, type=kind, default=None,
+                       help=f"{f.metadata['help']} (default: {getattr(defaults, f.name)})")
 
 
-def _search_parser(sub) -> argparse.ArgumentParser:
-    p = sub.add_parser("search", help="run an SNAS search", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    defaults = SearchConfig()
+def _parser(sub, name: str, help: str, cls) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--config", help="JSON file of settings (the flags given here override it)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config.json")
-    flags = {  # flag name -> (config field, type, help)
-        "recipe": ("recipe", str, "short (moves the architecture within a short run; the defaults shown here are "
-                                  "its values) or snas-cifar (SNAS's CIFAR-10 search exactly: "
-                                  "snas_fast.trainer.RECIPES); flags given override it"),
-        "dataset": ("dataset", str, "digits (embedded) or cifar10 (python-format folder, --data-dir)"),
-        "data-dir": ("data_dir", str, "folder holding cifar-10-batches-py"),
-        "data-limit": ("data_limit", int, "keep the first N examples of each split"),
-        "epochs": ("epochs", int, "search epochs"),
-        "batch-size": ("batch_size", int, "batch size"),
-        "layers": ("layers", int, "cells in the supernet"),
-        "channels": ("channels", int, "channels of the first cells (C)"),
-        "seed": ("seed", int, "random seed"),
-        "out": ("out", str, "run directory"),
-        "mixed": ("mixed", str, "fused (deep-fused edges), fused_sum (fused weighted sum only) or eager (DARTS's sum)"),
-        "pool-bn": ("pool_bn", _bool, "BatchNorm after the pool candidates (DARTS)"),
-        "sampling": ("sampling", str, "one Gumbel sample per step, cell or example; hard = per step, hard"),
-        "hard": ("hard", _bool, "one-hot samples: only the sampled candidate of each edge runs"),
-        "estimator": ("estimator", str, "log_alpha gradient of hard samples: st (GDAS) or dsnas"),
-        "bilevel": ("bilevel", _bool, "DARTS first-order bi-level updates instead of SNAS's single level"),
-        "lr": ("lr", float, "weights: initial SGD learning rate (cosine schedule)"),
-        "lr-min": ("lr_min", float, "weights: final learning rate"),
-        "momentum": ("momentum", float, "weights: SGD momentum"),
-        "weight-decay": ("weight_decay", float, "weights: weight decay"),
-        "grad-clip": ("grad_clip", float, "weights: gradient norm clip"),
-        "arch-optimizer": ("arch_optimizer", str, "log_alpha optimizer: sgd or adam"),
-        "arch-lr": ("arch_lr", float, "log_alpha learning rate"),
-        "arch-weight-decay": ("arch_weight_decay", float, "log_alpha weight decay"),
-        "warmup-epochs": ("warmup_epochs", int, "epochs with log_alpha frozen"),
-        "tau-schedule": ("tau_schedule", str, "linear or exponential"),
-        "tau0": ("tau0", float, "initial temperature"),
-        "tau-min": ("tau_min", float, "final temperature"),
-        "tau-epochs": ("tau_epochs", int, "length of the linear schedule in epochs (None: the run's epochs)"),
-        "tau-rate": ("tau_rate", float, "exponential schedule: factor per epoch"),
-        "lambda": ("resource_lambda", float, "weight of the resource penalty"),
-        "penalty": ("penalty", str, "resource penalty form: log or linear"),
-        "drop-path": ("drop_path", float, "drop-path probability on edges (ramped over the epochs)"),
-        "bn-recalibration": ("bn_recalibration", int, "training batches that recalibrate BatchNorm before each "
-                                                       "evaluation (supernet and child)"),
-        "num-workers": ("num_workers", int, "data loader workers"),
-        "device": ("device", str, "cpu or cuda"),
-        **_DIST_FLAGS,
-    }
-    for flag, (name, kind, text) in flags.items():
-        p.add_argument(f"--{flag}", dest=name, type=kind, default=None,
-                       help=f"{text} (default: {getattr(defaults, name)})")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    return p
-
-
-def _train_parser(sub) -> argparse.ArgumentParser:
-    from .retrain import TrainConfig
-
-    p = sub.add_parser("train", help="retrain a genotype from scratch and report its test accuracy",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    defaults = TrainConfig()
-    p.add_argument("--config", help="JSON file of settings (the flags given here override it)")
-    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config.json")
-    p.add_argument("--genotype", dest="genotype", default=None,
-                   help="a published genotype (DARTS_V2, SNAS_mild_edge_all, ...), a genotype JSON file, or a "
-                        "search run directory (its genotype.json)")
-    flags = {  # flag name -> (config field, type, help)
-        "dataset": ("dataset", str, "digits (embedded) or cifar10 (python-format folder, --data-dir)"),
-        "data-dir": ("data_dir", str, "folder holding cifar-10-batches-py"),
-        "data-limit": ("data_limit", int, "keep the first N examples of each split"),
-        "epochs": ("epochs", int, "training epochs"),
-        "batch-size": ("batch_size", int, "batch size (per process under torchrun)"),
-        "layers": ("layers", int, "cells in the network (20 in the papers' CIFAR-10 setting)"),
-        "channels": ("channels", int, "channels of the first cells, C (36 in the papers' CIFAR-10 setting)"),
-        "seed": ("seed", int, "random seed"),
-        "out": ("out", str, "run directory"),
-        "auxiliary-weight": ("auxiliary_weight", float, "weight of the auxiliary head's loss (0: no head)"),
-        "cutout": ("cutout", int, "side of the cutout square, 0 for none (default: half the image side)"),
-        "augment": ("augment", _bool, "random crop, and horizontal flip on CIFAR-10"),
-        "drop-path": ("drop_path", float, "final drop-path probability (ramped linearly from 0)"),
-        "lr": ("lr", float, "initial SGD learning rate (cosine schedule)"),
-        "lr-min": ("lr_min", float, "final learning rate"),
-        "momentum": ("momentum", float, "SGD momentum"),
-        "weight-decay": ("weight_decay", float, "weight decay"),
-        "grad-clip": ("grad_clip", float, "gradient norm clip"),
-        "num-workers": ("num_workers", int, "data loader workers"),
-        "device": ("device", str, "cpu or cuda"),
-        **{k: v for k, v in _DIST_FLAGS.items() if k != "gumbel-sample"},
-    }
-    for flag, (name, kind, text) in flags.items():
-        p.add_argument(f"--{flag}", dest=name, type=kind, default=None,
-                       help=f"{text} (default: {getattr(defaults, name)})")
+    _add_flags(p, cls)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -168,9 +82,11 @@ def _fail(message) -> int:
 
 
 def _search(args) -> int:
-    from . import distributed
-    from .data import DatasetError
-    from .trainer import load_search_data, search
+    from .engine import distributed
+    from .engine.data import DatasetError
+    from .search.convergence import summary
+    from .search.snas import load_search_data, search
+    from .viz.callbacks import search_plots
 
     config = None
     try:
@@ -180,7 +96,8 @@ def _search(args) -> int:
         data = load_search_data(config)  # before anything is written: a bad path leaves no run directory
         with warnings.catch_warnings():  # the loop's SearchWarning is printed below, as one line
             warnings.simplefilter("ignore", SearchWarning)
-            result = search(config, data, resume=bool(args.resume), progress=not args.quiet)
+            result = search(config, data, resume=bool(args.resume), progress=not args.quiet,
+                            callbacks=[search_plots])
     except (DatasetError, SearchError, distributed.DistributedError) as error:
         return _fail(error)
     except KeyboardInterrupt:
@@ -193,7 +110,7 @@ def _search(args) -> int:
         print(f"\nsearch done: {config.out}")
         print(f"  supernet val acc {result.val_acc:.4f}, derived child val acc {result.child_val_acc:.4f} "
               f"(search-validation split)")
-        print(f"  architecture: {convergence.summary(result.arch, len(PRIMITIVES))}")
+        print(f"  architecture: {summary(result.arch, len(result.model.space.primitives))}")
         print(f"  genotype: {result.genotype.to_json()}")
         if result.warning:
             print(f"snas-fast: warning: {result.warning}", file=sys.stderr)
@@ -201,9 +118,11 @@ def _search(args) -> int:
 
 
 def _train(args) -> int:
-    from . import distributed
-    from .data import DatasetError
-    from .retrain import TrainConfig, TrainError, load_train_data, resolve_genotype, train
+    from .engine import distributed
+    from .engine.data import DatasetError
+    from .engine.retrain import TrainConfig, TrainError, load_train_data, resolve_genotype, train
+    from .spaces import get_space
+    from .viz.callbacks import train_plots
 
     config = None
     try:
@@ -213,11 +132,13 @@ def _train(args) -> int:
             if args.genotype is None and not (args.config and "genotype" in _read_json(args.config)):
                 raise TrainError("--genotype: required: a published genotype, a genotype JSON file or a search "
                                  "run directory")
-            genotype, _ = resolve_genotype(config.genotype)
+            config.validate()
+            genotype, _ = resolve_genotype(config.genotype, get_space(config.space))
         config.validate()
         ctx = distributed.setup(config.device, config.dist_timeout)  # joins torchrun's process group, if any
         data = load_train_data(config)  # before anything is written: a bad path leaves no run directory
-        result = train(config, data, genotype=genotype, resume=bool(args.resume), progress=not args.quiet)
+        result = train(config, data, genotype=genotype, resume=bool(args.resume), progress=not args.quiet,
+                       callbacks=[train_plots])
     except (DatasetError, TrainError, distributed.DistributedError) as error:
         return _fail(error)
     except KeyboardInterrupt:
@@ -241,8 +162,10 @@ def _read_json(path: str):
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="snas-fast", description="Stochastic Neural Architecture Search, fused.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _search_parser(sub)
-    _train_parser(sub)
+    from .engine.retrain import TrainConfig
+
+    _parser(sub, "search", "run an SNAS search", SearchConfig)
+    _parser(sub, "train", "retrain a genotype from scratch and report its test accuracy", TrainConfig)
     args = parser.parse_args(argv)
     return _train(args) if args.command == "train" else _search(args)
 

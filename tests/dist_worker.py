@@ -12,13 +12,15 @@ import time
 
 import torch
 
-from snas_fast import distributed, retrain, trainer
 from snas_fast.cli import main
+from snas_fast.engine import distributed, loop, retrain
+from snas_fast.search import snas as trainer
+from snas_fast.viz import callbacks
 
 RANK = int(os.environ["RANK"])
 # the figures are tested elsewhere; drawing them is most of a tiny run's time
-trainer._write_plots = lambda *args, **kw: None
-retrain._plot = lambda *args, **kw: None
+callbacks.search_plots = lambda end: None
+callbacks.train_plots = lambda end: None
 TINY = ["--dataset", "digits", "--data-limit", "64", "--batch-size", "16", "--layers", "3", "--channels", "4",
         "--seed", "3", "--quiet"]
 
@@ -41,8 +43,8 @@ def save_rank_state(store, path):
 
 
 def interrupt_epoch(n, error):
-    """Make ``trainer._train_epoch`` raise ``error()`` when called for the n-th time (1-based)."""
-    original, calls = trainer._train_epoch, []
+    """Make the loop's ``_train_epoch`` raise ``error()`` when called for the n-th time (1-based)."""
+    original, calls = loop._train_epoch, []
 
     def patched(*args, **kw):
         calls.append(1)
@@ -50,7 +52,7 @@ def interrupt_epoch(n, error):
             error()
         return original(*args, **kw)
 
-    trainer._train_epoch = patched
+    loop._train_epoch = patched
     return original
 
 
@@ -75,7 +77,7 @@ def equivalence(out):
     original = interrupt_epoch(2, stop)
     assert main(["search", *TINY, "--epochs", "2", "--sync-bn", "true", "--mixed", "fused", "--out",
                  search_b]) == 130
-    trainer._train_epoch = original
+    loop._train_epoch = original
     assert main(["search", "--resume", search_b, "--quiet"]) == 0
     save_rank_state(store, os.path.join(out, f"resumed_rank{RANK}.pt"))
     # C: one hard Gumbel sample per rank (the ranks run different candidates), per-process BatchNorm statistics;

@@ -108,7 +108,7 @@ def test_available_backends():
     names = snas_fast.available_backends()
     assert names[-1] == "reference"
     assert set(names) <= {"cuda", "triton", "cpu", "reference"}
-    if snas_fast._backend.HAVE_EXTENSION:
+    if snas_fast.ops._backend.HAVE_EXTENSION:
         assert "cpu" in names
 
 

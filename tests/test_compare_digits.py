@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from snas_fast import genotypes
+from snas_fast.spaces.darts import genotypes
 
 _PATH = Path(__file__).resolve().parents[1] / "bench" / "compare_digits.py"
 _spec = importlib.util.spec_from_file_location("compare_digits", _PATH)

@@ -8,7 +8,8 @@ import warnings
 import pytest
 import torch
 
-from snas_fast import convergence, trainer
+from snas_fast.search import convergence
+from snas_fast.search import snas as trainer
 from snas_fast.cli import main
 
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from snas_fast import genotypes as G
-from snas_fast.costs import (LINEAR_WEIGHTS, Cost, cell_costs, count_module, edge_costs, expected_cost,
+from snas_fast.spaces.darts import genotypes as G
+from snas_fast.spaces.darts.costs import (LINEAR_WEIGHTS, Cost, cell_costs, count_module, edge_costs, expected_cost,
                              network_costs, op_costs, resource_penalty)
-from snas_fast.search_space import EDGES, PRIMITIVES, make_op
+from snas_fast.spaces.darts.space import EDGES, PRIMITIVES, make_op
 
 SHAPES = [(16, 32, 32), (8, 7, 7), (4, 9, 6), (2, 1, 1)]  # (C, H, W): CIFAR, odd, mixed parity, the smallest
 

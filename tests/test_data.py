@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from snas_fast.data import (
+from snas_fast.engine.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
     DIGITS_TEST_FRACTION,

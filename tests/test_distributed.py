@@ -15,8 +15,13 @@ import time
 import pytest
 import torch
 
-from snas_fast import distributed, trainer
-from snas_fast.distributed import Context, ShardSampler, gumbel_noise
+from snas_fast.engine import distributed
+from snas_fast.search import snas as trainer
+from snas_fast.engine.data import ShardSampler, train_loader
+from snas_fast.engine.distributed import Context
+from snas_fast.search.snas import gumbel_noise
+from snas_fast import Supernet
+from snas_fast.viz import callbacks
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "dist_worker.py")
 JOB_TIMEOUT = 300  # seconds: a job that is not over by then has hung
@@ -58,8 +63,8 @@ def test_gumbel_noise_shared_and_per_rank():
 def test_shards_and_batches_of_two_ranks_make_the_batches_of_one():
     data = torch.utils.data.TensorDataset(torch.arange(24))
     assert sorted(i for r in range(3) for i in ShardSampler(10, r, 3)) == list(range(10))
-    one = distributed.train_loader(data, 8, seed=2, ctx=Context())
-    two = [distributed.train_loader(data, 4, seed=2, ctx=Context(rank=r, world_size=2)) for r in range(2)]
+    one = train_loader(data, 8, seed=2, ctx=Context())
+    two = [train_loader(data, 4, seed=2, ctx=Context(rank=r, world_size=2)) for r in range(2)]
     for loader in [one, *two]:
         loader.sampler.set_epoch(1)
     for big, *halves in zip(one, *two):
@@ -124,13 +129,13 @@ def test_every_rank_ends_with_the_same_weights_and_log_alpha(two_ranks, run):
     for key in rank0:
         assert torch.equal(rank0[key], rank1[key]), key
     if run != "train":
-        initial = trainer.Supernet(4, 10, 3, in_channels=1).log_alpha_normal  # moved away from its start
+        initial = Supernet(4, 10, 3, in_channels=1).log_alpha_normal  # moved away from its start
         assert not torch.equal(rank0["log_alpha_normal"], initial)
 
 
 def test_two_processes_match_one_process_with_twice_the_batch(two_ranks, tmp_path, monkeypatch):
     out, _ = two_ranks
-    monkeypatch.setattr(trainer, "_write_plots", lambda *args, **kw: None)
+    monkeypatch.setattr(callbacks, "search_plots", lambda end: None)
     config = trainer.SearchConfig(dataset="digits", data_limit=64, epochs=2, batch_size=32, layers=3, channels=4,
                                   seed=3, mixed="fused", out=str(tmp_path))
     # one process: the deep-fused kernels; two processes with --sync-bn: the candidates' BatchNorms are
@@ -145,7 +150,7 @@ def test_two_processes_match_one_process_with_twice_the_batch(two_ranks, tmp_pat
         else:
             assert torch.equal(two[key], value), key
     for key in ("log_alpha_normal", "log_alpha_reduce"):  # the architecture moved, and the same way
-        moved += (one[key] - trainer.Supernet(4, 10, 3, in_channels=1).state_dict()[key]).abs().max().item()
+        moved += (one[key] - Supernet(4, 10, 3, in_channels=1).state_dict()[key]).abs().max().item()
     assert moved > 0
 
 

@@ -8,9 +8,9 @@ from importlib import resources
 import pytest
 import torch
 
-from snas_fast import genotypes as G
-from snas_fast.genotypes import Genotype, derive
-from snas_fast.search_space import EDGES, PRIMITIVES
+from snas_fast.spaces.darts import genotypes as G
+from snas_fast.spaces.darts.genotypes import Genotype, derive
+from snas_fast.spaces.darts.space import EDGES, PRIMITIVES
 
 SHARED_JSON = "/work/shared/data/published_genotypes.json"
 TOP2 = ["DARTS_V1", "DARTS_V2", "SNAS_mild", "SNAS_moderate", "SNAS_aggressive"]
@@ -70,7 +70,7 @@ def test_snas_edge_all_cells_keep_the_same_edges_as_their_top2_cells(name):
 
 
 def test_the_json_ships_inside_the_package_with_its_source():
-    data = json.loads((resources.files("snas_fast") / "genotypes_published.json").read_text())
+    data = json.loads((resources.files("snas_fast.spaces.darts") / "genotypes_published.json").read_text())
     assert "_source" in data and "SNAS" in data["_source"]
     if os.path.exists(SHARED_JSON):
         with open(SHARED_JSON) as f:

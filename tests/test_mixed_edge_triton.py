@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-import snas_fast  # noqa: F401  (registers the ops)
+import snas_fast.ops.registry  # noqa: F401  (registers the ops)
 from snas_fast import reference
 
 from testing import assert_close as _assert_close

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import snas_fast
-from snas_fast import genotypes as G
-from snas_fast.genotypes import Genotype
-from snas_fast.networks import (AuxiliaryHeadCIFAR, Cell, NetworkCIFAR, NetworkImageNet, as_genotype, count_flops,
+from snas_fast.spaces.darts import genotypes as G
+from snas_fast.spaces.darts.genotypes import Genotype
+from snas_fast.spaces.darts.networks import (AuxiliaryHeadCIFAR, Cell, NetworkCIFAR, NetworkImageNet, as_genotype, count_flops,
                                 count_parameters, drop_path)
 
 # Exact counts of this implementation (DARTS's model.py layer for layer), auxiliary head excluded as the papers count.

@@ -13,7 +13,7 @@ pytest.importorskip("matplotlib")
 
 from matplotlib.patches import Circle  # noqa: E402
 
-from snas_fast.plots import (  # noqa: E402
+from snas_fast.viz.plots import (  # noqa: E402
     PRIMITIVES,
     _save,
     alphas_figure,
@@ -231,7 +231,7 @@ def test_plot_curves_writes_png(tmp_path):
 
 
 def test_plot_curves_default_keys_and_single_epoch(tmp_path):
-    from snas_fast.plots import curves_figure
+    from snas_fast.viz.plots import curves_figure
 
     fig = curves_figure(_metrics(12))
     titles = [ax.get_title() for ax in fig.get_axes() if ax.axison]

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import snas_fast
-from snas_fast import _ops, reference
+from snas_fast.ops import reference
+from snas_fast.ops import registry as _ops
 
 from testing import BACKEND_DEVICES, BACKEND_IDS
 

@@ -9,10 +9,11 @@ import sys
 import pytest
 import torch
 
-from snas_fast import genotypes as G
-from snas_fast import retrain
+from snas_fast.spaces.darts import genotypes as G
+from snas_fast.engine import retrain
 from snas_fast.cli import main
-from snas_fast.retrain import TrainConfig, TrainError, augment, cutout_length, drop_path_prob, resolve_genotype
+from snas_fast.viz import callbacks
+from snas_fast.engine.retrain import TrainConfig, TrainError, augment, cutout_length, drop_path_prob, resolve_genotype
 
 TINY = ["--dataset", "digits", "--data-limit", "64", "--epochs", "2", "--batch-size", "32", "--layers", "3",
         "--channels", "4", "--seed", "1", "--quiet"]
@@ -94,7 +95,7 @@ def test_train_cli_writes_the_run_directory(tmp_path, capsys):
     assert [r["drop_path_prob"] for r in rows] == [0.0, 0.1]  # 0.2 ramped over 2 epochs
     assert rows[1]["lr"] < rows[0]["lr"]  # cosine
     summary = json.load(open(out / "summary.json"))
-    from snas_fast.networks import NetworkCIFAR, count_parameters
+    from snas_fast.spaces.darts.networks import NetworkCIFAR, count_parameters
     assert summary["params"] == count_parameters(NetworkCIFAR(4, 10, 3, True, "DARTS_V2", in_channels=1))
     assert summary["test_acc"] == rows[-1]["test_acc"] and summary["genotype_source"] == "DARTS_V2"
     assert json.load(open(out / "genotype.json"))["genotype"] == G.load("DARTS_V2").to_dict()
@@ -104,17 +105,17 @@ def test_train_cli_writes_the_run_directory(tmp_path, capsys):
 
 def test_a_last_batch_of_one_image_is_dropped(tmp_path, monkeypatch):
     # 33 images, batch 32: a last batch of one would break the auxiliary head's BatchNorm on its 1x1 map
-    monkeypatch.setattr(retrain, "_plot", lambda *args, **kw: None)
+    monkeypatch.setattr(callbacks, "train_plots", lambda end: None)
     args = ["train", "--genotype", "DARTS_V2", *TINY, "--data-limit", "33", "--epochs", "1", "--out", str(tmp_path)]
     assert main(args) == 0
     assert json.loads(open(tmp_path / "metrics.jsonl").readline())["epoch"] == 0
 
 
 def test_a_search_hands_its_genotype_to_train(tmp_path, monkeypatch):
-    from snas_fast import trainer
+    from snas_fast.search import snas as trainer
 
-    monkeypatch.setattr(trainer, "_write_plots", lambda *args, **kw: None)  # figures are tested elsewhere
-    monkeypatch.setattr(retrain, "_plot", lambda *args, **kw: None)
+    monkeypatch.setattr(callbacks, "search_plots", lambda end: None)  # figures are tested elsewhere
+    monkeypatch.setattr(callbacks, "train_plots", lambda end: None)
     search = tmp_path / "search"
     assert main(["search", "--dataset", "digits", "--data-limit", "32", "--epochs", "1", "--batch-size", "32",
                  "--layers", "3", "--channels", "4", "--out", str(search), "--quiet"]) == 0
@@ -126,7 +127,7 @@ def test_a_search_hands_its_genotype_to_train(tmp_path, monkeypatch):
 
 
 def test_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(retrain, "_plot", lambda *args, **kw: None)
+    monkeypatch.setattr(callbacks, "train_plots", lambda end: None)
     straight = tmp_path / "straight"
     assert main(["train", "--genotype", "SNAS_mild_edge_all", *TINY, "--out", str(straight)]) == 0
     interrupted = tmp_path / "interrupted"

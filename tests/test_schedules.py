@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from snas_fast.schedules import exponential_tau, linear_tau
+from snas_fast.search.schedules import exponential_tau, linear_tau
 
 
 @pytest.mark.parametrize("epoch,tau", [(0, 1.0), (75, 0.515), (150, 0.03), (200, 0.03)])

@@ -9,9 +9,11 @@ import sys
 import pytest
 import torch
 
-from snas_fast import trainer
+from snas_fast.search import snas as trainer
+from snas_fast import Supernet
 from snas_fast.cli import main
-from snas_fast.genotypes import Genotype
+from snas_fast.engine import loop
+from snas_fast.spaces.darts.genotypes import Genotype
 
 TINY = ["--dataset", "digits", "--data-limit", "96", "--epochs", "2", "--batch-size", "32", "--layers", "3",
         "--channels", "4", "--seed", "3", "--quiet"]
@@ -60,7 +62,7 @@ def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(tmp_path, m
     assert main(["search", *TINY, "--out", str(straight)]) == 0
 
     interrupted = tmp_path / "interrupted"
-    original = trainer._train_epoch
+    original = loop._train_epoch
     calls = []
 
     def interrupt_second_epoch(*args, **kw):
@@ -69,9 +71,9 @@ def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(tmp_path, m
             raise KeyboardInterrupt
         return original(*args, **kw)
 
-    monkeypatch.setattr(trainer, "_train_epoch", interrupt_second_epoch)
+    monkeypatch.setattr(loop, "_train_epoch", interrupt_second_epoch)
     assert main(["search", *TINY, "--out", str(interrupted)]) == 130
-    monkeypatch.setattr(trainer, "_train_epoch", original)
+    monkeypatch.setattr(loop, "_train_epoch", original)
     assert main(["search", "--resume", str(interrupted), "--quiet"]) == 0
 
     a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
@@ -105,13 +107,13 @@ def test_non_finite_loss_stops_with_a_message_and_keeps_the_checkpoint(tmp_path,
     out = tmp_path / "run"
     assert main(["search", *TINY, "--epochs", "1", "--out", str(out)]) == 0
     before = (out / "checkpoint.pt").read_bytes()
-    original = trainer._loss
+    original = trainer.SnasSearch._loss
 
     def poisoned(*args, **kw):
         loss, logits, penalty = original(*args, **kw)
         return loss * float("nan"), logits, penalty
 
-    monkeypatch.setattr(trainer, "_loss", poisoned)
+    monkeypatch.setattr(trainer.SnasSearch, "_loss", poisoned)
     config = json.load(open(out / "config.json"))
     config["epochs"] = 2
     json.dump(config, open(out / "config.json", "w"))
@@ -151,7 +153,7 @@ def test_trainer_options_run(tmp_path, options):
 def test_warmup_freezes_log_alpha(tmp_path):
     config = tiny_config(tmp_path, epochs=1, warmup_epochs=1)
     torch.manual_seed(config.seed)
-    initial = trainer.Supernet(4, 10, 3, in_channels=1).log_alpha_normal.detach().clone()
+    initial = Supernet(4, 10, 3, in_channels=1).log_alpha_normal.detach().clone()
     with pytest.warns(trainer.SearchWarning, match="did not search"):  # frozen all run long: nothing moved
         trainer.search(config, trainer.load_search_data(config), progress=False)
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["model"]["log_alpha_normal"]
@@ -173,9 +175,9 @@ def test_config_file_and_flags(tmp_path):
 @pytest.mark.parametrize("layers", [1, 2, 3, 5])
 def test_cost_tables_follow_the_supernet_cells(layers):
     """The penalty's cost tables are those of the supernet's own cells (channels, resolution, reduction)."""
-    from snas_fast import costs
+    from snas_fast.spaces.darts import costs
 
-    model = trainer.Supernet(4, 10, layers, in_channels=1)
+    model = Supernet(4, 10, layers, in_channels=1)
     expected, size = {False: [], True: []}, 8
     for cell in model.cells:
         expected[cell.reduction].append(costs.cell_costs(cell.C, size, size, cell.reduction))

@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import snas_fast
-from snas_fast import search_space as ss
-from snas_fast.search_space import EDGES, PRIMITIVES, edge_index, make_op
+from snas_fast.spaces.darts import operations as ss
+from snas_fast.spaces.darts.space import EDGES, NUM_EDGES, PRIMITIVES, edge_index, make_op
 
 SIZES = [(8, 8), (7, 7), (7, 10), (1, 1)]  # even, odd, mixed, the smallest
 
@@ -21,7 +21,7 @@ def test_primitives_order_is_the_contract():
 def test_edges_in_darts_order():
     expected = [(0, 0), (0, 1), (1, 0), (1, 1), (1, 2), (2, 0), (2, 1), (2, 2), (2, 3),
                 (3, 0), (3, 1), (3, 2), (3, 3), (3, 4)]
-    assert EDGES == expected and ss.NUM_EDGES == 14
+    assert EDGES == expected and NUM_EDGES == 14
     assert [edge_index(node, j) for node, j in EDGES] == list(range(14))
 
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import snas_fast
-from snas_fast.supernet import Supernet
+from snas_fast import Supernet
+from snas_fast.spaces.darts.supernet import MixedEdge
 
 
 def build(mixed, layers=3, C=4, seed=0, **kw):
@@ -230,9 +231,9 @@ def test_fused_edge_runs_replaced_batchnorms_as_modules():
     x = torch.randn(3, 1, 8, 8)
     plain, replaced = build("fused"), build("fused")
     for edge in replaced.modules():
-        if isinstance(edge, snas_fast.supernet.MixedEdge):
-            for bn in edge._tail_bns():
-                bn.__class__ = CountingBN
+        if isinstance(edge, MixedEdge):
+            for k in edge._tails:
+                edge.ops[k].bn.__class__ = CountingBN
     torch.manual_seed(5)
     a = plain(x, 0.8)
     torch.manual_seed(5)
@@ -245,10 +246,10 @@ def test_fused_edge_runs_replaced_batchnorms_as_modules():
 @pytest.mark.parametrize("stride,size", [(1, 7), (2, 7), (2, 8)])
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_lean_pre_bn_equals_the_module(name, stride, size, training):
-    """recompute.lean_pre_bn keeps x instead of relu(x) (and SepConv's middle BatchNorm input instead of its ReLU
-    output) and recomputes the prefixes in backward: same output, gradients and running statistics."""
-    from snas_fast.recompute import lean_pre_bn
-    from snas_fast.search_space import make_op
+    """A bn_tail candidate's pre_bn(x, relu_x) keeps x instead of relu(x) (and SepConv's middle BatchNorm input
+    instead of its ReLU output) and recomputes the prefixes in backward: the output, gradients and running statistics
+    of the plain layers."""
+    from snas_fast.spaces.darts.space import make_op
 
     if name == "skip_connect" and stride == 1:
         pytest.skip("skip_connect at stride 1 is the identity")
@@ -258,7 +259,12 @@ def test_lean_pre_bn_equals_the_module(name, stride, size, training):
         op = make_op(name, 4, stride, affine=False).double().train(training)
         x = torch.randn(3, 4, size, size, dtype=torch.float64, requires_grad=True)
         relu_x = torch.relu(x)
-        u = lean_pre_bn(op, x, relu_x.detach()) if lean else op.pre_bn(relu_x)
+        if lean:
+            u = op.pre_bn(x, relu_x.detach())
+        elif name == "skip_connect":  # FactorizedReduce: both convolutions of relu(x), the second one shifted
+            u = torch.cat([op.conv_1(relu_x), op.conv_2(op._shifted(relu_x))], dim=1)
+        else:  # every layer between the leading ReLU and the trailing BatchNorm
+            u = op.op[1:-1](relu_x)
         g = torch.randn(u.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
         grads = torch.autograd.grad(u, [x] + list(op.parameters()), g)
         results.append((u, grads, [b.clone() for b in op.buffers()]))

@@ -1,34 +1,22 @@
 """SNAS's resource constraint: the cost of every candidate on every edge, computed from shapes alone.
 
-Conventions (per example, i.e. batch size 1; every count is an exact integer):
-
-- ``params``: learnable parameters of the module :func:`~snas_fast.search_space.make_op` builds: conv weights
-  (the convs have no bias), plus ``2 * C`` per BN when ``affine=True``. Affine-free BNs (the search setting, and
-  the BN ``pool_bn`` adds) have none.
-- ``flops``: multiply-adds of the convs, ``C_out * H_out * W_out * (C_in / groups) * k * k`` per conv. Pools,
-  identity, ``none``, ReLU, BN, padding and concat count 0. (SNAS's released code counts ``9 * C * H_out * W_out``
-  for a pool; here a pool's FLOPs are 0, so under the FLOPs term a pool costs what ``none`` costs.)
-- ``mac`` (memory access cost, ShuffleNet V2 / SNAS): for every conv and pool, the elements of the tensor it
-  reads + the elements it writes + its weights; an identity (``skip_connect`` at stride 1) counts one read and one
-  write of its input (``2 * C * H * W``), as SNAS does. ReLU and BN are taken as fused into the neighbouring layer
-  (0), as are FactorizedReduce's concat and odd-size padding. The second conv of FactorizedReduce reads the
-  shifted map ``x[:, :, 1:, 1:]`` (padded back to an even size when H or W is odd), so it reads
-  ``C * (H - 1 + H % 2) * (W - 1 + W % 2)`` elements.
-
-These are exactly what :func:`count_module` measures on the built module with hooks; the tests hold them equal
-for every primitive at both strides and for whole derived cells.
+Every candidate's :class:`~snas_fast.spaces.Cost` (params, FLOPs, MAC per example) comes from its primitive
+(:attr:`snas_fast.spaces.Primitive.cost`; the DARTS conventions are in :mod:`snas_fast.spaces.darts.space`), or is
+measured on the built module (:func:`~snas_fast.spaces.count_module`) for a primitive without a formula. Here: the
+tables of a cell and of a network, and SNAS's penalty on them.
 """
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .search_space import EDGES, PRIMITIVES, Identity, check_primitive
+from ..._checks import check_int as _check_int
+from ..base import Cost, count_module
+from .space import EDGES, DartsSpace, check_primitive, reduction_cells, space_of
 
 __all__ = [
     "Cost",
@@ -54,109 +42,36 @@ LOG_WEIGHTS: Tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
 _FORMS = ("log", "linear")
 
 
-@dataclass(frozen=True)
-class Cost:
-    """``params``, ``flops`` (conv multiply-adds) and ``mac`` (elements read + written) of one module, per example.
-
-    Costs add (``a + b``); ``tuple(cost)`` is ``(params, flops, mac)``.
+def op_costs(name: str, C: int, H: int, W: int, stride: int, pool_bn: bool = False, affine: bool = False,
+             space: Optional[DartsSpace] = None) -> Cost:
+    """Cost of candidate ``name`` of ``space`` (default: DARTS's) on an edge with ``C`` channels in and out and an
+    ``H x W`` input, at ``stride`` (1 or 2), per example: its primitive's ``cost`` (the conventions are in
+    :mod:`snas_fast.spaces.darts.space`), or, for a primitive without one, measured on the built module. ``none``
+    costs 0; ``skip_connect`` at stride 2 is FactorizedReduce. ``affine``: count the BNs' scale and shift (the
+    derived child's setting); ``pool_bn`` adds only affine-free BNs and changes nothing.
     """
-
-    params: int = 0
-    flops: int = 0
-    mac: int = 0
-
-    def __add__(self, other: "Cost") -> "Cost":
-        if not isinstance(other, Cost):
-            return NotImplemented
-        return Cost(self.params + other.params, self.flops + other.flops, self.mac + other.mac)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter((self.params, self.flops, self.mac))
-
-
-def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name}: expected an int >= {minimum}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name}: expected an int >= {minimum}, got {value}")
-    return int(value)
-
-
-def _out(n: int, k: int, stride: int, pad: int, dilation: int = 1) -> int:
-    """Output length of a conv or pool along one axis (PyTorch's formula, floor mode)."""
-    return (n + 2 * pad - dilation * (k - 1) - 1) // stride + 1
-
-
-def _conv(c_in: int, c_out: int, k: int, stride: int, pad: int, dilation: int, groups: int, h: int, w: int):
-    """Cost and output size of one bias-free conv on a ``[c_in, h, w]`` input."""
-    ho, wo = _out(h, k, stride, pad, dilation), _out(w, k, stride, pad, dilation)
-    weights = c_out * (c_in // groups) * k * k
-    return Cost(weights, weights * ho * wo, c_in * h * w + c_out * ho * wo + weights), ho, wo
-
-
-def _sep_conv(C: int, k: int, stride: int, h: int, w: int, bn: int) -> Cost:
-    pad = (k - 1) // 2
-    dw1, ho, wo = _conv(C, C, k, stride, pad, 1, C, h, w)
-    pw1, _, _ = _conv(C, C, 1, 1, 0, 1, 1, ho, wo)
-    dw2, _, _ = _conv(C, C, k, 1, pad, 1, C, ho, wo)
-    pw2, _, _ = _conv(C, C, 1, 1, 0, 1, 1, ho, wo)
-    return dw1 + pw1 + dw2 + pw2 + Cost(params=2 * bn)
-
-
-def _dil_conv(C: int, k: int, stride: int, h: int, w: int, bn: int) -> Cost:
-    pad = k - 1  # dilation 2: padding 2 for 3x3, 4 for 5x5 (DARTS)
-    dw, ho, wo = _conv(C, C, k, stride, pad, 2, C, h, w)
-    pw, _, _ = _conv(C, C, 1, 1, 0, 1, 1, ho, wo)
-    return dw + pw + Cost(params=bn)
-
-
-def _factorized_reduce(C: int, h: int, w: int, bn: int) -> Cost:
-    conv1, _, _ = _conv(C, C // 2, 1, 2, 0, 1, 1, h, w)
-    conv2, _, _ = _conv(C, C // 2, 1, 2, 0, 1, 1, h - 1 + h % 2, w - 1 + w % 2)
-    return conv1 + conv2 + Cost(params=bn)
-
-
-def op_costs(name: str, C: int, H: int, W: int, stride: int, pool_bn: bool = False, affine: bool = False) -> Cost:
-    """Cost of candidate ``name`` on an edge with ``C`` channels in and out and an ``H x W`` input, at ``stride``
-    (1 or 2), per example; the conventions are in the module docstring. ``none`` costs 0; ``skip_connect`` at
-    stride 2 is FactorizedReduce. ``affine``: count the BNs' scale and shift (the derived child's setting);
-    ``pool_bn`` adds only affine-free BNs and changes nothing.
-    """
-    check_primitive(name)
+    space = space_of(space)
+    check_primitive(name, space)
     _check_int("C", C, 1)
     _check_int("H", H, 1)
     _check_int("W", W, 1)
     if isinstance(stride, bool) or stride not in (1, 2):
         raise ValueError(f"stride: expected 1 or 2, got {stride!r}")
-    bn = 2 * C if affine else 0  # learnable parameters of one BatchNorm2d(C)
-    if name == "none":
-        return Cost()
-    if name in ("max_pool_3x3", "avg_pool_3x3"):
-        ho, wo = _out(H, 3, stride, 1), _out(W, 3, stride, 1)
-        return Cost(0, 0, C * H * W + C * ho * wo)
-    if name == "skip_connect":
-        if stride == 1:
-            return Cost(0, 0, 2 * C * H * W)
-        if C % 2 != 0:
-            raise ValueError(f"C: skip_connect at stride 2 is FactorizedReduce, which needs an even C, got {C}")
-        return _factorized_reduce(C, H, W, bn)
-    k = int(name[-1])  # sep_conv_3x3 -> 3
-    if name.startswith("sep_conv"):
-        return _sep_conv(C, k, stride, H, W, bn)
-    return _dil_conv(C, k, stride, H, W, bn)
+    return space.primitive(name).costs(C, H, W, stride, bool(affine))
 
 
 def edge_costs(C: int, H: int, W: int, stride: int, pool_bn: bool = False, affine: bool = False,
-               dtype: torch.dtype = torch.float64) -> Tensor:
-    """``[8, 3]``: :func:`op_costs` of every candidate (rows in PRIMITIVES order; columns params, flops, mac).
-
-    float64 by default, which holds every count exactly."""
-    return torch.tensor([tuple(op_costs(p, C, H, W, stride, pool_bn, affine)) for p in PRIMITIVES], dtype=dtype)
+               dtype: torch.dtype = torch.float64, space: Optional[DartsSpace] = None) -> Tensor:
+    """``[K, 3]``: :func:`op_costs` of every candidate of ``space`` (rows in column order, 8 for DARTS's; columns
+    params, flops, mac). float64 by default, which holds every count exactly."""
+    space = space_of(space)
+    return torch.tensor([tuple(op_costs(p, C, H, W, stride, pool_bn, affine, space)) for p in space.op_names],
+                        dtype=dtype)
 
 
 def cell_costs(C: int, H: int, W: int, reduction: bool, pool_bn: bool = False, affine: bool = False,
-               dtype: torch.dtype = torch.float64) -> Tensor:
-    """``[14, 8, 3]``: the candidates' costs on every edge of a cell with ``C`` channels whose inputs are
+               dtype: torch.dtype = torch.float64, space: Optional[DartsSpace] = None) -> Tensor:
+    """``[14, K, 3]``: the candidates' costs on every edge of a cell with ``C`` channels whose inputs are
     ``H x W`` (edge order :data:`~snas_fast.search_space.EDGES`, then PRIMITIVES, then params/flops/mac).
 
     In a reduction cell the edges from the two cell inputs have stride 2 and see ``H x W``; the edges from
@@ -170,14 +85,15 @@ def cell_costs(C: int, H: int, W: int, reduction: bool, pool_bn: bool = False, a
     per_input = {}
     for j in sorted({j for _, j in EDGES}):
         if j < 2:
-            per_input[j] = edge_costs(C, H, W, 2 if reduction else 1, pool_bn, affine, dtype)
+            per_input[j] = edge_costs(C, H, W, 2 if reduction else 1, pool_bn, affine, dtype, space)
         else:
-            per_input[j] = edge_costs(C, inner[0], inner[1], 1, pool_bn, affine, dtype)
+            per_input[j] = edge_costs(C, inner[0], inner[1], 1, pool_bn, affine, dtype, space)
     return torch.stack([per_input[j] for _, j in EDGES])
 
 
 def network_costs(C: int = 16, layers: int = 8, H: int = 32, W: int = 32, pool_bn: bool = False,
-                  affine: bool = False, dtype: torch.dtype = torch.float64) -> Tuple[Tensor, Tensor]:
+                  affine: bool = False, dtype: torch.dtype = torch.float64,
+                  space: Optional[DartsSpace] = None) -> Tuple[Tensor, Tensor]:
     """Per-cell costs of the DARTS/SNAS search network (snas.md): ``layers`` cells, reduction cells at
     ``layers // 3`` and ``2 * layers // 3`` (channels doubled, resolution halved after them), cell ``C`` channels
     at first, input ``H x W`` (the stem keeps the resolution).
@@ -188,16 +104,15 @@ def network_costs(C: int = 16, layers: int = 8, H: int = 32, W: int = 32, pool_b
     """
     _check_int("C", C, 1)
     _check_int("layers", layers, 3)
-    reduce_at = (layers // 3, 2 * layers // 3)
     c, h, w = C, H, W
     normal, reduce = [], []
     for i in range(layers):
-        if i in reduce_at:
+        if i in reduction_cells(layers):
             c *= 2
-            reduce.append(cell_costs(c, h, w, True, pool_bn, affine, dtype))
+            reduce.append(cell_costs(c, h, w, True, pool_bn, affine, dtype, space))
             h, w = (h + 1) // 2, (w + 1) // 2
         else:
-            normal.append(cell_costs(c, h, w, False, pool_bn, affine, dtype))
+            normal.append(cell_costs(c, h, w, False, pool_bn, affine, dtype, space))
     return torch.stack(normal), torch.stack(reduce)
 
 
@@ -312,63 +227,3 @@ def resource_penalty(Z_normal: Tensor, Z_reduce: Tensor, costs_normal: Tensor, c
         term = cell_terms.mean() if cell_terms.dim() == 1 else cell_terms  # sum over the type's cells / n
         total = type_weight * term if total is None else total + type_weight * term
     return total.to(Z_normal.dtype)
-
-
-def count_module(module: nn.Module, input_shape: Sequence[int]) -> Cost:
-    """Measure ``module``'s cost directly, with forward hooks, on a zero input of ``input_shape`` (``[C, H, W]``
-    or ``[N, C, H, W]``; counts are per example). For tests and checks only: it runs a forward pass.
-
-    ``params``: parameters with ``requires_grad``. ``flops``: multiply-adds of every ``nn.Conv2d`` and
-    ``nn.Linear``. ``mac``: input + output elements + weights of every conv, linear and pool, and input + output of
-    every identity (:class:`~snas_fast.search_space.Identity`, ``nn.Identity``); nothing for other modules (the
-    conventions of :func:`op_costs`). The module runs in eval mode under ``no_grad``; its mode is restored.
-    """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"module: expected an nn.Module, got {type(module).__name__}")
-    shape = tuple(input_shape)
-    if len(shape) == 3:
-        shape = (1,) + shape
-    if len(shape) != 4 or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape):
-        raise ValueError(f"input_shape: expected [C, H, W] or [N, C, H, W] of positive ints, got {list(input_shape)}")
-    n = shape[0]
-    counts = {"flops": 0, "mac": 0}
-
-    def own_params(m):
-        return sum(p.numel() for p in m.parameters(recurse=False))
-
-    def conv_hook(m, inputs, out):
-        x = inputs[0]
-        counts["flops"] += out.numel() // n * (m.in_channels // m.groups) * math.prod(m.kernel_size)
-        counts["mac"] += x.numel() // n + out.numel() // n + own_params(m)
-
-    def linear_hook(m, inputs, out):
-        counts["flops"] += out.numel() // n * m.in_features
-        counts["mac"] += inputs[0].numel() // n + out.numel() // n + own_params(m)
-
-    def io_hook(m, inputs, out):
-        counts["mac"] += inputs[0].numel() // n + out.numel() // n
-
-    hooks, modes = [], [(m, m.training) for m in module.modules()]
-    for m in module.modules():
-        if isinstance(m, nn.Conv2d):
-            hooks.append(m.register_forward_hook(conv_hook))
-        elif isinstance(m, nn.Linear):
-            hooks.append(m.register_forward_hook(linear_hook))
-        elif isinstance(m, (nn.MaxPool2d, nn.AvgPool2d, Identity, nn.Identity)):
-            hooks.append(m.register_forward_hook(io_hook))
-    ref = next(iter(module.parameters()), None)
-    if ref is None:
-        ref = next(iter(module.buffers()), None)
-    device = ref.device if ref is not None else torch.device("cpu")
-    dtype = ref.dtype if ref is not None and ref.is_floating_point() else torch.float32
-    try:
-        module.eval()
-        with torch.no_grad():
-            module(torch.zeros(shape, device=device, dtype=dtype))
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, mode in modes:
-            m.train(mode)
-    params = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    return Cost(params, counts["flops"], counts["mac"])

@@ -25,7 +25,7 @@ of a top-2 genotype loads into them, and parameter counts are DARTS's. Differenc
   input's device from torch's default generator (or a given one).
 
 Parameter counts follow the papers (and DARTS's ``utils.count_parameters_in_MB``): the auxiliary head is left out,
-:func:`count_parameters`. :func:`count_flops` counts multiply-adds (:func:`snas_fast.costs.count_module`).
+:func:`count_parameters`. :func:`count_flops` counts multiply-adds (:func:`snas_fast.spaces.count_module`).
 """
 from __future__ import annotations
 
@@ -36,11 +36,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import costs
-from .costs import _check_int
+from ..._checks import check_int as _check_int
+from ...ops.zero import Zero, is_zero_op
+from ..base import count_module
 from .genotypes import Genotype, live_edges, load, nodes
-from .modules import is_zero_op
-from .search_space import FactorizedReduce, Identity, ReLUConvBN, make_op
+from .operations import FactorizedReduce, ReLUConvBN
+from .space import DartsSpace, is_reduction_edge, make_op, reduction_cells, space_of
 
 __all__ = [
     "AuxiliaryHeadCIFAR",
@@ -57,20 +58,20 @@ __all__ = [
 GenotypeLike = Union[Genotype, str, dict]
 
 
-def as_genotype(genotype: GenotypeLike) -> Genotype:
-    """``genotype`` as a :class:`Genotype`: a Genotype, the name of a published one (:func:`genotypes.load`), its
-    dict or JSON form, or any object with DARTS's fields (``normal``, ``normal_concat``, ``reduce``,
-    ``reduce_concat``; DARTS's namedtuple)."""
+def as_genotype(genotype: GenotypeLike, space: Optional[DartsSpace] = None) -> Genotype:
+    """``genotype`` as a :class:`Genotype` of ``space`` (DARTS's by default): a Genotype, the name of a published
+    one (:func:`genotypes.load`), its dict or JSON form, or any object with DARTS's fields (``normal``,
+    ``normal_concat``, ``reduce``, ``reduce_concat``; DARTS's namedtuple)."""
     if isinstance(genotype, Genotype):
-        return genotype
+        return Genotype.from_dict(genotype.to_dict(), space) if space is not None else genotype
     if isinstance(genotype, str):
         text = genotype.strip()
-        return Genotype.from_json(text) if text.startswith("{") else load(genotype)
+        return Genotype.from_json(text, space) if text.startswith("{") else load(genotype)
     if isinstance(genotype, dict):
-        return Genotype.from_dict(genotype)
+        return Genotype.from_dict(genotype, space)
     fields = ("normal", "normal_concat", "reduce", "reduce_concat")
     if all(hasattr(genotype, f) for f in fields):
-        return Genotype(**{f: getattr(genotype, f) for f in fields})
+        return Genotype.from_dict({f: getattr(genotype, f) for f in fields}, space)
     raise TypeError(f"genotype: expected a Genotype, a published name, a dict or JSON text, "
                     f"got {type(genotype).__name__}")
 
@@ -112,8 +113,9 @@ class Cell(nn.Module):
     """
 
     def __init__(self, genotype: Genotype, C_prev_prev: int, C_prev: int, C: int, reduction: bool,
-                 reduction_prev: bool):
+                 reduction_prev: bool, space: Optional[DartsSpace] = None):
         super().__init__()
+        space = space_of(space)
         self.reduction = bool(reduction)
         if reduction_prev:
             self.preprocess0 = FactorizedReduce(C_prev_prev, C)
@@ -136,10 +138,12 @@ class Cell(nn.Module):
         self._ops = nn.ModuleList()
         self._indices: List[int] = []
         self._node_of: List[int] = []  # _node_of[k]: the intermediate node (0..3) pair k feeds
+        self._droppable: List[bool] = []  # drop-path applies (not to the identity)
         for i, group in enumerate(groups):
             for name, j in group:
-                stride = 2 if reduction and j < 2 else 1
-                self._ops.append(make_op(name, C, stride, affine=True))
+                stride = 2 if is_reduction_edge(reduction, j) else 1
+                self._ops.append(make_op(name, C, stride, affine=True, space=space))
+                self._droppable.append(space.primitive(name).fold_at(stride) not in ("identity", "zero"))
                 self._indices.append(j)
                 self._node_of.append(i)
         used = _used_nodes(cell, concat)
@@ -159,14 +163,12 @@ class Cell(nn.Module):
                 op = self._ops[k]
                 if not is_zero_op(op):  # `none` contributes nothing and is not run
                     h = op(states[self._indices[k]])
-                    if self.training and drop_prob > 0.0 and not isinstance(op, (Identity, nn.Identity)):
+                    if self.training and drop_prob > 0.0 and self._droppable[k]:  # the identity is never dropped
                         h = drop_path(h, drop_prob)
                     sums[i] = h if sums[i] is None else sums[i] + h
                 k += 1
             if sums[i] is None:  # no live input: a zero node of the node's shape
-                B, _, H, W = s1.shape
-                shape = (B, self.C, (H + 1) // 2, (W + 1) // 2) if self.reduction else (B, self.C, H, W)
-                sums[i] = s1.new_zeros(shape)
+                sums[i] = Zero(2 if self.reduction else 1)(s1)
             states.append(sums[i])
         return torch.cat([states[n] for n in self._concat], dim=1)
 
@@ -180,20 +182,21 @@ def _pool_to_2x2(x: Tensor, pool: nn.Module) -> Tensor:
     return F.adaptive_avg_pool2d(x, 2)
 
 
-class AuxiliaryHeadCIFAR(nn.Module):
-    """DARTS's auxiliary classifier for CIFAR, on the ``[B, C, 8, 8]`` output of the second reduction cell (other
-    sizes are pooled to 2x2 adaptively). Returns ``[B, num_classes]`` logits."""
+class _AuxiliaryHead(nn.Module):
+    """DARTS's auxiliary classifier: ReLU, a 5x5 average pool of ``stride`` to a 2x2 map (other sizes are pooled
+    to 2x2 adaptively), 1x1 conv to 128 + BN + ReLU, 2x2 conv to 768 (+ BN if ``bn_768``) + ReLU, linear.
+    ``[B, C, H, W] -> [B, num_classes]``."""
 
-    def __init__(self, C: int, num_classes: int):
+    def __init__(self, C: int, num_classes: int, stride: int, bn_768: bool):
         super().__init__()
         self.features = nn.Sequential(
             nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=3, padding=0, count_include_pad=False),  # 8x8 -> 2x2
+            nn.AvgPool2d(5, stride=stride, padding=0, count_include_pad=False),
             nn.Conv2d(C, 128, 1, bias=False),
             nn.BatchNorm2d(128),
             nn.ReLU(inplace=True),
             nn.Conv2d(128, 768, 2, bias=False),
-            nn.BatchNorm2d(768),
+            *([nn.BatchNorm2d(768)] if bn_768 else []),
             nn.ReLU(inplace=True),
         )
         self.classifier = nn.Linear(768, num_classes)
@@ -205,33 +208,38 @@ class AuxiliaryHeadCIFAR(nn.Module):
         return self.classifier(x.flatten(1))
 
 
-class AuxiliaryHeadImageNet(nn.Module):
+class AuxiliaryHeadCIFAR(_AuxiliaryHead):
+    """DARTS's auxiliary classifier for CIFAR, on the ``[B, C, 8, 8]`` output of the second reduction cell
+    (8x8 -> 2x2 by a stride-3 pool). Returns ``[B, num_classes]`` logits."""
+
+    def __init__(self, C: int, num_classes: int):
+        super().__init__(C, num_classes, stride=3, bn_768=True)
+
+
+class AuxiliaryHeadImageNet(_AuxiliaryHead):
     """DARTS's auxiliary classifier for ImageNet, on the ``[B, C, 7, 7]`` output of the second reduction cell of a
-    224x224 image (no BN after the 2x2 conv, as in DARTS's experiments). Returns ``[B, num_classes]`` logits."""
+    224x224 image (7x7 -> 2x2 by a stride-2 pool; no BN after the 2x2 conv, as in DARTS's experiments). Returns
+    ``[B, num_classes]`` logits."""
 
     def __init__(self, C: int, num_classes: int):
-        super().__init__()
-        self.features = nn.Sequential(
-            nn.ReLU(inplace=True),
-            nn.AvgPool2d(5, stride=2, padding=0, count_include_pad=False),  # 7x7 -> 2x2
-            nn.Conv2d(C, 128, 1, bias=False),
-            nn.BatchNorm2d(128),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(128, 768, 2, bias=False),
-            nn.ReLU(inplace=True),
-        )
-        self.classifier = nn.Linear(768, num_classes)
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.features[0](x)
-        x = _pool_to_2x2(x, self.features[1])
-        x = self.features[2:](x)
-        return self.classifier(x.flatten(1))
+        super().__init__(C, num_classes, stride=2, bn_768=False)
 
 
 class _Network(nn.Module):
     """The cell stack shared by both networks: ``layers`` cells, reductions at ``layers // 3`` and
     ``2 * layers // 3``, the auxiliary head after the second reduction."""
+
+    def _setup(self, C: int, min_C: int, num_classes: int, layers: int, auxiliary: bool, genotype: GenotypeLike,
+               in_channels: int, space: Optional[DartsSpace]) -> None:
+        _check_int("C", C, min_C)
+        _check_int("num_classes", num_classes, 1)
+        _check_int("layers", layers, 1)
+        _check_int("in_channels", in_channels, 1)
+        self.space = space_of(space)
+        self.genotype = as_genotype(genotype, space)
+        self._layers = layers
+        self._auxiliary = bool(auxiliary)
+        self.drop_path_prob = 0.0
 
     def _build_cells(self, genotype: Genotype, C: int, C_stem: int, layers: int, reduction_prev: bool) -> int:
         C_prev_prev, C_prev, C_curr = C_stem, C_stem, C
@@ -239,10 +247,10 @@ class _Network(nn.Module):
         self._aux_after = 2 * layers // 3
         C_aux = None
         for i in range(layers):
-            reduction = i in (layers // 3, 2 * layers // 3)
+            reduction = i in reduction_cells(layers)
             if reduction:
                 C_curr *= 2
-            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev)
+            cell = Cell(genotype, C_prev_prev, C_prev, C_curr, reduction, reduction_prev, self.space)
             reduction_prev = reduction
             self.cells.append(cell)
             C_prev_prev, C_prev = C_prev, cell.multiplier * C_curr
@@ -275,6 +283,7 @@ class NetworkCIFAR(_Network):
         auxiliary: build the auxiliary head after the second reduction cell (its logits in training only).
         genotype: a :class:`Genotype`, a published name (``"DARTS_V2"``), or its dict; top-2 or edge_all cells.
         in_channels: image channels (3; 1 for digits).
+        space: the :class:`~snas_fast.spaces.darts.DartsSpace` whose primitives the genotype names (DARTS's 8).
 
     ``forward(x [B, in_channels, H, W])`` returns ``(logits [B, num_classes], logits_aux)``; ``logits_aux`` is the
     auxiliary head's ``[B, num_classes]`` in training mode with ``auxiliary=True``, else None. ``drop_path_prob``
@@ -282,16 +291,9 @@ class NetworkCIFAR(_Network):
     """
 
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: GenotypeLike,
-                 in_channels: int = 3):
+                 in_channels: int = 3, space: Optional[DartsSpace] = None):
         super().__init__()
-        _check_int("C", C, 1)
-        _check_int("num_classes", num_classes, 1)
-        _check_int("layers", layers, 1)
-        _check_int("in_channels", in_channels, 1)
-        self.genotype = as_genotype(genotype)
-        self._layers = layers
-        self._auxiliary = bool(auxiliary)
-        self.drop_path_prob = 0.0
+        self._setup(C, 1, num_classes, layers, auxiliary, genotype, in_channels, space)
         C_stem = 3 * C  # stem_multiplier
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
         C_prev = self._build_cells(self.genotype, C, C_stem, layers, reduction_prev=False)
@@ -313,16 +315,9 @@ class NetworkImageNet(_Network):
     :class:`NetworkCIFAR`."""
 
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: GenotypeLike,
-                 in_channels: int = 3):
+                 in_channels: int = 3, space: Optional[DartsSpace] = None):
         super().__init__()
-        _check_int("C", C, 2)
-        _check_int("num_classes", num_classes, 1)
-        _check_int("layers", layers, 1)
-        _check_int("in_channels", in_channels, 1)
-        self.genotype = as_genotype(genotype)
-        self._layers = layers
-        self._auxiliary = bool(auxiliary)
-        self.drop_path_prob = 0.0
+        self._setup(C, 2, num_classes, layers, auxiliary, genotype, in_channels, space)
         self.stem0 = nn.Sequential(
             nn.Conv2d(in_channels, C // 2, kernel_size=3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(C // 2),
@@ -358,7 +353,7 @@ def count_parameters(model: nn.Module, auxiliary: bool = False) -> int:
 def count_flops(model: nn.Module, image_size: Union[int, Sequence[int]], in_channels: Optional[int] = None) -> int:
     """Multiply-adds of one forward pass of one ``image_size`` image (an int for a square image, or ``(H, W)``),
     in eval mode, so without the auxiliary head: every conv's ``C_out * H_out * W_out * C_in / groups * k * k``
-    plus every linear layer's ``in * out`` (:func:`snas_fast.costs.count_module`). ``in_channels`` defaults to the
+    plus every linear layer's ``in * out`` (:func:`snas_fast.spaces.count_module`). ``in_channels`` defaults to the
     first conv's."""
     if isinstance(image_size, numbers.Integral) and not isinstance(image_size, bool):
         size = (int(image_size), int(image_size))
@@ -369,4 +364,4 @@ def count_flops(model: nn.Module, image_size: Union[int, Sequence[int]], in_chan
         if first is None:
             raise ValueError("in_channels: the model has no Conv2d to read it from; pass it")
         in_channels = first.in_channels
-    return costs.count_module(model, (in_channels,) + size).flops
+    return count_module(model, (in_channels,) + size).flops

@@ -14,14 +14,14 @@ from __future__ import annotations
 import functools
 import json
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
-from .search_space import EDGES, NUM_EDGES, NUM_NODES, PRIMITIVES, edge_index
+from .space import EDGES, NUM_EDGES, NUM_NODES, PRIMITIVES, DartsSpace, edge_index, space_of
 
 __all__ = [
     "CONCAT",
@@ -54,8 +54,9 @@ def _node_sizes(n: int) -> List[int]:
     return [2] * NUM_NODES if n == _TOP2_LEN else [i + 2 for i in range(NUM_NODES)]
 
 
-def _check_cell(what: str, cell) -> Cell:
-    """``cell`` as a tuple of ``(str, int)`` pairs, or a ValueError/TypeError naming ``what`` and the entry."""
+def _check_cell(what: str, cell, names: Sequence[str] = PRIMITIVES) -> Cell:
+    """``cell`` as a tuple of ``(str, int)`` pairs whose ops are in ``names``, or a ValueError/TypeError naming
+    ``what`` and the entry."""
     if isinstance(cell, (str, bytes)) or not isinstance(cell, Sequence):
         raise TypeError(f"{what}: expected a list of (op_name, input_node) pairs, got {type(cell).__name__}")
     if len(cell) not in (_TOP2_LEN, _EDGE_ALL_LEN):
@@ -73,8 +74,8 @@ def _check_cell(what: str, cell) -> Cell:
             if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 2:
                 raise ValueError(f"{what}[{pos}]: expected an (op_name, input_node) pair, got {entry!r}")
             op, j = entry
-            if not isinstance(op, str) or op not in PRIMITIVES:
-                raise ValueError(f"{what}[{pos}]: unknown op {op!r}; expected one of {PRIMITIVES}")
+            if not isinstance(op, str) or op not in names:
+                raise ValueError(f"{what}[{pos}]: unknown op {op!r}; expected one of {list(names)}")
             if isinstance(j, bool) or not isinstance(j, numbers.Integral):
                 raise TypeError(f"{what}[{pos}]: expected an int input node, got {type(j).__name__} {j!r}")
             j = int(j)
@@ -115,17 +116,21 @@ class Genotype:
     ``normal`` / ``reduce``: 8 (``top2``) or 14 (``edge_all``) ``(op_name, input_node)`` pairs grouped by
     intermediate node (see the module docstring); stored as tuples, so a Genotype is hashable and comparable.
     ``normal_concat`` / ``reduce_concat``: the intermediate nodes (2..5) whose outputs make the cell's output.
-    Invalid cells (unknown op, input node out of range, wrong count) raise at construction.
+    Invalid cells (unknown op, input node out of range, wrong count) raise at construction. ``op_names``: the
+    primitives the ops are checked against (None: DARTS's eight; a space with other primitives passes its own); it
+    takes no part in comparisons, hashing or the dict form.
     """
 
     normal: Cell
     normal_concat: Tuple[int, ...]
     reduce: Cell
     reduce_concat: Tuple[int, ...]
+    op_names: Optional[Tuple[str, ...]] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
-        object.__setattr__(self, "normal", _check_cell("normal", self.normal))
-        object.__setattr__(self, "reduce", _check_cell("reduce", self.reduce))
+        names = PRIMITIVES if self.op_names is None else tuple(self.op_names)
+        object.__setattr__(self, "normal", _check_cell("normal", self.normal, names))
+        object.__setattr__(self, "reduce", _check_cell("reduce", self.reduce, names))
         object.__setattr__(self, "normal_concat", _check_concat("normal_concat", self.normal_concat))
         object.__setattr__(self, "reduce_concat", _check_concat("reduce_concat", self.reduce_concat))
 
@@ -139,8 +144,9 @@ class Genotype:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Genotype":
-        """The inverse of :meth:`to_dict`; keys starting with ``_`` (comments) are ignored."""
+    def from_dict(cls, d: dict, space: Optional[DartsSpace] = None) -> "Genotype":
+        """The inverse of :meth:`to_dict`; keys starting with ``_`` (comments) are ignored. ``space``: the space
+        whose primitives the ops name (default DARTS's)."""
         if not isinstance(d, dict):
             raise TypeError(f"d: expected a dict with keys normal, normal_concat, reduce, reduce_concat, "
                             f"got {type(d).__name__}")
@@ -151,18 +157,24 @@ class Genotype:
         unknown = sorted(k for k in d if k not in fields and not str(k).startswith("_"))
         if unknown:
             raise ValueError(f"d: unknown key(s) {unknown}; expected {list(fields)}")
-        return cls(**{k: d[k] for k in fields})
+        return cls(**{k: d[k] for k in fields}, op_names=_names_of(space))
 
     def to_json(self, indent: Optional[int] = None) -> str:
         """JSON text of :meth:`to_dict`."""
         return json.dumps(self.to_dict(), indent=indent)
 
     @classmethod
-    def from_json(cls, text: str) -> "Genotype":
+    def from_json(cls, text: str, space: Optional[DartsSpace] = None) -> "Genotype":
         """The inverse of :meth:`to_json`."""
         if not isinstance(text, (str, bytes, bytearray)):
             raise TypeError(f"text: expected JSON text, got {type(text).__name__}")
-        return cls.from_dict(json.loads(text))
+        return cls.from_dict(json.loads(text), space)
+
+
+def _names_of(space: Optional[DartsSpace]) -> Optional[Tuple[str, ...]]:
+    """The op names a Genotype of ``space`` checks against (None for DARTS's)."""
+    space = space_of(space)
+    return None if tuple(space.op_names) == tuple(PRIMITIVES) else space.op_names
 
 
 def cell_kind(cell) -> str:
@@ -203,16 +215,22 @@ def edge_ops(cell) -> List[str]:
     return ops
 
 
-def one_hot(cell, dtype: torch.dtype = torch.float32, device=None) -> Tensor:
-    """``[14, 8]`` one-hot Z of ``cell`` (rows: edges, columns: PRIMITIVES): the sample that runs this child in
-    the supernet, and the Z under which :func:`snas_fast.costs.expected_cost` is the child's cost."""
-    idx = torch.tensor([PRIMITIVES.index(op) for op in edge_ops(cell)], device=device)
-    return torch.nn.functional.one_hot(idx, len(PRIMITIVES)).to(dtype)
+def one_hot(cell, dtype: torch.dtype = torch.float32, device=None, space: Optional[DartsSpace] = None) -> Tensor:
+    """``[14, K]`` one-hot Z of ``cell`` (rows: edges, columns: the primitives of ``space``, DARTS's 8 by default):
+    the sample that runs this child in the supernet, and the Z under which
+    :func:`snas_fast.costs.expected_cost` is the child's cost."""
+    names = list(space_of(space).op_names)
+    ops = edge_ops(cell)
+    for op in ops:
+        if op not in names:
+            raise ValueError(f"cell: unknown op {op!r}; expected one of {names}")
+    idx = torch.tensor([names.index(op) for op in ops], device=device)
+    return torch.nn.functional.one_hot(idx, len(names)).to(dtype)
 
 
 @functools.lru_cache(maxsize=1)
 def _published() -> Dict[str, dict]:
-    text = (resources.files("snas_fast") / _PUBLISHED_FILE).read_text(encoding="utf-8")
+    text = (resources.files(__package__) / _PUBLISHED_FILE).read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -231,13 +249,11 @@ def load(name: str) -> Genotype:
     return Genotype.from_dict(_published()[name])
 
 
-def _check_alpha(what: str, alpha) -> Tensor:
+def _check_alpha(what: str, alpha, K: int) -> Tensor:
     if not torch.is_tensor(alpha):
-        raise TypeError(f"{what}: expected a tensor of shape [{NUM_EDGES}, {len(PRIMITIVES)}], "
-                        f"got {type(alpha).__name__}")
-    if tuple(alpha.shape) != (NUM_EDGES, len(PRIMITIVES)):
-        raise ValueError(f"{what}: expected shape [{NUM_EDGES}, {len(PRIMITIVES)}] (edges x PRIMITIVES), "
-                         f"got {list(alpha.shape)}")
+        raise TypeError(f"{what}: expected a tensor of shape [{NUM_EDGES}, {K}], got {type(alpha).__name__}")
+    if tuple(alpha.shape) != (NUM_EDGES, K):
+        raise ValueError(f"{what}: expected shape [{NUM_EDGES}, {K}] (edges x PRIMITIVES), got {list(alpha.shape)}")
     if not alpha.is_floating_point():
         raise TypeError(f"{what}: expected a floating-point tensor, got dtype {alpha.dtype}")
     a = alpha.detach().to("cpu", torch.float64)
@@ -252,30 +268,32 @@ def _looks_like_probs(a: Tensor) -> bool:
     return in_range and bool(((a.sum(-1) - 1).abs() <= 1e-3).all())
 
 
-def _derive_cell(what: str, alpha, rule: str, probs: Optional[bool]) -> Cell:
-    a = _check_alpha(what, alpha)
+def _derive_cell(what: str, alpha, rule: str, probs: Optional[bool], space: DartsSpace) -> Cell:
+    names = space.op_names
+    a = _check_alpha(what, alpha, len(names))
     if rule == "edge_all":
         # SNAS: argmax of every row, none included; argmax(softmax(a)) = argmax(a), ties to the first op.
         ks = a.argmax(-1).tolist()
-        return tuple((PRIMITIVES[k], j) for k, (_, j) in zip(ks, EDGES))
+        return tuple((names[k], j) for k, (_, j) in zip(ks, EDGES))
     # top2 (DARTS's genotype()): compare edges by their strongest non-none probability. Softmax does not keep
     # that order across rows, so logits are turned into probabilities first.
     if probs is None:
         probs = _looks_like_probs(a)
     p = a if probs else torch.softmax(a, dim=-1)
+    live = [k for k in range(len(names)) if k not in space.zero_columns()]  # the ops other than none
     gene = []
     for i in range(NUM_NODES):
-        rows = p[edge_index(i, 0):edge_index(i, 0) + i + 2, 1:]  # [i + 2, 7]: inputs x non-none ops
+        rows = p[edge_index(i, 0):edge_index(i, 0) + i + 2][:, live]  # [i + 2, K - 1]: inputs x non-none ops
         strength, best = rows.max(-1)  # first maximum on ties, as DARTS's loop
         order = sorted(range(i + 2), key=lambda j: -strength[j].item())[:2]  # stable: ties to the lower input
-        gene.extend((PRIMITIVES[1 + best[j].item()], j) for j in order)
+        gene.extend((names[live[best[j].item()]], j) for j in order)
     return tuple(gene)
 
 
 def derive(alpha_normal: Tensor, alpha_reduce: Tensor, rule: str = "edge_all", *,
-           probs: Optional[bool] = None) -> Genotype:
-    """The genotype of architecture weights ``alpha_normal`` and ``alpha_reduce``, each ``[14, 8]`` (edges in
-    :data:`~snas_fast.search_space.EDGES` order x :data:`~snas_fast.search_space.PRIMITIVES`).
+           probs: Optional[bool] = None, space: Optional[DartsSpace] = None) -> Genotype:
+    """The genotype of architecture weights ``alpha_normal`` and ``alpha_reduce``, each ``[14, K]`` (edges in
+    :data:`~snas_fast.spaces.darts.space.EDGES` order x the primitives of ``space``, DARTS's 8 by default).
 
     - ``rule="edge_all"`` (SNAS): the argmax of every edge, ``none`` included, in edge order (14 pairs per cell;
       a node may keep 0..4 inputs). Logits or probabilities give the same cell.
@@ -290,18 +308,22 @@ def derive(alpha_normal: Tensor, alpha_reduce: Tensor, rule: str = "edge_all", *
         raise ValueError(f"rule: expected one of {list(_RULES)}, got {rule!r}")
     if probs is not None and not isinstance(probs, bool):
         raise TypeError(f"probs: expected None, True or False, got {type(probs).__name__}")
-    normal = _derive_cell("alpha_normal", alpha_normal, rule, probs)
-    reduce = _derive_cell("alpha_reduce", alpha_reduce, rule, probs)
-    return Genotype(normal=normal, normal_concat=CONCAT, reduce=reduce, reduce_concat=CONCAT)
+    space = space_of(space)
+    normal = _derive_cell("alpha_normal", alpha_normal, rule, probs, space)
+    reduce = _derive_cell("alpha_reduce", alpha_reduce, rule, probs, space)
+    return Genotype(normal=normal, normal_concat=CONCAT, reduce=reduce, reduce_concat=CONCAT,
+                    op_names=_names_of(space))
 
 
-def random_genotype(generator: Optional[torch.Generator] = None) -> Genotype:
+def random_genotype(generator: Optional[torch.Generator] = None, space: Optional[DartsSpace] = None) -> Genotype:
     """A cell pair drawn uniformly from DARTS's top-2 form, the random baseline of DARTS and of Li & Talwalkar:
     for each intermediate node of each cell, two distinct earlier inputs and, for each, an op other than ``none``,
-    all uniformly. ``generator``: a ``torch.Generator`` (None: torch's default one)."""
+    all uniformly, from the primitives of ``space`` (DARTS's by default). ``generator``: a ``torch.Generator``
+    (None: torch's default one)."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
-    ops = [op for op in PRIMITIVES if op != "none"]
+    space = space_of(space)
+    ops = [op for k, op in enumerate(space.op_names) if k not in space.zero_columns()]
 
     def cell() -> Cell:
         gene = []
@@ -311,4 +333,5 @@ def random_genotype(generator: Optional[torch.Generator] = None) -> Genotype:
             gene.extend((ops[k], j) for k, j in zip(picks, inputs))
         return tuple(gene)
 
-    return Genotype(normal=cell(), normal_concat=CONCAT, reduce=cell(), reduce_concat=CONCAT)
+    return Genotype(normal=cell(), normal_concat=CONCAT, reduce=cell(), reduce_concat=CONCAT,
+                    op_names=_names_of(space))

@@ -1,7 +1,8 @@
 """Cheap prefixes of a convolution, recomputed in backward instead of saved (used by the deep-fused edge).
 
-A DARTS convolution candidate starts ``ReLU -> depthwise conv`` and SepConv has ``BatchNorm -> ReLU -> depthwise
-conv`` in its middle. Autograd would keep the ReLU's output for the convolution's weight gradient: one more tensor
+A convolution candidate that starts ``ReLU -> conv`` (DARTS's SepConv, DilConv, FactorizedReduce), or has
+``BatchNorm -> ReLU -> conv`` in its middle (SepConv), uses them in its ``pre_bn`` (see
+:mod:`snas_fast.spaces.base`). Autograd would keep the ReLU's output for the convolution's weight gradient: one more tensor
 of the edge's size per candidate. Here the convolution keeps its *input's input* instead (``x``, which the fused edge
 keeps anyway, or the BatchNorm's input, which the BatchNorm keeps anyway) and recomputes the elementwise prefix in
 backward: the same gradients for one elementwise pass. Both functions take the same module objects as the eager
@@ -95,27 +96,3 @@ def bn_relu_conv(u: Tensor, bn: nn.BatchNorm2d, conv: nn.Conv2d) -> Tensor:
     rm = bn.running_mean if bn.track_running_stats else None
     rv = bn.running_var if bn.track_running_stats else None
     return _BnReluConv.apply(u, conv.weight, rm, rv, _conv_args(conv), batch_stats, momentum, bn.eps)
-
-
-def lean_pre_bn(op: nn.Module, x: Tensor, relu_x: Tensor) -> Tensor:
-    """``op.pre_bn(relu(x))`` for the search space's convolution candidates (SepConv, DilConv, FactorizedReduce),
-    with the ReLU prefixes recomputed in backward (:func:`relu_conv`, :func:`bn_relu_conv`) instead of kept; other
-    modules (or BatchNorms of another kind, e.g. synchronised) take their own ``pre_bn``."""
-    from .search_space import DilConv, FactorizedReduce, SepConv
-
-    if isinstance(op, SepConv):
-        layers = op.op  # ReLU, dw, pw, BN, ReLU, dw, pw, [BN]
-        if type(layers[3]) is nn.BatchNorm2d and not layers[3].affine:
-            t = layers[2](relu_conv(x, relu_x, layers[1]))
-            return layers[6](bn_relu_conv(t, layers[3], layers[5]))
-    elif isinstance(op, DilConv):
-        layers = op.op  # ReLU, dw, pw, [BN]
-        return layers[2](relu_conv(x, relu_x, layers[1]))
-    elif isinstance(op, FactorizedReduce):
-        shifted_x, shifted_r = x[:, :, 1:, 1:], relu_x[:, :, 1:, 1:]
-        pad_h, pad_w = x.shape[2] % 2, x.shape[3] % 2
-        if pad_h or pad_w:
-            shifted_x = F.pad(shifted_x, (0, pad_w, 0, pad_h))
-            shifted_r = F.pad(shifted_r, (0, pad_w, 0, pad_h))
-        return torch.cat([relu_conv(x, relu_x, op.conv_1), relu_conv(shifted_x, shifted_r, op.conv_2)], dim=1)
-    return op.pre_bn(relu_x)

@@ -31,22 +31,23 @@ __all__ = [
     "plot_curves",
 ]
 
-from .search_space import PRIMITIVES  # noqa: E402  (the order of the columns of log_alpha)
+from ..spaces.darts.space import NUM_EDGES, NUM_NODES, PRIMITIVES, DartsSpace, space_of  # noqa: E402  (the columns of log_alpha)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-# One colour per candidate, the same in every panel; `none` grey and dashed, pools blue, skip green, convs warm.
-_COLOURS = ("#7f7f7f", "#1f77b4", "#17becf", "#2ca02c", "#d62728", "#ff7f0e", "#9467bd", "#8c564b")
-_STEPS = 4  # intermediate nodes per cell
-_EDGES = _STEPS * (_STEPS + 3) // 2  # 14: node i has i + 2 inputs
+# One colour per candidate, the same in every panel: each primitive's own (DartsSpace.colour); `none` dashed.
+_STEPS = NUM_NODES  # intermediate nodes per cell
+_EDGES = NUM_EDGES  # 14: node i has i + 2 inputs
 
 _INPUT_TEX = ("$c_{k-2}$", "$c_{k-1}$")
 _OUTPUT_TEX = "$c_{k}$"
 
 
-def _op_colour(op: str) -> str:
-    """The colour of a candidate in every figure here; dark grey for ops outside :data:`PRIMITIVES`."""
-    return _COLOURS[PRIMITIVES.index(op)] if op in PRIMITIVES else "#303030"
+def _op_colour(op: str, space: Optional[DartsSpace] = None) -> str:
+    """The colour of a candidate in every figure here (its primitive's, :meth:`DartsSpace.colour`); dark grey for
+    ops outside the space (DARTS's by default)."""
+    space = space_of(space)
+    return space.colour(op) if op in space.op_names else "#303030"
 
 
 def _node_tex(j: int) -> str:
@@ -122,13 +123,13 @@ def _check_history(history: Sequence[Mapping]) -> Dict[str, List[List[List[float
 
 
 def plot_alphas(history: Sequence[Mapping], path: PathLike, op_names: Optional[Sequence[str]] = None,
-                title: Optional[str] = None) -> Path:
+                title: Optional[str] = None, space: Optional[DartsSpace] = None) -> Path:
     """Write :func:`alphas_figure` of ``history`` to the PNG ``path`` and return the path."""
-    return _save(alphas_figure(history, op_names, title), path)
+    return _save(alphas_figure(history, op_names, title, space), path)
 
 
 def alphas_figure(history: Sequence[Mapping], op_names: Optional[Sequence[str]] = None,
-                  title: Optional[str] = None) -> Figure:
+                  title: Optional[str] = None, space: Optional[DartsSpace] = None) -> Figure:
     """The probability of each candidate on each edge over the epochs, normal and reduction cell side by side.
 
     Each cell is drawn as a triangle of 14 panels: row ``i`` holds the edges into intermediate node ``i``
@@ -138,16 +139,20 @@ def alphas_figure(history: Sequence[Mapping], op_names: Optional[Sequence[str]] 
     Args:
         history: one dict per epoch with ``"normal_alpha"`` and ``"reduce_alpha"``, each a 14 x K nested list
             (or tensor) of softmax(log_alpha) per edge, rows in :func:`edge_names` order.
-        op_names: the K candidate names; default :data:`PRIMITIVES` when K is 8, else ``op 0``, ``op 1``, ...
+        op_names: the K candidate names; default the names of ``space``'s primitives (DARTS's 8) when there are
+            K of them, else ``op 0``, ``op 1``, ...
         title: text above the figure (newlines make several lines).
+        space: the space whose primitives give the names and colours (DARTS's by default).
     """
     series = _check_history(history)
     n_epochs, n_ops = len(history), len(series["normal_alpha"][0][0])
     if op_names is None:
-        op_names = PRIMITIVES if n_ops == len(PRIMITIVES) else tuple(f"op {k}" for k in range(n_ops))
+        names = space_of(space).op_names
+        op_names = names if n_ops == len(names) else tuple(f"op {k}" for k in range(n_ops))
     elif len(op_names) != n_ops:
         raise ValueError(f"op_names: expected {n_ops} names (one per candidate), got {len(op_names)}")
-    colours = [_COLOURS[k] if n_ops <= len(_COLOURS) else f"C{k % 10}" for k in range(n_ops)]
+    known = space_of(space).op_names
+    colours = [_op_colour(name, space) if name in known else f"C{k % 10}" for k, name in enumerate(op_names)]
     styles = ["--" if name == "none" else "-" for name in op_names]
     epochs = list(range(1, n_epochs + 1))
     marker = "o" if n_epochs <= 12 else None  # a single epoch is a point, not a line
@@ -231,12 +236,14 @@ def _check_cell(cell: Sequence) -> List[Tuple[str, int, int]]:
     return out
 
 
-def plot_cell(cell: Sequence[Tuple[str, int]], path: PathLike, title: Optional[str] = None) -> Path:
+def plot_cell(cell: Sequence[Tuple[str, int]], path: PathLike, title: Optional[str] = None,
+              space: Optional[DartsSpace] = None) -> Path:
     """Write :func:`cell_figure` of ``cell`` to the PNG ``path`` and return the path."""
-    return _save(cell_figure(cell, title), path)
+    return _save(cell_figure(cell, title, space), path)
 
 
-def cell_figure(cell: Sequence[Tuple[str, int]], title: Optional[str] = None) -> Figure:
+def cell_figure(cell: Sequence[Tuple[str, int]], title: Optional[str] = None,
+                space: Optional[DartsSpace] = None) -> Figure:
     """A derived cell as an arc diagram: nodes on one line in topological order, one labelled arc per live edge.
 
     Nodes left to right: ``c_{k-2}``, ``c_{k-1}``, intermediate nodes 0..3, output ``c_{k}``. Every live edge
@@ -316,7 +323,7 @@ def cell_figure(cell: Sequence[Tuple[str, int]], title: Optional[str] = None) ->
         arc(b, out_pos, False, "#a8a8a8", "--" if b in dead else "-", 1.1)
     for (a, b), ops in sorted(live.items()):
         # coloured by op as in plot_alphas, so an arc and its label pair up by colour in a busy cell
-        colour = _op_colour(ops[0]) if len(ops) == 1 else "#303030"
+        colour = _op_colour(ops[0], space) if len(ops) == 1 else "#303030"
         mx, my = arc(a, b, True, colour, "-", 1.5)
         ax.text(mx, my, "\n".join(ops), ha="center", va="center", fontsize=10.5, zorder=4,
                 bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor=colour, linewidth=1.2))

@@ -17,12 +17,12 @@ BACKENDS = ("cuda", "triton", "cpu", "reference")
 ENV_VAR = "SNAS_FAST_BACKEND"
 
 try:
-    from . import _C  # noqa: F401  (loads the library: registers torch.ops.snas_fast.*)
+    from .. import _C  # noqa: F401  (loads the library: registers torch.ops.snas_fast.*)
 
     HAVE_EXTENSION = True
-except ImportError as _error:  # a source checkout that was not built: the reference still works
+except ImportError:  # a source checkout that was not built: the reference still works
     HAVE_EXTENSION = False
-    EXTENSION_ERROR = str(_error)
+
 
 _override: Optional[str] = None
 

@@ -1,4 +1,5 @@
-"""Data-parallel search and retraining with ``torch.distributed``: small helpers and the policies they carry.
+"""Data-parallel search and retraining with ``torch.distributed``: the process group, collectives, DDP and
+synchronised BatchNorm.
 
 - :func:`setup` joins the process group that ``torchrun`` describes in the environment (``RANK``, ``WORLD_SIZE``,
   ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``): NCCL when the device is CUDA (each process on
@@ -7,13 +8,9 @@
 - Gradients: the model is wrapped in ``DistributedDataParallel``. The architecture parameters (``log_alpha``) are
   parameters of the wrapped module, so their gradients are averaged with the weights' in the same all-reduce and
   every rank applies the same update: every rank holds the same ``log_alpha`` at every step.
-- The Gumbel sample (:func:`gumbel_noise`, :data:`GUMBEL_SAMPLE`): ``"shared"`` (the default) draws the noise of
-  step ``s`` of epoch ``e`` from a generator seeded by ``(seed, e, s)`` alone, so every rank samples the same
-  architecture Z and N processes with per-rank batch b compute exactly what one process with batch N * b computes
-  (with ``sampling="example"`` the N * b rows are drawn once and rank r takes rows ``r::N``, the examples the
-  DistributedSampler gives it). ``"per-rank"`` adds the rank to the seed: each rank samples its own Z, and the
-  averaged ``log_alpha`` gradient is a mean over N samples (SNAS's ``nsample = N``). Both are stateless functions
-  of (seed, epoch, step, rank), so a resumed run draws what an uninterrupted one would.
+- What each rank draws is a function of (seed, epoch, step, rank) (:mod:`snas_fast.engine.seeds`); the Gumbel sample
+  across ranks is SNAS's policy (:func:`snas_fast.search.snas.gumbel_noise`); each rank's share of the data is
+  :func:`snas_fast.engine.data.train_loader` / :func:`~snas_fast.engine.data.eval_loader`.
 - BatchNorm: statistics are per process unless ``sync_bn``: :func:`convert_sync_batchnorm` uses
   ``torch.nn.SyncBatchNorm`` on CUDA and :class:`SyncBatchNorm` (all-reduce of the batch moments over gloo,
   differentiable) on the CPU, where torch's own refuses to run.
@@ -26,40 +23,26 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
-from typing import Iterator, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
-from torch.utils.data import Sampler
 
 __all__ = [
     "Context",
     "DistributedError",
-    "GUMBEL_SAMPLE",
-    "ShardSampler",
     "SyncBatchNorm",
     "all_reduce_sum",
-    "barrier",
     "broadcast_buffers",
     "broadcast_object",
     "context",
     "convert_sync_batchnorm",
-    "eval_loader",
-    "gumbel_noise",
     "launched_by_torchrun",
-    "make_generator",
-    "seed_for",
     "setup",
     "teardown",
-    "train_loader",
     "wrap_ddp",
 ]
-
-#: Gumbel-sample policies across ranks (see the module docstring).
-GUMBEL_SAMPLE = ("shared", "per-rank")
-
 
 class DistributedError(RuntimeError):
     """The environment does not describe a usable process group (a one-line message)."""
@@ -155,12 +138,6 @@ def _comm_device() -> torch.device:
     return torch.device("cpu")
 
 
-def barrier() -> None:
-    """Wait for every rank (a no-op in one process)."""
-    if _initialized():
-        dist.barrier()
-
-
 def all_reduce_sum(values: Sequence[float]) -> List[float]:
     """The sums over ranks of ``values`` (floats, summed in float64; the values themselves in one process)."""
     if not _initialized():
@@ -197,92 +174,6 @@ def wrap_ddp(module: nn.Module, ctx: Context, find_unused_parameters: bool = Fal
 
     device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
     return DistributedDataParallel(module, device_ids=device_ids, find_unused_parameters=find_unused_parameters)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Seeds and the Gumbel sample
-# ---------------------------------------------------------------------------------------------------------------
-def seed_for(*parts: int) -> int:
-    """A 63-bit seed mixed from integer ``parts`` (numpy's SeedSequence): nearby tuples give unrelated streams."""
-    words = [int(p) & 0xFFFFFFFF for p in parts] + [len(parts)]
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def make_generator(*parts: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with :func:`seed_for` of ``parts``."""
-    return torch.Generator().manual_seed(seed_for(*parts))
-
-
-_NOISE_STREAM = 0x6E6F6973  # "nois": keeps the Gumbel stream apart from other uses of seed_for
-
-
-def gumbel_noise(shapes: Sequence[Sequence[int]], seed: int, epoch: int, step: int, ctx: Context,
-                 policy: str = "shared", phase: int = 0, per_example: bool = False,
-                 device: Optional[torch.device] = None) -> List[Tensor]:
-    """Gumbel noise ``g = -log(-log u)`` of each shape in ``shapes`` for step ``step`` of epoch ``epoch``
-    (``u`` uniform, clamped to ``[1e-10, 1 - 1e-7]`` as :meth:`snas_fast.Supernet.sample` does), float32 on
-    ``device``.
-
-    ``policy="shared"``: the same noise on every rank; ``"per-rank"``: the rank joins the seed. ``per_example``
-    (shapes ``[B, ...]``, one sample per example) with ``"shared"``: the noise of the global batch
-    ``[world_size * B, ...]`` is drawn and this rank takes rows ``rank::world_size``, the rows of the examples a
-    ``DistributedSampler`` gives it. ``phase`` separates streams within a step (e.g. a bi-level arch step).
-    """
-    if policy not in GUMBEL_SAMPLE:
-        raise ValueError(f"policy: expected one of {list(GUMBEL_SAMPLE)}, got {policy!r}")
-    rank_part = ctx.rank + 1 if policy == "per-rank" else 0
-    gen = make_generator(_NOISE_STREAM, seed, epoch, step, phase, rank_part)
-    out = []
-    for shape in shapes:
-        shape = tuple(int(s) for s in shape)
-        shared_rows = per_example and policy == "shared" and ctx.world_size > 1
-        draw = (shape[0] * ctx.world_size,) + shape[1:] if shared_rows else shape
-        u = torch.rand(draw, generator=gen, dtype=torch.float32).clamp_(1e-10, 1.0 - 1e-7)
-        g = -torch.log(-torch.log(u))
-        if shared_rows:
-            g = g[ctx.rank::ctx.world_size]
-        out.append(g.to(device) if device is not None else g)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Samplers
-# ---------------------------------------------------------------------------------------------------------------
-class ShardSampler(Sampler):
-    """Indices ``rank, rank + world_size, ...`` of a dataset of ``n`` examples, in order and without padding:
-    each example is evaluated by exactly one rank (sums over ranks are exact)."""
-
-    def __init__(self, n: int, rank: int = 0, world_size: int = 1):
-        self.n, self.rank, self.world_size = int(n), int(rank), int(world_size)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.n, self.world_size))
-
-    def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.world_size))
-
-
-def train_loader(dataset, batch_size: int, seed: int, ctx: Context, num_workers: int = 0, drop_last: bool = False):
-    """A shuffled training loader of this rank's shard: a ``DistributedSampler`` (``num_replicas = world_size``,
-    shuffled by ``seed + epoch``: call ``loader.sampler.set_epoch(epoch)``; each rank gets ``ceil(n / N)`` examples,
-    the permutation's first ones repeated to fill the last shard). With N ranks and per-rank batch b, the union of
-    the ranks' k-th batches is the k-th batch of one process with batch N * b. ``drop_last``: drop the last,
-    incomplete batch of each epoch, unless the shard holds less than one batch."""
-    from torch.utils.data import DataLoader
-    from torch.utils.data.distributed import DistributedSampler
-
-    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=int(seed),
-                                 drop_last=False)
-    return DataLoader(dataset, batch_size=int(batch_size), sampler=sampler, num_workers=int(num_workers),
-                      drop_last=bool(drop_last) and len(sampler) >= batch_size, persistent_workers=num_workers > 0)
-
-
-def eval_loader(dataset, batch_size: int, ctx: Context, num_workers: int = 0):
-    """An in-order loader of this rank's share of ``dataset`` (:class:`ShardSampler`)."""
-    from torch.utils.data import DataLoader
-
-    return DataLoader(dataset, batch_size=int(batch_size), sampler=ShardSampler(len(dataset), ctx.rank, ctx.world_size),
-                      num_workers=int(num_workers), drop_last=False, persistent_workers=num_workers > 0)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -19,14 +19,21 @@ import numbers
 import os
 import pickle
 from pathlib import Path
-from typing import Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Iterator, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+if TYPE_CHECKING:
+    from .distributed import Context
 
 __all__ = [
+    "ShardSampler",
+    "eval_loader",
+    "limit",
+    "train_loader",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
     "DIGITS_TEST_FRACTION",
@@ -401,3 +408,52 @@ def make_loaders(
     train_loader = DataLoader(train, shuffle=True, generator=generator, **common)
     val_loader = DataLoader(val, shuffle=False, **common)
     return train_loader, val_loader
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Each rank's share (one process: everything)
+# ---------------------------------------------------------------------------------------------------------------
+def limit(datasets: Sequence[TensorDataset], n: Optional[int]) -> Tuple[TensorDataset, ...]:
+    """The first ``n`` examples of each dataset (all of them when ``n`` is None or 0): ``--data-limit``."""
+    if not n:
+        return tuple(datasets)
+    return tuple(TensorDataset(*(t[:n] for t in ds.tensors)) for ds in datasets)
+
+
+class ShardSampler(Sampler):
+    """Indices ``rank, rank + world_size, ...`` of a dataset of ``n`` examples, in order and without padding:
+    each example is evaluated by exactly one rank (sums over ranks are exact)."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1):
+        self.n, self.rank, self.world_size = int(n), int(rank), int(world_size)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.world_size))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.world_size))
+
+
+def train_loader(dataset, batch_size: int, seed: int, ctx: "Context", num_workers: int = 0, drop_last: bool = False):
+    """A shuffled training loader of this rank's shard: a ``DistributedSampler`` (``num_replicas = world_size``,
+    shuffled by ``seed + epoch``: call ``loader.sampler.set_epoch(epoch)``; each rank gets ``ceil(n / N)`` examples,
+    the permutation's first ones repeated to fill the last shard). With N ranks and per-rank batch b, the union of
+    the ranks' k-th batches is the k-th batch of one process with batch N * b. ``drop_last``: drop the last,
+    incomplete batch of each epoch, unless the shard holds less than one batch."""
+    from torch.utils.data import DataLoader
+    from torch.utils.data.distributed import DistributedSampler
+
+    sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=int(seed),
+                                 drop_last=False)
+    return DataLoader(dataset, batch_size=int(batch_size), sampler=sampler, num_workers=int(num_workers),
+                      drop_last=bool(drop_last) and len(sampler) >= batch_size, persistent_workers=num_workers > 0)
+
+
+def eval_loader(dataset, batch_size: int, ctx: "Context", num_workers: int = 0):
+    """An in-order loader of this rank's share of ``dataset`` (:class:`ShardSampler`)."""
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_size=int(batch_size), sampler=ShardSampler(len(dataset), ctx.rank, ctx.world_size),
+                      num_workers=int(num_workers), drop_last=False, persistent_workers=num_workers > 0)
+
+

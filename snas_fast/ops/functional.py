@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from . import _backend, _ops, reference
+from . import _backend, reference, registry as _ops
 
 Candidates = Union[Tensor, Sequence[Optional[Tensor]]]
 

@@ -28,7 +28,7 @@ def _table(t: Tensor, acc: torch.dtype) -> Tensor:
 
 
 def _triton_fwd(ys, live, logits, noise, rng, softmax: bool, tau: float, hard: bool) -> Tuple[Tensor, Tensor]:
-    from .kernels import mixed_op as kernels
+    from ..kernels import mixed_op as kernels
 
     ys = [y.contiguous() for y in ys]
     acc = _acc_dtype(ys)
@@ -50,7 +50,7 @@ def _triton_fwd(ys, live, logits, noise, rng, softmax: bool, tau: float, hard: b
 
 
 def _triton_bwd(ys, live, w, grad_out, grad_z, jacobian: bool, tau: float, hard: bool):
-    from .kernels import mixed_op as kernels
+    from ..kernels import mixed_op as kernels
 
     ys = [y.contiguous() for y in ys]
     acc = _acc_dtype(ys)
@@ -112,7 +112,7 @@ def _split_cols(cols: List[int]) -> Tuple[int, int, int, List[int]]:
 
 def _triton_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps):
     """The Triton twin of csrc/mixed_edge.cpp's mixed_edge_fwd (arguments checked by the public layer)."""
-    from .kernels import mixed_edge as kernels
+    from ..kernels import mixed_edge as kernels
 
     x = x.contiguous()
     us = [u.contiguous() for u in us]
@@ -147,7 +147,7 @@ def _triton_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, ru
 
 
 def _triton_edge_bwd(x, us, weights, cols, stride, batch_stats, mean, rstd, grad_out):
-    from .kernels import mixed_edge as kernels
+    from ..kernels import mixed_edge as kernels
 
     x = x.contiguous()
     us = [u.contiguous() for u in us]

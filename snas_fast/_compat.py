@@ -1,0 +1,61 @@
+"""The module paths of snas_fast 0.1 (one flat package), kept one release as deprecated aliases.
+
+``import snas_fast.supernet`` (and every other path in :data:`MOVED`) still works: it returns the module at its new
+place, the very same module object (so patching one patches the other), with a ``DeprecationWarning`` that names
+the new path.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
+
+#: old path -> new path
+MOVED = {
+    "snas_fast._backend": "snas_fast.ops._backend",
+    "snas_fast._ops": "snas_fast.ops.registry",
+    "snas_fast.functional": "snas_fast.ops.functional",
+    "snas_fast.modules": "snas_fast.ops.modules",
+    "snas_fast.reference": "snas_fast.ops.reference",
+    "snas_fast.recompute": "snas_fast.ops.recompute",
+    "snas_fast.search_space": "snas_fast.spaces.darts.operations",
+    "snas_fast.costs": "snas_fast.spaces.darts.costs",
+    "snas_fast.genotypes": "snas_fast.spaces.darts.genotypes",
+    "snas_fast.supernet": "snas_fast.spaces.darts.supernet",
+    "snas_fast.networks": "snas_fast.spaces.darts.networks",
+    "snas_fast.schedules": "snas_fast.search.schedules",
+    "snas_fast.convergence": "snas_fast.search.convergence",
+    "snas_fast.trainer": "snas_fast.search.snas",
+    "snas_fast.retrain": "snas_fast.engine.retrain",
+    "snas_fast.distributed": "snas_fast.engine.distributed",
+    "snas_fast.data": "snas_fast.engine.data",
+    "snas_fast.plots": "snas_fast.viz.plots",
+}
+
+
+class _AliasLoader(importlib.abc.Loader):
+    def __init__(self, new: str):
+        self.new = new
+
+    def create_module(self, spec):
+        warnings.warn(f"{spec.name} is deprecated: import {self.new} (the old path goes in the next release)",
+                      DeprecationWarning, stacklevel=3)
+        return importlib.import_module(self.new)
+
+    def exec_module(self, module) -> None:  # the module was executed at its new path
+        pass
+
+
+class _AliasFinder(importlib.abc.MetaPathFinder):
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname not in MOVED:
+            return None
+        return importlib.util.spec_from_loader(fullname, _AliasLoader(MOVED[fullname]))
+
+
+def install() -> None:
+    """Put the alias finder on ``sys.meta_path`` (once)."""
+    if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
+        sys.meta_path.append(_AliasFinder())

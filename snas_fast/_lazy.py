@@ -1,0 +1,30 @@
+"""Lazy attributes of a package (PEP 562): a name is imported from its module on first use.
+
+A package ``__init__`` that imports everything makes every import of any of its modules pay for (and load) all of
+them: importing the pure DARTS genotype module would load the compiled extension. The packages of snas_fast name
+their public attributes in one table instead and import them when asked.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable, Dict, List, Tuple
+
+
+def lazy_attributes(package: str, table: Dict[str, str]) -> Tuple[Callable[[str], object], Callable[[], List[str]]]:
+    """``(__getattr__, __dir__)`` for ``package``: ``table[name]`` is ``"module"`` (the attribute is that module,
+    relative to ``package``) or ``"module:attribute"``. A resolved attribute is cached in the package."""
+
+    def __getattr__(name: str):
+        target = table.get(name)
+        if target is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        module_name, _, attribute = target.partition(":")
+        module = importlib.import_module(module_name, package)
+        value = getattr(module, attribute) if attribute else module
+        setattr(importlib.import_module(package), name, value)
+        return value
+
+    def __dir__() -> List[str]:
+        return sorted(set(table) | set(vars(importlib.import_module(package))))
+
+    return __getattr__, __dir__

@@ -1,0 +1,99 @@
+"""The settings every run has (data, network size, optimiser, processes), as a dataclass whose fields carry their
+command-line help: the CLI builds its flags from these fields (:func:`flag_fields`), not from a hand copy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Tuple
+
+from .data import DATASETS
+
+__all__ = ["RunConfig", "RunError", "flag_fields", "setting"]
+
+
+class RunError(RuntimeError):
+    """A run that cannot start or go on (bad setting, non-finite loss, unusable checkpoint); one-line message."""
+
+
+def setting(default: Any, help: str, kind: Optional[Callable] = None, flag: Optional[str] = None):
+    """A config field with its command-line flag: ``--{flag}`` (default: the field name with dashes) parsed by
+    ``kind`` (default: the type of ``default``; bools take true/false)."""
+    return field(default=default, metadata=dict(help=help, kind=kind, flag=flag))
+
+
+def flag_fields(cls) -> Iterator[Tuple[str, dataclasses.Field]]:
+    """``(flag, field)`` of every field of the config class ``cls`` that has a flag, in field order."""
+    for f in dataclasses.fields(cls):
+        if "help" in f.metadata:
+            yield f.metadata["flag"] or f.name.replace("_", "-"), f
+
+
+def _int_at_least(value, low: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= low
+
+
+@dataclass
+class RunConfig:
+    """Settings shared by the search and the retraining (the subclasses add theirs and may change defaults)."""
+
+    Error = RunError  # the exception a bad setting raises (each command has its own)
+
+    dataset: str = setting("digits", "digits (embedded) or cifar10 (python-format folder, --data-dir)")
+    data_dir: Optional[str] = setting(None, "folder holding cifar-10-batches-py", kind=str)
+    data_limit: Optional[int] = setting(None, "keep the first N examples of each split", kind=int)
+    out: str = setting("runs/run", "run directory")
+    seed: int = setting(0, "random seed")
+    space: str = setting("darts", "search space (snas_fast.spaces.space_names())")
+    epochs: Optional[int] = setting(10, "epochs", kind=int)
+    batch_size: int = setting(64, "batch size (per process under torchrun)")
+    layers: Optional[int] = setting(8, "cells in the network", kind=int)
+    channels: Optional[int] = setting(16, "channels of the first cells (C)", kind=int)
+    lr: float = setting(0.025, "weights: initial SGD learning rate (cosine schedule)")
+    lr_min: float = setting(0.0, "weights: final learning rate")
+    momentum: float = setting(0.9, "weights: SGD momentum")
+    weight_decay: float = setting(3e-4, "weights: weight decay")
+    grad_clip: float = setting(5.0, "weights: gradient norm clip")
+    drop_path: Optional[float] = setting(0.0, "drop-path probability (ramped linearly from 0 over the epochs)",
+                                         kind=float)
+    num_workers: int = setting(0, "data loader workers")
+    device: str = setting("cpu", "cpu or cuda")
+    sync_bn: bool = setting(False, "torchrun: BatchNorm statistics of the global batch (else per process)")
+    dist_timeout: float = setting(1800.0, "torchrun: seconds a collective waits for a silent rank before the job "
+                                          "fails")
+
+    def validate(self) -> None:
+        """Raises ``self.Error`` naming the first bad setting."""
+        from ..spaces import space_names
+
+        if self.dataset not in DATASETS:
+            raise self.Error(f"dataset: expected one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        if self.space not in space_names():
+            raise self.Error(f"space: expected one of {', '.join(space_names())}, got {self.space!r}")
+        for name in ("epochs", "batch_size", "layers", "channels"):
+            if not _int_at_least(getattr(self, name), 1):
+                raise self.Error(f"{name}: expected an integer >= 1, got {getattr(self, name)!r}")
+        if self.data_limit is not None and not _int_at_least(self.data_limit, 1):
+            raise self.Error(f"data_limit: expected an integer >= 1, got {self.data_limit}")
+        if not _int_at_least(self.num_workers, 0):
+            raise self.Error(f"num_workers: expected an integer >= 0, got {self.num_workers!r}")
+        if not 0.0 <= self.drop_path < 1.0:
+            raise self.Error(f"drop_path: expected a probability in [0, 1), got {self.drop_path}")
+        for name in ("lr", "grad_clip", "dist_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
+                                                                                     and value > 0):
+                raise self.Error(f"{name}: expected a number > 0, got {value!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """The config of ``d`` (a ``config.json``); unknown settings raise ``cls.Error``."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise cls.Error(f"config: unknown settings {unknown}")
+        return cls(**d)

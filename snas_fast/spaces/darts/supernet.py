@@ -1,0 +1,334 @@
+"""The DARTS supernet: every edge of every cell a mixture of the space's primitives, weighted by architecture
+weights it is given. It holds the network's weights and ``log_alpha``; how the weights are drawn from ``log_alpha``
+(SNAS's Gumbel sample per step, cell or example, soft or hard) is a strategy's policy
+(:class:`snas_fast.search.snas.SnasSampler`), not the network's.
+
+Three ways to mix an edge, building the very same modules (same parameters, BatchNorm buffers and initialisation
+under the same seed), so they can be compared number for number and benchmarked fairly:
+
+- ``mixed="fused"`` (default): :func:`snas_fast.mixed_edge`. The candidates' folds (:mod:`snas_fast.spaces.base`)
+  say how: pools and the identity are computed from the edge input inside the kernel, every ``"bn_tail"`` candidate
+  runs up to its trailing affine-free BatchNorm (the convolutions on one shared ``relu(x)``) and the kernel
+  normalises, weights and sums; ``"opaque"`` candidates run as they are and :func:`snas_fast.mixed_op` adds them.
+- ``mixed="fused_sum"``: every candidate module runs as it is and :func:`snas_fast.mixed_op` weights and sums.
+- ``mixed="eager"``: DARTS's ``sum(w * op(x))`` over all candidates, the baseline.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..._checks import check_int
+from ...ops.functional import mixed_edge, mixed_op
+from ...ops import reference
+from ...ops.zero import Zero, is_zero_op
+from .genotypes import Genotype, derive
+from .networks import drop_path
+from .operations import FactorizedReduce, ReLUConvBN
+from .space import EDGES, NUM_EDGES, DartsSpace, is_reduction_edge, make_op, reduction_cells, space_of
+
+MIXED = ("fused", "fused_sum", "eager")
+
+#: Per-cell architecture weights: ``[14, K]`` (the batch shares them) or ``[B, 14, K]`` (one row per example).
+CellWeights = Tensor
+#: Per-cell sampled columns of hard sampling: 14 ints, or 14 lists of B ints (one per example).
+CellChoice = Sequence
+
+
+def _edge_plan(ops: Sequence[nn.Module], folds: Sequence[str]):
+    """How the deep-fused edge (:func:`snas_fast.mixed_edge`) computes each candidate from its fold.
+
+    Returns ``(cols, tails, opaque)``: ``cols = [max, avg, id]`` (the column of each term computed from ``x`` inside
+    the kernel, -1 if absent), ``tails`` the columns of the ``"bn_tail"`` candidates, ``opaque`` those run as they
+    are and summed.
+    """
+    cols, tails, opaque = [-1, -1, -1], [], []
+    slot = {"max_pool": 0, "avg_pool": 1, "identity": 2}
+    for k, (op, fold) in enumerate(zip(ops, folds)):
+        if fold == "zero":
+            continue
+        if fold in slot and cols[slot[fold]] < 0:
+            cols[slot[fold]] = k
+        elif fold == "bn_tail":
+            bn = getattr(op, "bn", None)
+            if not (callable(getattr(op, "pre_bn", None)) and isinstance(bn, nn.BatchNorm2d)):
+                raise TypeError(f"ops[{k}]: {type(op).__name__} is a 'bn_tail' primitive but has no pre_bn(x) and "
+                                "trailing BatchNorm2d bn")
+            if bn.affine:
+                raise ValueError(f"ops[{k}]: the fused edge folds affine-free BatchNorms only (search mode), "
+                                 "got affine=True")
+            tails.append(k)
+        else:  # opaque, or a second pool or identity: the kernel has one slot for each
+            opaque.append(k)
+    return cols, tails, opaque
+
+
+def _fold(space: DartsSpace, k: int, stride: int, pool_bn: bool) -> str:
+    fold = space.primitives[k].fold_at(stride)
+    return "bn_tail" if pool_bn and fold in ("max_pool", "avg_pool") else fold  # a SearchBN-wrapped pool
+
+
+class MixedEdge(nn.Module):
+    """One edge: the space's candidate operations, mixed by a weight vector ``[K]`` or ``[B, K]``.
+
+    ``mixed``: see the module docstring. The modules, parameters and BatchNorm buffers are the same in all three
+    ways, so state dicts move between them.
+    """
+
+    def __init__(self, C: int, stride: int, mixed: str, pool_bn: bool = False, space: Optional[DartsSpace] = None):
+        super().__init__()
+        space = space_of(space)
+        self.mixed = mixed
+        self.stride = stride
+        self.ops = nn.ModuleList([make_op(name, C, stride, affine=False, pool_bn=pool_bn, space=space)
+                                  for name in space.op_names])
+        folds = [_fold(space, k, stride, pool_bn) for k in range(len(self.ops))]
+        # the identity is not dropped by drop-path (as SNAS and DARTS), the zero op has nothing to drop
+        self.kept = [k for k, fold in enumerate(folds) if fold in ("identity", "zero")]
+        self._cols, self._tails, self._opaque = _edge_plan(self.ops, folds)
+
+    def _drop(self, weights: Tensor, batch: int, drop_prob: float) -> Tensor:
+        """Drop-path of candidate k on example b as a per-example weight: ``w[b, k] * mask[b, k] / keep``
+        (:func:`~snas_fast.spaces.darts.networks.drop_path`'s mask), the identity and the zero op kept."""
+        w = weights.expand(batch, -1) if weights.dim() == 1 else weights
+        scale = drop_path(torch.ones(batch, len(self.ops), device=w.device, dtype=w.dtype), drop_prob)
+        scale[:, self.kept] = 1.0
+        return w * scale
+
+    def forward(self, x: Tensor, weights: Tensor, drop_prob: float = 0.0) -> Tensor:
+        """``x``: ``[B, C, H, W]``; ``weights``: ``[K]`` or ``[B, K]``. Returns ``[B, C, H', W']``."""
+        if drop_prob > 0.0 and self.training:
+            weights = self._drop(weights, x.shape[0], drop_prob)
+        if self.mixed == "eager":  # DARTS: every candidate runs, the zero op included
+            return reference.mixed_op([op(x) for op in self.ops], weights)
+        if self.mixed == "fused_sum" or any(type(self.ops[k].bn) is not nn.BatchNorm2d for k in self._tails):
+            # A BatchNorm replaced by another kind (SyncBatchNorm under --sync-bn: statistics of the global batch)
+            # must run as the module it is: the edge falls back to the fused sum of the candidate modules.
+            return mixed_op([None if is_zero_op(op) else op(x) for op in self.ops], weights)
+        return self._forward_deep(x, weights)
+
+    def _forward_deep(self, x: Tensor, weights: Tensor) -> Tensor:
+        out = None
+        if self._tails or max(self._cols) >= 0:
+            out = self._forward_folded(x, weights)
+        if self._opaque:
+            rest = mixed_op([self.ops[k](x) if k in self._opaque else None for k in range(len(self.ops))], weights)
+            out = rest if out is None else out + rest
+        return out
+
+    def _forward_folded(self, x: Tensor, weights: Tensor) -> Tensor:
+        tails = [self.ops[k] for k in self._tails]
+        relu_x = None
+        if any(getattr(op, "relu_input", False) for op in tails):
+            with torch.no_grad():  # one relu(x) for every convolution candidate, recomputed in their backward
+                relu_x = F.relu(x)
+        us = [op.pre_bn(x, relu_x if getattr(op, "relu_input", False) else None) for op in tails]
+        bns = [op.bn for op in tails]
+        batch_stats = True
+        running_mean, running_var = [], []
+        momentum, eps = 0.1, 1e-5
+        if bns:
+            bn = bns[0]
+            batch_stats = bn.training or not bn.track_running_stats
+            if bn.track_running_stats:
+                running_mean = [b.running_mean for b in bns]
+                running_var = [b.running_var for b in bns]
+                if bn.training:
+                    torch._foreach_add_([b.num_batches_tracked for b in bns], 1)
+            momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked.item())
+            eps = bn.eps
+        return mixed_edge(x, us, weights, self._cols + self._tails, self.stride, running_mean=running_mean,
+                          running_var=running_var, batch_stats=batch_stats, momentum=momentum, eps=eps)
+
+    def forward_hard(self, x: Tensor, weights: Tensor, choice, drop_prob: float = 0.0) -> Optional[Tensor]:
+        """Hard sampling: only the sampled candidate runs.
+
+        ``choice``: the sampled column, an int (one sample for the batch) or B ints (one per example; the examples
+        are grouped by candidate). ``weights``: ``[K]`` or ``[B, K]``, one-hot valued, whose sampled column carries
+        the estimator's gradient. Returns ``[B, C, H', W']``, or None when every example sampled the zero op.
+        """
+        B = x.shape[0]
+        w = weights.expand(B, -1) if weights.dim() == 1 else weights
+        if drop_prob > 0.0 and self.training:
+            w = self._drop(w, B, drop_prob)
+        if isinstance(choice, int):
+            y = self.forward_single(x, choice)
+            return None if y is None else w[:, choice].view(B, 1, 1, 1).to(y.dtype) * y
+        out = None
+        for k in sorted(set(choice)):
+            if is_zero_op(self.ops[k]):
+                continue
+            idx = torch.tensor([b for b, c in enumerate(choice) if c == k], device=x.device)
+            y = self.ops[k](x.index_select(0, idx))
+            part = w.index_select(0, idx)[:, k].view(-1, 1, 1, 1).to(y.dtype) * y
+            if out is None:
+                out = y.new_zeros((B,) + tuple(y.shape[1:]))
+            out = out.index_put((idx,), part)
+        return out
+
+    def forward_single(self, x: Tensor, k: int) -> Optional[Tensor]:
+        """Candidate k alone (the derived child's edge); None for the zero op."""
+        op = self.ops[k]
+        return None if is_zero_op(op) else op(x)
+
+
+class SearchCell(nn.Module):
+    """A DARTS cell: two preprocessed inputs, ``steps`` nodes, each the sum of one edge from every earlier node."""
+
+    def __init__(self, steps, multiplier, C_pp, C_p, C, reduction, reduction_prev, mixed, pool_bn=False,
+                 space: Optional[DartsSpace] = None):
+        super().__init__()
+        self.reduction = reduction
+        self.C = C  # channels of every edge
+        self.steps, self.multiplier = steps, multiplier
+        if reduction_prev:
+            self.preprocess0 = FactorizedReduce(C_pp, C, affine=False)
+        else:
+            self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
+        self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
+        self.edges = nn.ModuleList(MixedEdge(C, 2 if is_reduction_edge(reduction, j) else 1, mixed, pool_bn, space)
+                                   for _, j in EDGES)
+
+    def _nodes(self, s0: Tensor, s1: Tensor, edge) -> Tensor:
+        """The node loop: ``edge(e, h)`` is edge e's output on its input state ``h`` (None: nothing). A node with
+        no live input is zero, of the shape the edges give."""
+        states = [self.preprocess0(s0), self.preprocess1(s1)]
+        for node in range(self.steps):
+            total = None
+            for e in (e for e, (n, _) in enumerate(EDGES) if n == node):
+                out = edge(e, states[EDGES[e][1]])
+                if out is not None:
+                    total = out if total is None else total + out
+            if total is None:
+                total = Zero(2 if self.reduction else 1)(states[0])
+            states.append(total)
+        return torch.cat(states[-self.multiplier:], dim=1)
+
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, drop_prob: float = 0.0, choice=None) -> Tensor:
+        """``weights``: ``[14, K]`` or ``[B, 14, K]``; returns ``[B, multiplier * C, H', W']``.
+
+        ``choice``: None (soft: every candidate of every edge is mixed), or hard sampling's sampled column of each
+        edge (14 ints, or 14 lists of B ints), when only the sampled candidates run."""
+        if choice is None:
+            return self._nodes(s0, s1, lambda e, h: self.edges[e](h, weights[..., e, :], drop_prob))
+        return self._nodes(s0, s1, lambda e, h: self.edges[e].forward_hard(h, weights[..., e, :], choice[e],
+                                                                           drop_prob))
+
+    def forward_child(self, s0: Tensor, s1: Tensor, choice: Sequence[int]) -> Tensor:
+        """The derived child: edge e runs only candidate ``choice[e]``; a node with no live input is zero."""
+        return self._nodes(s0, s1, lambda e, h: self.edges[e].forward_single(h, choice[e]))
+
+
+class Supernet(nn.Module):
+    """The one-shot network of the DARTS space: its weights and its architecture parameters ``log_alpha``.
+
+    Args:
+        C: channels of the first cells (16 in the paper's search).
+        num_classes: classifier outputs.
+        layers: number of cells (8 in the paper's search); reduction cells at 1/3 and 2/3 of the depth.
+        in_channels: image channels (3 for CIFAR-10, 1 for digits).
+        steps, multiplier, stem_multiplier: DARTS's cell and stem settings.
+        mixed: ``"fused"``, ``"fused_sum"`` or ``"eager"`` (the module docstring); all three compute the same
+            function from the same parameters and buffers.
+        pool_bn: DARTS's BatchNorm after each pool candidate (SNAS's official search uses bare pools).
+        space: the :class:`~snas_fast.spaces.darts.DartsSpace` whose primitives every edge mixes (DARTS's 8).
+
+    ``forward(x, weights, choices=None)``: ``x [B, in_channels, H, W]``, ``weights`` one architecture weight
+    tensor per cell (:data:`CellWeights`, in cell order), ``choices`` None (soft) or one :data:`CellChoice` per cell
+    (hard: only the chosen candidates run). Returns logits ``[B, num_classes]``. SNAS's sample at a temperature is
+    :class:`snas_fast.search.snas.SnasSampler`'s job (``snas_fast.Supernet`` is this network with it attached).
+    """
+
+    def __init__(self, C: int, num_classes: int, layers: int, in_channels: int = 3, steps: int = 4,
+                 multiplier: int = 4, stem_multiplier: int = 3, mixed: str = "fused", pool_bn: bool = False,
+                 space: Optional[DartsSpace] = None):
+        super().__init__()
+        for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("in_channels", in_channels)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if steps != 4:
+            raise ValueError(f"steps: the 14-edge search space needs steps = 4, got {steps}")
+        if mixed not in MIXED:
+            raise ValueError(f"mixed: expected one of {MIXED}, got {mixed!r}")
+        self.space = space_of(space)
+        self.C, self.num_classes, self.layers, self.in_channels = C, num_classes, layers, in_channels
+        self.mixed, self.pool_bn = mixed, pool_bn
+        self.drop_path_prob = 0.0
+        C_curr = stem_multiplier * C
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        C_pp, C_p, C_curr = C_curr, C_curr, C
+        self.cells = nn.ModuleList()
+        reduction_prev = False
+        for i in range(layers):
+            reduction = i in reduction_cells(layers)
+            if reduction:
+                C_curr *= 2
+            cell = SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev, mixed, pool_bn,
+                              self.space)
+            self.cells.append(cell)
+            reduction_prev = reduction
+            C_pp, C_p = C_p, multiplier * C_curr
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(C_p, num_classes)
+        K = len(self.space.primitives)
+        self.log_alpha_normal = nn.Parameter(torch.normal(1.0, 0.01, (NUM_EDGES, K)))
+        self.log_alpha_reduce = nn.Parameter(torch.normal(1.0, 0.01, (NUM_EDGES, K)))
+
+    # -- parameters ------------------------------------------------------------------------------------------
+    def arch_parameters(self) -> List[nn.Parameter]:
+        """``[log_alpha_normal, log_alpha_reduce]``, each ``[14, K]``."""
+        return [self.log_alpha_normal, self.log_alpha_reduce]
+
+    def weight_parameters(self) -> List[nn.Parameter]:
+        """Every parameter but the architecture's."""
+        arch = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in arch]
+
+    def cell_types(self) -> List[int]:
+        """Per cell, in order: 0 (normal) or 1 (reduction), the index of its ``log_alpha``."""
+        return [int(c.reduction) for c in self.cells]
+
+    def cell_counts(self) -> Tuple[int, int]:
+        """(normal cells, reduction cells)."""
+        reduce = sum(self.cell_types())
+        return len(self.cells) - reduce, reduce
+
+    # -- forward ---------------------------------------------------------------------------------------------
+    def forward(self, x: Tensor, weights: Sequence[CellWeights], choices: Optional[Sequence[CellChoice]] = None
+                ) -> Tensor:
+        return self.run(x, weights, choices)
+
+    def run(self, x: Tensor, weights: Sequence[CellWeights], choices: Optional[Sequence[CellChoice]] = None
+            ) -> Tensor:
+        """Logits ``[B, num_classes]`` of ``x`` under per-cell ``weights`` (and ``choices``): :meth:`forward`, under a
+        name subclasses with another ``forward`` keep."""
+        if len(weights) != len(self.cells) or (choices is not None and len(choices) != len(self.cells)):
+            raise ValueError(f"weights, choices: expected one per cell ({len(self.cells)}), got {len(weights)} and "
+                             f"{None if choices is None else len(choices)}")
+        s0 = s1 = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            s0, s1 = s1, cell(s0, s1, weights[i], self.drop_path_prob, None if choices is None else choices[i])
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+    def forward_child(self, x: Tensor, genotype_choice: Optional[Tuple[Sequence[int], Sequence[int]]] = None) -> Tensor:
+        """The derived child with the supernet's weights: every edge runs only its argmax candidate (or the
+        columns ``genotype_choice = (normal [14], reduce [14])``)."""
+        if genotype_choice is None:
+            genotype_choice = tuple(la.argmax(-1).tolist() for la in self.arch_parameters())
+        s0 = s1 = self.stem(x)
+        for cell in self.cells:
+            s0, s1 = s1, cell.forward_child(s0, s1, genotype_choice[int(cell.reduction)])
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+    # -- derivation ------------------------------------------------------------------------------------------
+    def alphas(self) -> Tuple[Tensor, Tensor]:
+        """``softmax(log_alpha)`` of (normal, reduce), each ``[14, K]``, detached."""
+        return tuple(F.softmax(la.detach(), dim=-1) for la in self.arch_parameters())
+
+    def genotype(self, rule: str = "edge_all") -> Genotype:
+        """The derived child: ``"edge_all"`` (argmax on every edge, SNAS) or ``"top2"`` (DARTS)."""
+        normal, reduce = self.alphas()
+        return derive(normal, reduce, rule=rule, space=self.space)

@@ -1,0 +1,29 @@
+"""Plots as callbacks of the training loop (:func:`snas_fast.engine.loop.fit`): each takes the
+:class:`~snas_fast.engine.loop.EpochEnd` of an epoch and rewrites its figures in the run directory."""
+from __future__ import annotations
+
+from ..engine.loop import EpochEnd
+from ..search import convergence
+from . import plots
+
+__all__ = ["search_plots", "train_plots"]
+
+
+def search_plots(end: EpochEnd) -> None:
+    """``alphas.png`` (softmax(log_alpha) over the epochs, titled with the convergence figures),
+    ``cell_normal.png``, ``cell_reduce.png`` (the current derivation) and ``curves.png`` of a search."""
+    task = end.task
+    model = task.model
+    genotype = model.genotype("edge_all")
+    title = convergence.summary(task.arch, len(model.space.primitives), sep="\n")
+    plots.plot_alphas(task.history, end.run.path("alphas.png"), title=title, space=model.space)
+    plots.plot_cell(genotype.normal, end.run.path("cell_normal.png"), "normal cell", space=model.space)
+    plots.plot_cell(genotype.reduce, end.run.path("cell_reduce.png"), "reduction cell", space=model.space)
+    plots.plot_curves(end.run.metrics(), end.run.path("curves.png"),
+                      keys=["train_loss", "val_loss", "train_acc", "val_acc", "child_val_acc"])
+
+
+def train_plots(end: EpochEnd) -> None:
+    """``curves.png`` of a retraining."""
+    plots.plot_curves(end.run.metrics(), end.run.path("curves.png"),
+                      keys=["train_loss", "test_loss", "train_acc", "test_acc"])
