@@ -54,9 +54,9 @@ def _node_sizes(n: int) -> List[int]:
     return [2] * NUM_NODES if n == _TOP2_LEN else [i + 2 for i in range(NUM_NODES)]
 
 
-def _check_cell(what: str, cell, names: Sequence[str] = PRIMITIVES) -> Cell:
-    """``cell`` as a tuple of ``(str, int)`` pairs whose ops are in ``names``, or a ValueError/TypeError naming
-    ``what`` and the entry."""
+def _check_cell(what: str, cell, names: Optional[Sequence[str]] = None) -> Cell:
+    """``cell`` as a tuple of ``(str, int)`` pairs whose ops are in ``names`` (None: any name; the structure alone is
+    checked), or a ValueError/TypeError naming ``what`` and the entry."""
     if isinstance(cell, (str, bytes)) or not isinstance(cell, Sequence):
         raise TypeError(f"{what}: expected a list of (op_name, input_node) pairs, got {type(cell).__name__}")
     if len(cell) not in (_TOP2_LEN, _EDGE_ALL_LEN):
@@ -74,8 +74,9 @@ def _check_cell(what: str, cell, names: Sequence[str] = PRIMITIVES) -> Cell:
             if isinstance(entry, (str, bytes)) or not isinstance(entry, Sequence) or len(entry) != 2:
                 raise ValueError(f"{what}[{pos}]: expected an (op_name, input_node) pair, got {entry!r}")
             op, j = entry
-            if not isinstance(op, str) or op not in names:
-                raise ValueError(f"{what}[{pos}]: unknown op {op!r}; expected one of {list(names)}")
+            if not isinstance(op, str) or not op or (names is not None and op not in names):
+                expected = list(names) if names is not None else "a primitive's name"
+                raise ValueError(f"{what}[{pos}]: unknown op {op!r}; expected one of {expected}")
             if isinstance(j, bool) or not isinstance(j, numbers.Integral):
                 raise TypeError(f"{what}[{pos}]: expected an int input node, got {type(j).__name__} {j!r}")
             j = int(j)
@@ -128,7 +129,7 @@ class Genotype:
     op_names: Optional[Tuple[str, ...]] = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
-        names = PRIMITIVES if self.op_names is None else tuple(self.op_names)
+        names = PRIMITIVES if self.op_names is None else tuple(self.op_names)  # the structure and the ops
         object.__setattr__(self, "normal", _check_cell("normal", self.normal, names))
         object.__setattr__(self, "reduce", _check_cell("reduce", self.reduce, names))
         object.__setattr__(self, "normal_concat", _check_concat("normal_concat", self.normal_concat))
