@@ -95,16 +95,10 @@ def _pick8(j: tl.constexpr, A0, A1, A2, A3, A4, A5, A6, A7):
 
 
 @triton.jit
-def _at(v, idx, i):
-    # v[i] as a scalar, for a small vector v indexed by idx and a (constexpr or runtime) index i.
-    return tl.sum(tl.where(idx == i, v, 0.0), axis=0)
-
-
-@triton.jit
 def _unpack8(v, idx):
     # The 8 entries of a small vector v (indexed by idx) as scalars, one per BatchNorm slot.
-    return (_at(v, idx, 0), _at(v, idx, 1), _at(v, idx, 2), _at(v, idx, 3), _at(v, idx, 4), _at(v, idx, 5),
-            _at(v, idx, 6), _at(v, idx, 7))
+    return (_col(v, idx, 0), _col(v, idx, 1), _col(v, idx, 2), _col(v, idx, 3), _col(v, idx, 4), _col(v, idx, 5),
+            _col(v, idx, 6), _col(v, idx, 7))
 
 
 @triton.jit
@@ -284,21 +278,21 @@ def _edge_fwd_kernel(
                     rvp = _pick8(m, RV0, RV1, RV2, RV3, RV4, RV5, RV6, RV7)
                     rm = tl.load(rmp + c).to(ACC)
                     rv = tl.load(rvp + c).to(ACC)
-                    tl.store(rmp + c, (1.0 - mom) * rm + mom * _at(mean_v, midx, m))
-                    tl.store(rvp + c, (1.0 - mom) * rv + mom * _at(unbiased_v, midx, m))
+                    tl.store(rmp + c, (1.0 - mom) * rm + mom * _col(mean_v, midx, m))
+                    tl.store(rvp + c, (1.0 - mom) * rv + mom * _col(unbiased_v, midx, m))
     else:
         mean_v = tl.load(MEAN + midx * C + c, mask=mmask, other=0.0).to(ACC)
         rstd_v = tl.load(RSTD + midx * C + c, mask=mmask, other=0.0).to(ACC)
     # per-term scalars, hoisted out of the element loop (slots >= M are unused): out += a_m * (u_m - mu_m)
     mu0, mu1, mu2, mu3, mu4, mu5, mu6, mu7 = _unpack8(mean_v, midx)
-    a0 = _col(wrow, cols, BC0) * _at(rstd_v, midx, 0)
-    a1 = _col(wrow, cols, BC1) * _at(rstd_v, midx, 1)
-    a2 = _col(wrow, cols, BC2) * _at(rstd_v, midx, 2)
-    a3 = _col(wrow, cols, BC3) * _at(rstd_v, midx, 3)
-    a4 = _col(wrow, cols, BC4) * _at(rstd_v, midx, 4)
-    a5 = _col(wrow, cols, BC5) * _at(rstd_v, midx, 5)
-    a6 = _col(wrow, cols, BC6) * _at(rstd_v, midx, 6)
-    a7 = _col(wrow, cols, BC7) * _at(rstd_v, midx, 7)
+    a0 = _col(wrow, cols, BC0) * _col(rstd_v, midx, 0)
+    a1 = _col(wrow, cols, BC1) * _col(rstd_v, midx, 1)
+    a2 = _col(wrow, cols, BC2) * _col(rstd_v, midx, 2)
+    a3 = _col(wrow, cols, BC3) * _col(rstd_v, midx, 3)
+    a4 = _col(wrow, cols, BC4) * _col(rstd_v, midx, 4)
+    a5 = _col(wrow, cols, BC5) * _col(rstd_v, midx, 5)
+    a6 = _col(wrow, cols, BC6) * _col(rstd_v, midx, 6)
+    a7 = _col(wrow, cols, BC7) * _col(rstd_v, midx, 7)
 
     # ---- out ----------------------------------------------------------------------------------------------------
     P = Ho * Wo
@@ -576,14 +570,14 @@ def _edge_bwd_kernel(
             tot += tl.sum(tile, axis=0)
         dw = tl.zeros([KB], dtype=ACC)
         if HAS_MAX:
-            dw += tl.where(cols == max_col, _at(tot, tidx, 1), 0.0)
+            dw += tl.where(cols == max_col, _col(tot, tidx, 1), 0.0)
         if HAS_AVG:
-            dw += tl.where(cols == avg_col, _at(tot, tidx, 2), 0.0)
+            dw += tl.where(cols == avg_col, _col(tot, tidx, 2), 0.0)
         if HAS_ID:
-            dw += tl.where(cols == id_col, _at(tot, tidx, 3), 0.0)
+            dw += tl.where(cols == id_col, _col(tot, tidx, 3), 0.0)
         for m in tl.static_range(M):
             colm = _pick8(m, BC0, BC1, BC2, BC3, BC4, BC5, BC6, BC7)
-            dw += tl.where(cols == colm, _at(tot, tidx, 4 + m), 0.0)
+            dw += tl.where(cols == colm, _col(tot, tidx, 4 + m), 0.0)
         tl.store(GW + b * WSTRIDE + cols, dw, mask=cols < K)
 
 

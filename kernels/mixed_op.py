@@ -92,7 +92,7 @@ def _pick(j: tl.constexpr, A0, A1, A2, A3, A4, A5, A6, A7, A8, A9, A10, A11, A12
 
 @triton.jit
 def _col(w, cols, c):
-    # w[c] as a scalar, for a [KB] row vector w and a runtime column index c.
+    # w[c] as a scalar, for a small vector w indexed by cols and a (constexpr or runtime) index c.
     return tl.sum(tl.where(cols == c, w, 0.0), axis=0)
 
 

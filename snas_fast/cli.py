@@ -81,32 +81,45 @@ def _fail(message) -> int:
     return 2
 
 
-def _search(args) -> int:
+def _run(args, cls, load_data, run, report, prepare=None) -> int:
+    """One command: its settings (``cls``), checked; the process group; the data (before anything is written: a bad
+    path leaves no run directory); ``run(config, data, resume, progress, **prepare(args, config))``; then, on the
+    main process, ``report(config, result)``. Errors are one line; Ctrl-C says how to resume."""
     from .engine import distributed
     from .engine.data import DatasetError
-    from .search.convergence import summary
-    from .search.snas import load_search_data, search
-    from .viz.callbacks import search_plots
 
     config = None
     try:
-        config = _config_from(args, SearchConfig, SearchError)
+        config = _config_from(args, cls, cls.Error)
         config.validate()
+        extra = prepare(args, config) if prepare is not None else {}
         ctx = distributed.setup(config.device, config.dist_timeout)  # joins torchrun's process group, if any
-        data = load_search_data(config)  # before anything is written: a bad path leaves no run directory
-        with warnings.catch_warnings():  # the loop's SearchWarning is printed below, as one line
-            warnings.simplefilter("ignore", SearchWarning)
-            result = search(config, data, resume=bool(args.resume), progress=not args.quiet,
-                            callbacks=[search_plots])
-    except (DatasetError, SearchError, distributed.DistributedError) as error:
+        data = load_data(config)
+        result = run(config, data, bool(args.resume), not args.quiet, **extra)
+    except (DatasetError, cls.Error, distributed.DistributedError) as error:
         return _fail(error)
     except KeyboardInterrupt:
         print(f"\nsnas-fast: interrupted; the last finished epoch is saved: resume with "
-              f"`snas-fast search --resume {config.out if config else 'RUN_DIR'}`", file=sys.stderr)
+              f"`snas-fast {args.command} --resume {config.out if config else 'RUN_DIR'}`", file=sys.stderr)
         return 130
     finally:
         distributed.teardown()
     if ctx.is_main:
+        report(config, result)
+    return 0
+
+
+def _search(args) -> int:
+    from .search.convergence import summary
+    from .search.snas import load_search_data, search
+    from .viz.callbacks import search_plots
+
+    def run(config, data, resume, progress):
+        with warnings.catch_warnings():  # the loop's SearchWarning is printed by report, as one line
+            warnings.simplefilter("ignore", SearchWarning)
+            return search(config, data, resume=resume, progress=progress, callbacks=[search_plots])
+
+    def report(config, result):
         print(f"\nsearch done: {config.out}")
         print(f"  supernet val acc {result.val_acc:.4f}, derived child val acc {result.child_val_acc:.4f} "
               f"(search-validation split)")
@@ -114,44 +127,32 @@ def _search(args) -> int:
         print(f"  genotype: {result.genotype.to_json()}")
         if result.warning:
             print(f"snas-fast: warning: {result.warning}", file=sys.stderr)
-    return 0
+
+    return _run(args, SearchConfig, load_search_data, run, report)
 
 
 def _train(args) -> int:
-    from .engine import distributed
-    from .engine.data import DatasetError
     from .engine.retrain import TrainConfig, TrainError, load_train_data, resolve_genotype, train
     from .spaces import get_space
     from .viz.callbacks import train_plots
 
-    config = None
-    try:
-        config = _config_from(args, TrainConfig, TrainError)
-        genotype = None
-        if not args.resume:
-            if args.genotype is None and not (args.config and "genotype" in _read_json(args.config)):
-                raise TrainError("--genotype: required: a published genotype, a genotype JSON file or a search "
-                                 "run directory")
-            config.validate()
-            genotype, _ = resolve_genotype(config.genotype, get_space(config.space))
-        config.validate()
-        ctx = distributed.setup(config.device, config.dist_timeout)  # joins torchrun's process group, if any
-        data = load_train_data(config)  # before anything is written: a bad path leaves no run directory
-        result = train(config, data, genotype=genotype, resume=bool(args.resume), progress=not args.quiet,
-                       callbacks=[train_plots])
-    except (DatasetError, TrainError, distributed.DistributedError) as error:
-        return _fail(error)
-    except KeyboardInterrupt:
-        print(f"\nsnas-fast: interrupted; the last finished epoch is saved: resume with "
-              f"`snas-fast train --resume {config.out if config else 'RUN_DIR'}`", file=sys.stderr)
-        return 130
-    finally:
-        distributed.teardown()
-    if ctx.is_main:
+    def prepare(args, config):
+        if args.resume:  # the run directory's genotype
+            return dict(genotype=None)
+        if args.genotype is None and not (args.config and "genotype" in _read_json(args.config)):
+            raise TrainError("--genotype: required: a published genotype, a genotype JSON file or a search run "
+                             "directory")
+        return dict(genotype=resolve_genotype(config.genotype, get_space(config.space))[0])
+
+    def run(config, data, resume, progress, genotype):
+        return train(config, data, genotype=genotype, resume=resume, progress=progress, callbacks=[train_plots])
+
+    def report(config, result):
         print(f"\ntraining done: {config.out}")
         print(f"  test acc {result.test_acc:.4f}, test loss {result.test_loss:.4f}")
         print(f"  params {result.params} ({result.params / 1e6:.3f} M, auxiliary head excluded)")
-    return 0
+
+    return _run(args, TrainConfig, load_train_data, run, report, prepare)
 
 
 def _read_json(path: str):

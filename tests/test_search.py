@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -144,10 +145,24 @@ def test_python_m_entry_point_prints_help():
     dict(sampling="hard", estimator="dsnas", drop_path=0.2),
 ], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_trainer_options_run(tmp_path, options):
+    """Each option runs a whole epoch that trains the weights and moves log_alpha (bilevel: from its own batches),
+    with a finite loss and a positive resource penalty, and is what the run directory records."""
     config = tiny_config(tmp_path, epochs=1, **options)
+    torch.manual_seed(config.seed)
+    initial = Supernet(4, 10, 3, in_channels=1, pool_bn=config.pool_bn).state_dict()
     result = trainer.search(config, trainer.load_search_data(config), progress=False)
     assert 0.0 <= result.val_acc <= 1.0 and 0.0 <= result.child_val_acc <= 1.0
     assert len(result.genotype.normal) == 14
+    final = result.model.state_dict()
+    for key in ("log_alpha_normal", "log_alpha_reduce", "stem.0.weight", "classifier.weight"):
+        assert not torch.equal(final[key], initial[key]), key
+    row = json.loads(open(tmp_path / "metrics.jsonl").readline())
+    assert math.isfinite(row["train_loss"]) and row["penalty"] > 0
+    recorded = json.load(open(tmp_path / "config.json"))
+    assert all(recorded[k] == v for k, v in options.items())
+    sampler = config.sampler()
+    assert sampler.hard == (config.hard or config.sampling == "hard")
+    assert sampler.granularity == ("step" if config.sampling == "hard" else config.sampling)
 
 
 def test_warmup_freezes_log_alpha(tmp_path):

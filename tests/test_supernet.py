@@ -102,8 +102,18 @@ def test_child_node_without_live_input_is_zero():
         for la in model.arch_parameters():
             la.zero_()
             la[:, 0] = 50.0  # none everywhere
-    out = model.forward_child(torch.randn(2, 1, 8, 8))
-    assert out.shape == (2, 10) and torch.isfinite(out).all()
+    x = torch.randn(2, 1, 8, 8)
+    out = model.forward_child(x)
+    cell_outputs, choice = [], [[0] * 14, [0] * 14]
+    with torch.no_grad():
+        s0 = s1 = model.stem(x)
+        for cell in model.cells:
+            s0, s1 = s1, cell.forward_child(s0, s1, choice[int(cell.reduction)])
+            cell_outputs.append(s1)
+    # every node of every cell is zero (no live input), so is every cell's output, and the logits are the bias
+    assert len(cell_outputs) == 3 and all(o.numel() > 0 and not o.any() for o in cell_outputs)
+    assert cell_outputs[-1].shape == (2, 4 * 16, 2, 2)  # 4 nodes x C = 16 after two reductions, 8x8 -> 2x2
+    torch.testing.assert_close(out, model.classifier.bias.expand(2, 10))
 
 
 def _buffers(model):
