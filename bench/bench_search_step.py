@@ -20,7 +20,7 @@ Variants (the same parameters and initialisation from the same seed):
   ``--compile`` is given; the full run includes it and spends most of its time compiling (once per batch size in
   this process and once per batch size in the memory child, which mostly hits inductor's on-disk cache).
 
-A step is what the trainer does (``snas_fast.trainer``'s optimizers, cost tables, loss and gradient clipping with
+A step is what the search does (``snas_fast.search.snas``'s optimizers, cost tables, loss and gradient clipping with
 the ``snas-cifar`` recipe's settings): a forward with a Gumbel sample, cross entropy plus the resource penalty, one
 backward, gradient clipping, an SGD step of the weights and one of log_alpha. Metrics per variant and batch size:
 
@@ -73,7 +73,7 @@ TARGETS = {
 
 
 class Step:
-    """One training step of ``variant`` on fixed random data, as ``snas_fast.trainer`` runs it (its optimizers,
+    """One training step of ``variant`` on fixed random data, as ``snas_fast.search.snas`` runs it (its optimizers,
     cost tables, loss and gradient clipping, from the ``snas-cifar`` recipe's settings); ``set_batch`` changes the batch,
     keeping the model and the optimizers (the max-batch search reuses one model)."""
 

@@ -4,7 +4,7 @@
 
 Retrains, each from scratch with the `snas-fast train` defaults (the same recipe, seed and epochs for all):
 the search's derived cell (SNAS's edge_all form), its top-2 form (DARTS's rule on the same softmax(log_alpha)),
-and ``--random`` cells drawn uniformly from the top-2 space (:func:`snas_fast.genotypes.random_genotype`, the
+and ``--random`` cells drawn uniformly from the top-2 space (:func:`snas_fast.spaces.darts.genotypes.random_genotype`, the
 random baseline of DARTS and of Li & Talwalkar). Every number is test accuracy on the test part no search saw
 (:func:`snas_fast.engine.data.digits_split_indices`). Each retraining is its own run directory under ``--out``; one that
 has finished (its summary.json) is not run again, so an interrupted comparison picks up where it stopped; one that
@@ -24,6 +24,7 @@ import torch
 
 from snas_fast.spaces.darts import genotypes
 from snas_fast.engine.retrain import TrainConfig, load_train_data, resolve_genotype, train
+from snas_fast.viz.callbacks import train_plots
 
 
 def candidates(search_dir: str, n_random: int, seed: int):
@@ -92,7 +93,7 @@ def main(argv=None) -> int:
             data = data or load_train_data(config)
             resume = os.path.exists(os.path.join(run, "checkpoint.pt"))
             print(f"{name}: retraining into {run}", flush=True)
-            train(config, data, genotype=genotype, resume=resume, progress=not args.quiet)
+            train(config, data, genotype=genotype, resume=resume, progress=not args.quiet, callbacks=[train_plots])
         with open(summary_path) as f:
             summary = json.load(f)
         rows.append(dict(name=name, test_acc=summary["test_acc"], params=summary["params"], source=source,
