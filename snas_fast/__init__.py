@@ -36,7 +36,7 @@ _PUBLIC = {
     "genotypes": ".spaces.darts.genotypes",
     "costs": ".spaces.darts.costs",
     "schedules": ".search.schedules",
-    "search_space": ".spaces.darts.operations",
+    "search_space": ".spaces.darts.space",
 }
 #: the layers, as attributes (``snas_fast.spaces.darts``) without an import of their own
 _LAYERS = {name: f".{name}" for name in ("ops", "spaces", "search", "engine", "viz", "cli")}

@@ -16,7 +16,7 @@ import warnings
 from typing import List, Optional
 
 from .engine.config import flag_fields
-from .search.snas import SearchConfig, SearchError, SearchWarning
+from .search.snas import SearchConfig, SearchWarning
 
 
 def _bool(text: str) -> bool:
@@ -111,13 +111,15 @@ def _run(args, cls, load_data, run, report, prepare=None) -> int:
 
 def _search(args) -> int:
     from .search.convergence import summary
-    from .search.snas import load_search_data, search
+    from .search.snas import Snas
     from .viz.callbacks import search_plots
+
+    strategy = Snas()
 
     def run(config, data, resume, progress):
         with warnings.catch_warnings():  # the loop's SearchWarning is printed by report, as one line
             warnings.simplefilter("ignore", SearchWarning)
-            return search(config, data, resume=resume, progress=progress, callbacks=[search_plots])
+            return strategy.run(config, data, resume=resume, progress=progress, callbacks=[search_plots])
 
     def report(config, result):
         print(f"\nsearch done: {config.out}")
@@ -128,7 +130,7 @@ def _search(args) -> int:
         if result.warning:
             print(f"snas-fast: warning: {result.warning}", file=sys.stderr)
 
-    return _run(args, SearchConfig, load_search_data, run, report)
+    return _run(args, strategy.config_class, strategy.load_data, run, report)
 
 
 def _train(args) -> int:

@@ -20,7 +20,7 @@ from .config import RunConfig, RunError
 from .rundir import RunDir
 from .seeds import seed_epoch
 
-__all__ = ["EpochEnd", "Task", "drop_path_prob", "evaluate", "fit", "recalibrate_bn"]
+__all__ = ["Callback", "EpochEnd", "RunError", "Task", "drop_path_prob", "evaluate", "fit", "recalibrate_bn"]
 
 
 def drop_path_prob(drop_path: float, epoch: int, epochs: int) -> float:
@@ -189,5 +189,3 @@ def fit(task: Task, resume: bool = False, progress: bool = True, callbacks: Sequ
                 print(f"epoch {epoch + 1}/{config.epochs}: {task.describe(row)}", flush=True)
     return run.metrics() if ctx.is_main else rows
 
-
-__all__ += ["Callback", "RunError"]

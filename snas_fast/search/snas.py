@@ -201,14 +201,15 @@ class SnasSupernet(Supernet):
     def __init__(self, C: int, num_classes: int, layers: int, in_channels: int = 3, steps: int = 4,
                  multiplier: int = 4, stem_multiplier: int = 3, mixed: str = "fused", pool_bn: bool = False,
                  sampling: str = "step", estimator: str = "st", space: Optional[DartsSpace] = None):
+        samplers = (SnasSampler(sampling, False, estimator), SnasSampler(sampling, True, estimator))  # checked
         super().__init__(C, num_classes, layers, in_channels, steps, multiplier, stem_multiplier, mixed, pool_bn,
                          space)
-        SnasSampler(sampling, False, estimator)  # checks both
+        self._samplers = samplers  # soft, hard: made once (a torch.compile'd forward traces no construction)
         self.sampling, self.estimator = sampling, estimator
         self.last_sample: Optional[Tuple[Tensor, Tensor]] = None
 
     def _sampler(self, hard: bool) -> SnasSampler:
-        return SnasSampler(self.sampling, bool(hard), self.estimator)
+        return self._samplers[1] if hard else self._samplers[0]
 
     def sample(self, tau: float, hard: bool = False, noise=None, batch: int = 1) -> Tuple[Tensor, Tensor]:
         """:meth:`SnasSampler.sample` of this network."""

@@ -28,7 +28,6 @@ from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_int
 
 __all__ = ["Cost", "FOLDS", "Primitive", "SearchBN", "SearchSpace", "count_module", "get_space", "register_space",
            "space_names"]

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from ..._checks import check_int
 from ..base import Cost, Primitive, SearchBN, SearchSpace
-from .operations import DilConv, FactorizedReduce, Identity, SepConv, Zero
+from .operations import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero  # noqa: F401  (0.1's search_space)
 
 __all__ = ["DARTS", "DARTS_PRIMITIVES", "DartsSpace", "EDGES", "NUM_EDGES", "NUM_NODES", "OPS", "PRIMITIVES",
            "check_primitive", "edge_index", "make_op"]

@@ -21,7 +21,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..._checks import check_int
 from ...ops.functional import mixed_edge, mixed_op
 from ...ops import reference
 from ...ops.zero import Zero, is_zero_op
