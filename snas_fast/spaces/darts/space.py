@@ -150,7 +150,7 @@ PRIMITIVES: List[str] = [p.name for p in DARTS_PRIMITIVES]
 #: DARTS-style table: ``OPS[name](C, stride, affine) -> nn.Module`` (pools without the search BN).
 OPS = {p.name: p.build for p in DARTS_PRIMITIVES}
 
-_COLOURS = ("#e377c2", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")  # for primitives with none
+_COLOURS = ("#e377c2", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")  # primitives without a colour
 
 
 class DartsSpace(SearchSpace):
