@@ -157,6 +157,18 @@ def _train(args) -> int:
     return _run(args, TrainConfig, load_train_data, run, report, prepare)
 
 
+def _compare(args) -> int:
+    from .compare import CompareConfig, compare
+
+    def report(config, rows):
+        print(f"\ncomparison done: {config.out}")
+        with open(os.path.join(config.out, "leaderboard.md")) as f:
+            print(f.read().split("\n\n")[0])
+
+    return _run(args, CompareConfig, lambda config: None,
+                lambda config, data, resume, progress: compare(config, resume, progress), report)
+
+
 def _read_json(path: str):
     with open(path) as f:
         return json.load(f)
@@ -169,8 +181,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     _parser(sub, "search", "run an SNAS search", SearchConfig)
     _parser(sub, "train", "retrain a genotype from scratch and report its test accuracy", TrainConfig)
+    from .compare import CompareConfig
+
+    _parser(sub, "compare", "search with several strategies on one budget, retrain every result with one recipe, "
+                            "and write a leaderboard", CompareConfig)
     args = parser.parse_args(argv)
-    return _train(args) if args.command == "train" else _search(args)
+    return {"train": _train, "compare": _compare}.get(args.command, _search)(args)
 
 
 if __name__ == "__main__":

@@ -216,8 +216,8 @@ class SearchSpace(ABC):
         """The child network of ``genotype``, trained from scratch in evaluation."""
 
     @abstractmethod
-    def random_genotype(self, generator: Optional[torch.Generator] = None):
-        """A genotype drawn uniformly (the random baseline)."""
+    def random_genotype(self, generator: Optional[torch.Generator] = None, include_none: bool = False):
+        """A genotype drawn uniformly (the random baseline); ``include_none``: the zero op may be drawn too."""
 
     @abstractmethod
     def encode(self, genotype) -> Tensor:

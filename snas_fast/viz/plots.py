@@ -440,3 +440,34 @@ def curves_figure(metrics: Sequence[Mapping[str, float]], keys: Optional[Sequenc
     if title:
         fig.suptitle(title, fontsize=14)
     return fig
+
+
+def plot_scatter(points: Mapping[str, Sequence[Tuple[float, float]]], path: PathLike, xlabel: str, ylabel: str,
+                 title: Optional[str] = None, logx: bool = False) -> Path:
+    """Write :func:`scatter_figure` to the PNG ``path`` and return the path."""
+    return _save(scatter_figure(points, xlabel, ylabel, title, logx), path)
+
+
+def scatter_figure(points: Mapping[str, Sequence[Tuple[float, float]]], xlabel: str, ylabel: str,
+                   title: Optional[str] = None, logx: bool = False) -> Figure:
+    """One marker colour per label: ``points[label]`` is a list of ``(x, y)`` (e.g. one per strategy and seed, or
+    one per architecture for a ranking). ``logx``: a logarithmic x axis (search seconds span decades)."""
+    if not isinstance(points, Mapping) or not points:
+        raise ValueError(f"points: expected a non-empty mapping label -> [(x, y), ...], got {points!r}")
+    fig = _new_figure(figsize=(6.0, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for k, (label, xy) in enumerate(points.items()):
+        xy = [(float(x), float(y)) for x, y in xy if math.isfinite(float(x)) and math.isfinite(float(y))]
+        if xy:
+            ax.scatter([x for x, _ in xy], [y for _, y in xy], s=28, color=f"C{k % 10}", label=str(label),
+                       alpha=0.8, edgecolors="none")
+    if logx:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if len(points) > 1:
+        ax.legend(fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig

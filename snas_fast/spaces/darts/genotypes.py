@@ -316,15 +316,16 @@ def derive(alpha_normal: Tensor, alpha_reduce: Tensor, rule: str = "edge_all", *
                     op_names=_names_of(space))
 
 
-def random_genotype(generator: Optional[torch.Generator] = None, space: Optional[DartsSpace] = None) -> Genotype:
-    """A cell pair drawn uniformly from DARTS's top-2 form, the random baseline of DARTS and of Li & Talwalkar:
-    for each intermediate node of each cell, two distinct earlier inputs and, for each, an op other than ``none``,
-    all uniformly, from the primitives of ``space`` (DARTS's by default). ``generator``: a ``torch.Generator``
-    (None: torch's default one)."""
+def random_genotype(generator: Optional[torch.Generator] = None, space: Optional[DartsSpace] = None,
+                    include_none: bool = False) -> Genotype:
+    """A cell pair drawn uniformly from DARTS's top-2 form, the random baseline of DARTS: for each intermediate node
+    of each cell, two distinct earlier inputs and, for each, an op other than ``none`` (``include_none``: any op,
+    ``none`` included, as Li & Talwalkar's weight-sharing random search draws), all uniformly, from the primitives
+    of ``space`` (DARTS's by default). ``generator``: a ``torch.Generator`` (None: torch's default one)."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator: expected a torch.Generator or None, got {type(generator).__name__}")
     space = space_of(space)
-    ops = [op for k, op in enumerate(space.op_names) if k not in space.zero_columns()]
+    ops = [op for k, op in enumerate(space.op_names) if include_none or k not in space.zero_columns()]
 
     def cell() -> Cell:
         gene = []

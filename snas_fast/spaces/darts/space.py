@@ -206,10 +206,10 @@ class DartsSpace(SearchSpace):
 
         return NetworkCIFAR(C, num_classes, layers, auxiliary, genotype, space=self, **options)
 
-    def random_genotype(self, generator: Optional[torch.Generator] = None):
+    def random_genotype(self, generator: Optional[torch.Generator] = None, include_none: bool = False):
         from .genotypes import random_genotype
 
-        return random_genotype(generator, space=self)
+        return random_genotype(generator, space=self, include_none=include_none)
 
     def encode(self, genotype) -> Tensor:
         """``[2, 14, K]``: the one-hot Z of the normal and the reduction cell of ``genotype``."""

@@ -1,0 +1,190 @@
+"""Random search with weight sharing (Li & Talwalkar 2019, ``randomNAS_release``): the supernet is trained with one
+architecture drawn uniformly per step (per intermediate node two distinct inputs and an op from all the primitives,
+``none`` included; normal and reduction cells apart), only that path running (the supernet's hard path). Then
+``archs`` architectures are drawn and each is scored by its accuracy with the shared weights on ``minibatches``
+validation batches in eval mode; the ``top`` best are scored again on the whole search-validation split, and the
+best of those is the result.
+
+The training is a :class:`~snas_fast.engine.loop.Task` of the one loop: the same checkpoint, resume, NaN stop and
+run directory as SNAS's search.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..engine import distributed
+from ..engine.config import RunConfig, RunError, setting
+from ..engine.data import eval_loader, limit, load_dataset, train_loader
+from ..engine.loop import Task, evaluate, fit
+from ..engine.seeds import make_generator, seed_everything
+from ..spaces import get_space
+from ..spaces.darts.supernet import Supernet
+from .base import Strategy
+
+__all__ = ["RswsConfig", "RswsError", "RswsResult", "Rsws", "arch_weights"]
+
+
+class RswsError(RunError):
+    """A weight-sharing random search that cannot start or go on; one-line message."""
+
+
+@dataclass
+class RswsConfig(RunConfig):
+    """The supernet's training (``epochs``, SGD with a cosine rate) and the selection (``archs`` x ``minibatches``,
+    then the ``top`` re-scored on the whole validation split)."""
+
+    Error = RswsError
+
+    out: str = setting("runs/rsws", "run directory")
+    epochs: int = setting(20, "epochs of supernet training, one uniformly drawn path per step")
+    layers: int = setting(5, "cells in the supernet")
+    channels: int = setting(8, "channels of the first cells (C)")
+    lr_min: float = setting(0.001, "weights: final learning rate")
+    archs: int = setting(1000, "architectures scored with the shared weights")
+    minibatches: int = setting(10, "validation batches that score each architecture")
+    top: int = setting(10, "best architectures scored again on the whole validation split")
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("archs", "minibatches", "top"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise RswsError(f"{name}: expected an integer >= 1, got {value!r}")
+
+
+def arch_weights(model: Supernet, genotype) -> Tuple[List[Tensor], List[List[int]]]:
+    """The per-cell one-hot weights ``[14, K]`` and chosen columns of ``genotype`` in ``model``: what
+    :meth:`Supernet.run` takes to run that architecture alone with the shared weights (edges a top-2 cell does not
+    list run ``none``)."""
+    z = model.space.encode(genotype).to(model.log_alpha_normal.device)  # [2, 14, K]
+    choices = [z[t].argmax(-1).tolist() for t in range(2)]
+    types = model.cell_types()
+    return [z[t] for t in types], [choices[t] for t in types]
+
+
+class RswsTraining(Task):
+    """The supernet trained one uniformly drawn path per step (weights only; there are no architecture weights)."""
+
+    nan_hint = "lower the learning rate"
+
+    def __init__(self, config: RswsConfig, data, ctx):
+        train_set, val_set, info = data
+        self.config, self.ctx = config, ctx
+        seed_everything(config.seed)
+        self.model = get_space(config.space).supernet(config.channels, info.num_classes, config.layers,
+                                                      in_channels=info.in_channels).to(ctx.device)
+        self.train_loader = train_loader(train_set, config.batch_size, config.seed, ctx, config.num_workers)
+        self.val_set = val_set
+        self.optimizer = torch.optim.SGD(self.model.weight_parameters(), config.lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay)
+        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, float(config.epochs),
+                                                                   eta_min=config.lr_min)
+        # a drawn path leaves the other candidates unrun
+        self.net = distributed.wrap_ddp(self.model, ctx, find_unused_parameters=True)
+        self.generator = None
+
+    def state_dict(self) -> dict:
+        return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                    schedule=self.schedule.state_dict())
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+
+    def begin_epoch(self, epoch: int) -> Dict[str, float]:
+        # the paths of an epoch: a function of (seed, epoch) alone, the same on every rank
+        self.generator = make_generator(self.config.seed, epoch, 0x72737773)  # "rsws"
+        self.net.train()
+        return dict(lr=self.optimizer.param_groups[0]["lr"])
+
+    def loss(self, x: Tensor, y: Tensor, epoch: int, step: int):
+        g = self.model.space.random_genotype(self.generator, include_none=True)
+        weights, choices = arch_weights(self.model, g)
+        self.optimizer.zero_grad(set_to_none=True)
+        logits = self.net(x, weights, choices)
+        return F.cross_entropy(logits, y), logits, {}
+
+    def update(self, loss: Tensor, epoch: int) -> None:
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.model.weight_parameters(), self.config.grad_clip)
+        self.optimizer.step()
+
+    def end_epoch(self, epoch: int) -> Dict[str, object]:
+        self.schedule.step()
+        distributed.broadcast_buffers(self.model)
+        return {}
+
+
+@dataclass
+class RswsResult:
+    genotype: object
+    score: float  # search-validation accuracy with the shared weights
+    scores: List[float] = field(default_factory=list)  # minibatch accuracy of every scored architecture
+    genotypes: List[object] = field(default_factory=list)
+    model: object = None
+    seconds: float = 0.0
+
+
+def shared_weight_accuracy(model: Supernet, genotype, loader, device, batches: int = 0) -> float:
+    """Accuracy of ``genotype`` run with ``model``'s shared weights in eval mode on ``loader`` (its first
+    ``batches`` batches; 0: all)."""
+    weights, choices = arch_weights(model, genotype)
+
+    def batched():
+        for i, batch in enumerate(loader):
+            if batches and i >= batches:
+                return
+            yield batch
+
+    return evaluate(lambda x: model.run(x, weights, choices), model, batched(), device)[1]
+
+
+class Rsws(Strategy):
+    name = "rsws"
+    config_class = RswsConfig
+
+    def load_data(self, config: RswsConfig):
+        if config.dataset == "cifar10" and not config.data_dir:
+            raise RswsError("--data-dir: cifar10 needs the folder holding cifar-10-batches-py")
+        train_set, val, info = load_dataset(config.dataset, config.data_dir, seed=config.seed)
+        return (*limit((train_set, val), config.data_limit), info)
+
+    def run(self, config: RswsConfig, data, resume: bool = False, progress: bool = True,
+            callbacks: Sequence = ()) -> RswsResult:
+        from tqdm import tqdm
+
+        config.validate()
+        ctx = distributed.context(config.device)
+        start = time.perf_counter()
+        task = RswsTraining(config, data, ctx)
+        fit(task, resume, progress, callbacks)
+        model, device = task.model, ctx.device
+        # selection: a shuffled validation order fixed by the seed, so every architecture sees the same batches
+        gen = make_generator(config.seed, 0x73656C65)  # "sele"
+        val = task.val_set
+        order = torch.randperm(len(val), generator=gen)
+        shuffled = torch.utils.data.TensorDataset(*(t[order] for t in val.tensors))
+        loader = eval_loader(shuffled, config.batch_size, ctx, config.num_workers)
+        genotypes, scores = [], []
+        for _ in tqdm(range(config.archs), desc="rsws selection", disable=not progress, leave=False):
+            g = model.space.random_genotype(gen, include_none=True)
+            genotypes.append(g)
+            scores.append(shared_weight_accuracy(model, g, loader, device, config.minibatches))
+        top = sorted(range(len(scores)), key=lambda i: -scores[i])[: config.top]
+        full = {i: shared_weight_accuracy(model, genotypes[i], loader, device) for i in top}
+        best = max(top, key=lambda i: full[i])
+        seconds = time.perf_counter() - start
+        from ..engine.rundir import RunDir
+
+        run = RunDir(config.out, ctx)
+        run.write_json("selection.json", [dict(genotype=genotypes[i].to_dict(), minibatch_acc=scores[i],
+                                               val_acc=full[i]) for i in top])
+        run.write_json("genotype.json", dict(genotype=genotypes[best].to_dict(), score=full[best], source="rsws"))
+        return RswsResult(genotypes[best], full[best], scores, genotypes, model, seconds)

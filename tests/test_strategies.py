@@ -1,0 +1,169 @@
+"""The comparison strategies (random, rsws, naswot) and ``snas-fast compare``."""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections import Counter
+
+import pytest
+import torch
+from scipy import stats
+from torch import nn
+
+from snas_fast import Supernet
+from snas_fast.cli import main
+from snas_fast.compare import CompareConfig, compare
+from snas_fast.search import naswot
+from snas_fast.search.random import RandomConfig, RandomSearch
+from snas_fast.search.registry import get_strategy, strategy_names
+from snas_fast.search.rsws import Rsws, RswsConfig, arch_weights
+from snas_fast.spaces.darts.genotypes import random_genotype
+from snas_fast.spaces.darts.space import PRIMITIVES
+
+
+# -- NASWOT --------------------------------------------------------------------------------------------------------
+def tiny_relu_net() -> nn.Module:
+    net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.eye(2))  # the ReLU sees x itself
+        net[2].weight.fill_(1.0)
+    return net
+
+
+def test_naswot_equals_a_hand_computation():
+    x = torch.tensor([[1.0, -1.0], [2.0, 3.0], [-1.0, -2.0]])
+    # codes c = 1[x > 0]: [1, 0], [1, 1], [0, 0]; K[i, j] = units where i and j agree
+    K = torch.tensor([[2.0, 1.0, 1.0], [1.0, 2.0, 0.0], [1.0, 0.0, 2.0]], dtype=torch.float64)
+    assert naswot.score(tiny_relu_net(), x) == pytest.approx(math.log(torch.linalg.det(K).item()))  # log 4
+    assert naswot.score(tiny_relu_net(), x) == pytest.approx(math.log(4.0))
+
+
+def test_naswot_is_unchanged_by_permuting_the_batch_and_ranks_a_singular_k_last():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(5, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3))
+    x = torch.randn(8, 5)
+    a = naswot.score(net, x)
+    b = naswot.score(net, x[torch.randperm(8)])
+    assert math.isfinite(a) and a == pytest.approx(b, abs=1e-9)
+    twins = torch.cat([x[:4], x[:4]])  # two equal examples: equal rows of K
+    assert naswot.score(net, twins) == -math.inf
+    assert sorted([a, -math.inf])[0] == -math.inf
+
+
+def test_naswot_counts_only_relus_on_the_gradient_path_and_restores_the_model():
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.used, self.dead = nn.Linear(2, 2, bias=False), nn.ReLU(), nn.ReLU()
+            with torch.no_grad():
+                self.lin.weight.copy_(torch.eye(2))
+
+        def forward(self, x):
+            self.dead(-x)  # runs, but its output reaches no logit
+            return self.used(self.lin(x)).sum(1, keepdim=True)
+
+    x = torch.tensor([[1.0, -1.0], [2.0, 3.0], [-1.0, -2.0]])
+    net = Net().eval()
+    assert naswot.score(net, x) == pytest.approx(math.log(4.0))  # the dead ReLU would change K
+    assert not net.training and net.lin.weight.grad is None
+
+
+def test_naswot_strategy_scores_every_draw(tmp_path):
+    strategy = naswot.Naswot()
+    config = naswot.NaswotConfig(archs=6, batch_size=32, layers=3, channels=4, out=str(tmp_path))
+    result = strategy.run(config, strategy.load_data(config), progress=False)
+    assert len(result.scores) == 6 and result.score == max(result.scores)
+    saved = json.load(open(tmp_path / "scores.json"))
+    assert [s["score"] for s in saved] == result.scores
+
+
+# -- the samplers are uniform --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("include_none", [False, True])
+def test_random_genotypes_are_uniform(include_none):
+    gen = torch.Generator().manual_seed(0)
+    ops, pairs = Counter(), Counter()
+    for _ in range(3000):
+        g = random_genotype(gen, include_none=include_none)
+        ops.update(op for op, _ in g.normal + g.reduce)
+        pairs[frozenset(j for _, j in g.normal[6:8])] += 1  # node 5's two inputs among 0..4
+    expected_ops = PRIMITIVES if include_none else PRIMITIVES[1:]
+    assert set(ops) == set(expected_ops)
+    assert stats.chisquare([ops[o] for o in expected_ops]).pvalue > 1e-3
+    assert len(pairs) == 10 and stats.chisquare(list(pairs.values())).pvalue > 1e-3
+
+
+# -- rsws ----------------------------------------------------------------------------------------------------------
+def test_rsws_runs_one_architecture_with_the_shared_weights():
+    torch.manual_seed(0)
+    model = Supernet(4, 10, 3, in_channels=1).eval()
+    g = random_genotype(torch.Generator().manual_seed(1), include_none=True)
+    weights, choices = arch_weights(model, g)
+    x = torch.randn(3, 1, 8, 8)
+    per_type = tuple(choices[model.cell_types().index(t)] for t in (0, 1))
+    torch.testing.assert_close(model.run(x, weights, choices), model.forward_child(x, per_type))
+
+
+def test_random_and_rsws_strategies_run(tmp_path):
+    for strategy, config in ((RandomSearch(), RandomConfig(archs=2, epochs=1, layers=3, channels=4, data_limit=96,
+                                                           out=str(tmp_path / "random"))),
+                             (Rsws(), RswsConfig(epochs=1, layers=3, channels=4, archs=5, minibatches=1, top=2,
+                                                 data_limit=96, out=str(tmp_path / "rsws")))):
+        result = strategy.run(config, strategy.load_data(config), progress=False)
+        assert len(result.genotype.normal) == 8 and 0.0 <= result.score <= 1.0
+        assert json.load(open(tmp_path / strategy.name / "genotype.json"))["genotype"] == result.genotype.to_dict()
+    assert set(strategy_names()) >= {"snas", "random", "rsws", "naswot"}
+    assert get_strategy("naswot").name == "naswot"
+
+
+# -- compare -------------------------------------------------------------------------------------------------------
+TINY = ["--data-limit", "64", "--seeds", "1", "--search-epochs", "1", "--archs", "3", "--random-archs", "1",
+        "--random-epochs", "1", "--epochs", "1", "--layers", "3", "--channels", "4", "--quiet"]
+
+
+def test_compare_writes_the_leaderboard_and_resumes_without_redoing(tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--strategies", "naswot,random", *TINY, "--out", str(out)]) == 0
+    for name in ("leaderboard.csv", "leaderboard.md", "accuracy_vs_params.png", "accuracy_vs_search_time.png",
+                 "cells/naswot-seed0.json", "cells/random-seed0.json"):
+        assert (out / name).exists(), name
+    rows = list(csv_rows(out / "leaderboard.csv"))
+    assert [r["strategy"] for r in rows] == ["naswot", "random"]
+    assert all(0 <= float(r["test_acc"]) <= 1 and int(r["params"]) > 0 and int(r["flops"]) > 0 for r in rows)
+
+    def no_rerun(*args, **kw):
+        raise AssertionError("a finished strategy x seed ran again")
+
+    monkeypatch.setattr(naswot.Naswot, "run", no_rerun)
+    monkeypatch.setattr(RandomSearch, "run", no_rerun)
+    assert main(["compare", "--resume", str(out), "--quiet"]) == 0
+    assert list(csv_rows(out / "leaderboard.csv")) == rows
+
+
+def csv_rows(path):
+    import csv
+
+    with open(path) as f:
+        yield from csv.DictReader(f)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--strategies", "snas,foo"], "strategies: expected a comma-separated list"),
+    (["--seeds", "0"], "seeds: expected an integer >= 1, got 0"),
+    (["--archs", "0"], "archs: expected an integer >= 1, got 0"),
+    (["--dataset", "mnist"], "dataset: expected one of digits, cifar10, got 'mnist'"),
+])
+def test_compare_bad_arguments_are_one_line_and_write_nothing(tmp_path, capsys, flags, message):
+    out = tmp_path / "cmp"
+    assert main(["compare", *flags, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_compare_refuses_to_mix_two_comparisons(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    (out / "cells").mkdir(parents=True)
+    (out / "cells" / "naswot-seed0.json").write_text("{}")
+    assert main(["compare", "--strategies", "naswot", *TINY, "--out", str(out)]) == 2
+    assert "holds a comparison already" in capsys.readouterr().err
