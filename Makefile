@@ -7,7 +7,7 @@ TORCH_CUDA ?= torch==2.14.1
 CUDA_HOME ?= /usr/local/cuda
 DEPS = "triton>=3.6,<3.10" numpy ninja pytest expecttest hypothesis tqdm matplotlib scikit-learn pytest-benchmark
 
-.PHONY: all env build test search compare sweep bench cuda-check clean
+.PHONY: all env build test search compare compare-cells sweep bench cuda-check clean
 
 all: test
 
@@ -29,9 +29,15 @@ test: build
 search: build
 	$(VENV)/bin/snas-fast search --dataset digits --out runs/digits
 
-# The searched cell of `make search` (runs/digits) against 3 random cells, each retrained with one recipe, on the
-# digits' test part.
+# Strategies side by side on the digits (snas-fast compare): SNAS, random search, weight-sharing random search and
+# NASWOT, 2 seeds each, every result retrained with one recipe and reported on the test part (README, "Comparing
+# strategies"). Resumable: run it again to continue.
 compare: build
+	$(VENV)/bin/snas-fast compare --dataset digits --strategies snas,random,rsws,naswot --seeds 2 \
+		$(if $(wildcard runs/compare/config.json),--resume runs/compare,--out runs/compare)
+
+# The searched cell of `make search` (runs/digits) against 3 random cells, each retrained with one recipe.
+compare-cells: build
 	$(VENV)/bin/python bench/compare_digits.py --search runs/digits --random 3 --out runs/digits-compare
 
 # The evidence for the short recipe's settings: a sweep of log_alpha's optimiser, rate and run length.

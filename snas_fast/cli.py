@@ -169,6 +169,18 @@ def _compare(args) -> int:
                 lambda config, data, resume, progress: compare(config, resume, progress), report)
 
 
+def _rank(args) -> int:
+    from .rank import RankConfig, rank
+
+    def report(config, rows):
+        print(f"\nranking done: {config.out}")
+        with open(os.path.join(config.out, "rank.md")) as f:
+            print(f.read())
+
+    return _run(args, RankConfig, lambda config: None, lambda config, data, resume, progress: rank(config, progress),
+                report)
+
+
 def _read_json(path: str):
     with open(path) as f:
         return json.load(f)
@@ -185,8 +197,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     _parser(sub, "compare", "search with several strategies on one budget, retrain every result with one recipe, "
                             "and write a leaderboard", CompareConfig)
+    from .rank import RankConfig
+
+    _parser(sub, "rank", "score random architectures by NASWOT, by shared weights (rsws, snas) and by training, "
+                         "and report each proxy's rank correlation", RankConfig)
     args = parser.parse_args(argv)
-    return {"train": _train, "compare": _compare}.get(args.command, _search)(args)
+    return {"train": _train, "compare": _compare, "rank": _rank}.get(args.command, _search)(args)
 
 
 if __name__ == "__main__":

@@ -167,3 +167,34 @@ def test_compare_refuses_to_mix_two_comparisons(tmp_path, capsys):
     (out / "cells" / "naswot-seed0.json").write_text("{}")
     assert main(["compare", "--strategies", "naswot", *TINY, "--out", str(out)]) == 2
     assert "holds a comparison already" in capsys.readouterr().err
+
+
+# -- rank ----------------------------------------------------------------------------------------------------------
+def test_rank_correlations_are_scipys_and_rank_minus_infinity_last():
+    from snas_fast.rank import rank_correlations
+
+    proxy, reference = [0.3, 0.1, 0.9, 0.5, 0.7], [0.2, 0.1, 0.8, 0.9, 0.5]
+    got = rank_correlations(proxy, reference)
+    assert got["kendall_tau"] == pytest.approx(stats.kendalltau(proxy, reference).statistic)
+    assert got["spearman_rho"] == pytest.approx(stats.spearmanr(proxy, reference).statistic)
+    assert got["kendall_tau"] == pytest.approx(0.6)  # 8 concordant, 2 discordant pairs of 10
+    assert rank_correlations([-math.inf, 1.0, 2.0], [0.0, 1.0, 2.0])["kendall_tau"] == pytest.approx(1.0)
+
+
+def test_rank_command_writes_every_proxy_and_its_correlations(tmp_path):
+    import csv
+
+    out = tmp_path / "rank"
+    assert main(["rank", "--data-limit", "64", "--archs", "3", "--epochs", "1", "--search-epochs", "1",
+                 "--layers", "3", "--channels", "4", "--out", str(out), "--quiet"]) == 0
+    rows = list(csv.DictReader(open(out / "rank.csv")))
+    assert len(rows) == 3
+    table = json.load(open(out / "correlations.json"))
+    trained = [float(r["trained"]) for r in rows]
+    for proxy in ("naswot", "rsws", "snas"):
+        tau = stats.kendalltau([float(r[proxy]) for r in rows], trained).statistic
+        assert (math.isnan(tau) and math.isnan(table[proxy]["kendall_tau"])) or table[proxy]["kendall_tau"] == \
+            pytest.approx(tau)
+        assert (out / f"{proxy}_vs_trained.png").exists()
+    assert main(["rank", "--archs", "1", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    assert not (tmp_path / "bad").exists()

@@ -1,0 +1,146 @@
+"""``snas-fast rank``: how well does each cheap proxy rank architectures? ``archs`` architectures are drawn
+uniformly (top-2 form) and each is scored by
+
+- ``naswot``: :func:`snas_fast.search.naswot.score` of its untrained network (one training batch);
+- ``rsws``: its accuracy on search-validation with the shared weights of a supernet trained by weight-sharing random
+  search (one uniformly drawn path per step);
+- ``snas``: its accuracy on search-validation with the shared weights of a supernet trained by SNAS's search
+  (the derived child's way of running an architecture in the supernet);
+- ``trained``: its search-validation accuracy after short training with the retraining recipe (the reference).
+
+Each proxy's Kendall τ and Spearman ρ against ``trained`` (``scipy.stats``) go to ``rank.md``, every score to
+``rank.csv``, and one scatter plot per proxy to ``<proxy>_vs_trained.png``. The test part is never touched.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Dict, List
+
+import torch
+
+from .engine.config import RunConfig, RunError, setting
+from .engine.data import eval_loader, limit, load_dataset
+from .engine.retrain import TrainConfig, train
+from .engine.rundir import RunDir, write_json_atomic
+from .engine.seeds import make_generator, seed_everything
+from .spaces import get_space
+
+__all__ = ["PROXIES", "RankConfig", "RankError", "rank_correlations", "rank"]
+
+PROXIES = ("naswot", "rsws", "snas")
+
+
+class RankError(RunError):
+    """A ranking that cannot start (bad setting); one-line message."""
+
+
+@dataclass
+class RankConfig(RunConfig):
+    """``archs`` architectures of ``layers`` cells and ``channels`` channels; the two supernets trained
+    ``search_epochs``; each architecture trained ``epochs`` for the reference accuracy."""
+
+    Error = RankError
+
+    out: str = setting("runs/rank", "run directory")
+    archs: int = setting(20, "architectures drawn and scored")
+    epochs: int = setting(3, "training epochs of each architecture (the reference accuracy)")
+    search_epochs: int = setting(10, "epochs of the rsws and snas supernets")
+    layers: int = setting(5, "cells of every network")
+    channels: int = setting(8, "channels of the first cells (C)")
+    drop_path: float = setting(0.0, "drop-path of the reference training")
+
+    def validate(self) -> None:
+        super().validate()
+        for name, low in (("archs", 2), ("search_epochs", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise RankError(f"{name}: expected an integer >= {low}, got {value!r}")
+
+
+def rank_correlations(proxy: List[float], reference: List[float]) -> Dict[str, float]:
+    """Kendall τ (tau-b) and Spearman ρ of ``proxy`` against ``reference`` (scipy.stats); ``-inf`` proxy values
+    (a singular NASWOT kernel) rank last. NaN when either side is constant."""
+    from scipy import stats
+
+    finite = [p if math.isfinite(p) else -1e300 for p in proxy]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant input: scipy warns and returns nan
+        tau = stats.kendalltau(finite, reference).statistic
+        rho = stats.spearmanr(finite, reference).statistic
+    return dict(kendall_tau=float(tau), spearman_rho=float(rho))
+
+
+def _supernet_scores(config: RankConfig, strategy_name: str, data, genotypes, ctx) -> List[float]:
+    from .search.registry import get_strategy
+    from .search.rsws import shared_weight_accuracy
+
+    strategy = get_strategy(strategy_name)
+    fields = strategy.config_class.__dataclass_fields__
+    settings = dict(dataset=config.dataset, data_dir=config.data_dir, data_limit=config.data_limit, seed=config.seed,
+                    device=config.device, space=config.space, epochs=config.search_epochs, layers=config.layers,
+                    channels=config.channels, archs=1, out=os.path.join(config.out, strategy_name))
+    search_config = strategy.config_class(**{k: v for k, v in settings.items() if k in fields})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = strategy.run(search_config, data, progress=False)
+    model = result.model
+    loader = eval_loader(data[1], config.batch_size, ctx, config.num_workers)
+    return [shared_weight_accuracy(model, g, loader, ctx.device) for g in genotypes]
+
+
+def rank(config: RankConfig, progress: bool = True) -> List[dict]:
+    """Scores ``config.archs`` architectures by every proxy and by training; writes ``rank.csv``, ``rank.md`` and
+    the plots; returns the rows."""
+    from tqdm import tqdm
+
+    from .engine import distributed
+    from .search.naswot import score as naswot_score
+    from .viz import plots
+
+    config.validate()
+    ctx = distributed.context(config.device)
+    space = get_space(config.space)
+    if config.dataset == "cifar10" and not config.data_dir:
+        raise RankError("--data-dir: cifar10 needs the folder holding cifar-10-batches-py")
+    train_set, val_set, info = load_dataset(config.dataset, config.data_dir, seed=config.seed)
+    data = (*limit((train_set, val_set), config.data_limit), info)
+    run = RunDir(config.out, ctx)
+    run.start(config.to_dict())
+    gen = make_generator(config.seed, 0x72616E6B)  # "rank"
+    genotypes = [space.random_genotype(gen) for _ in range(config.archs)]
+    x = data[0].tensors[0][torch.randperm(len(data[0]), generator=gen)[:128]].to(ctx.device)
+    rows = [dict(arch=k, genotype=g.to_json()) for k, g in enumerate(genotypes)]
+    for k, (g, row) in enumerate(zip(tqdm(genotypes, desc="naswot", disable=not progress, leave=False), rows)):
+        seed_everything(config.seed + k)
+        net = space.network(g, config.channels, info.num_classes, config.layers, False,
+                            in_channels=info.in_channels).to(ctx.device)
+        row["naswot"] = naswot_score(net, x)
+    for name in ("rsws", "snas"):
+        for row, s in zip(rows, _supernet_scores(config, name, data, genotypes, ctx)):
+            row[name] = s
+    shared = {k: v for k, v in config.to_dict().items() if k in TrainConfig.__dataclass_fields__}
+    for k, (g, row) in enumerate(zip(tqdm(genotypes, desc="training", disable=not progress, leave=False), rows)):
+        train_config = TrainConfig(**dict(shared, out=run.path(f"arch_{k:03d}"), genotype="rank"))
+        row["trained"] = train(train_config, data, genotype=g, progress=False).test_acc  # search-validation
+    with open(run.path("rank.csv"), "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["arch", *PROXIES, "trained", "genotype"])
+        writer.writeheader()
+        writer.writerows(rows)
+    reference = [r["trained"] for r in rows]
+    table = {p: rank_correlations([r[p] for r in rows], reference) for p in PROXIES}
+    write_json_atomic(table, run.path("correlations.json"))
+    lines = [f"{config.archs} architectures, reference: search-validation accuracy after {config.epochs} epochs",
+             "", "| proxy | Kendall τ | Spearman ρ |", "|---|---:|---:|"]
+    lines += [f"| {p} | {t['kendall_tau']:.3f} | {t['spearman_rho']:.3f} |" for p, t in table.items()]
+    with open(run.path("rank.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    for p in PROXIES:
+        points = [(r[p], r["trained"]) for r in rows if math.isfinite(r[p])]
+        plots.plot_scatter({p: points}, run.path(f"{p}_vs_trained.png"), f"{p} score",
+                           "search-validation accuracy after training",
+                           title=f"Kendall τ {table[p]['kendall_tau']:.3f}, Spearman ρ {table[p]['spearman_rho']:.3f}")
+    return rows
