@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_CPU ?= torch==2.13.0
 TORCH_CUDA ?= torch==2.14.1
 CUDA_HOME ?= /usr/local/cuda
-DEPS = "triton>=3.6,<3.10" numpy ninja pytest expecttest hypothesis tqdm matplotlib scikit-learn pytest-benchmark
+DEPS = "triton>=3.6,<3.10" numpy ninja pytest expecttest hypothesis tqdm matplotlib scikit-learn scipy pytest-benchmark
 
 .PHONY: all env build test search compare compare-cells sweep bench cuda-check clean
 

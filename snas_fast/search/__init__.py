@@ -1,8 +1,12 @@
-"""Search strategies: the :class:`~snas_fast.search.base.Strategy` protocol, SNAS (:mod:`snas_fast.search.snas`:
-its sampling policy and its search), the temperature schedules and the convergence figures. A strategy uses the
-spaces and the engine; no space or engine module imports a strategy."""
+"""Search strategies: the :class:`~snas_fast.search.base.Strategy` protocol and one module per strategy: SNAS
+(:mod:`.snas`: its sampling policy and its search), random search (:mod:`.random`), weight-sharing random search
+(:mod:`.rsws`), NASWOT (:mod:`.naswot`); :func:`get_strategy` by name; the temperature schedules and the convergence
+figures. A strategy uses the spaces and the engine; no space or engine module imports a strategy."""
 from .._lazy import lazy_attributes
 
-__getattr__, __dir__ = lazy_attributes(__name__, {"Strategy": ".base:Strategy", "Snas": ".snas:Snas",
-                                                  "SnasSampler": ".snas:SnasSampler"})
+__getattr__, __dir__ = lazy_attributes(__name__, {
+    "Strategy": ".base:Strategy", "Snas": ".snas:Snas", "SnasSampler": ".snas:SnasSampler",
+    "RandomSearch": ".random:RandomSearch", "Rsws": ".rsws:Rsws", "Naswot": ".naswot:Naswot",
+    "get_strategy": ".registry:get_strategy", "strategy_names": ".registry:strategy_names",
+})
 
