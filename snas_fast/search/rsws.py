@@ -22,6 +22,7 @@ from ..engine import distributed
 from ..engine.config import RunConfig, RunError, setting
 from ..engine.data import eval_loader, limit, load_dataset, train_loader
 from ..engine.loop import Task, evaluate, fit
+from ..engine.rundir import RunDir
 from ..engine.seeds import make_generator, seed_everything
 from ..spaces import get_space
 from ..spaces.darts.supernet import Supernet
@@ -181,8 +182,6 @@ class Rsws(Strategy):
         full = {i: shared_weight_accuracy(model, genotypes[i], loader, device) for i in top}
         best = max(top, key=lambda i: full[i])
         seconds = time.perf_counter() - start
-        from ..engine.rundir import RunDir
-
         run = RunDir(config.out, ctx)
         run.write_json("selection.json", [dict(genotype=genotypes[i].to_dict(), minibatch_acc=scores[i],
                                                val_acc=full[i]) for i in top])
