@@ -50,7 +50,7 @@ class CompareConfig(RunConfig):
     out: str = setting("runs/compare", "run directory")
     strategies: str = setting("snas,random,rsws,naswot", f"comma-separated strategies ({', '.join(strategy_names())})")
     seeds: int = setting(2, "seeds per strategy (0 .. seeds - 1)")
-    search_epochs: int = setting(20, "epochs of the supernet strategies (snas, rsws)")
+    search_epochs: int = setting(20, "epochs of the supernet strategies (snas, snas-pt, rsws)")
     archs: int = setting(100, "architectures a sampling strategy scores (naswot; rsws's selection)")
     random_archs: int = setting(8, "candidates random search trains")
     random_epochs: int = setting(3, "training epochs of each random-search candidate")
@@ -81,7 +81,8 @@ class CompareConfig(RunConfig):
         fields = cls.__dataclass_fields__
         settings = dict(dataset=self.dataset, data_dir=self.data_dir, data_limit=self.data_limit, seed=seed, out=out,
                         device=self.device, space=self.space, num_workers=self.num_workers)
-        budget = {"snas": dict(epochs=self.search_epochs), "rsws": dict(epochs=self.search_epochs, archs=self.archs),
+        budget = {"snas": dict(epochs=self.search_epochs), "snas-pt": dict(epochs=self.search_epochs),
+                  "rsws": dict(epochs=self.search_epochs, archs=self.archs),
                   "naswot": dict(archs=self.archs),
                   "random": dict(archs=self.random_archs, epochs=self.random_epochs)}.get(strategy.name, {})
         settings.update(budget)

@@ -52,7 +52,8 @@ def test_the_engine_loads_no_plot_and_no_strategy():
 
 
 def test_a_strategy_loads_no_plot():
-    modules = loaded_after("import snas_fast.search.snas, snas_fast.search.random, snas_fast.search.rsws, "
+    modules = loaded_after("import snas_fast.search.snas, snas_fast.search.snas_pt, snas_fast.search.random, "
+                           "snas_fast.search.rsws, "
                            "snas_fast.search.naswot, snas_fast.search.registry")
     assert "viz" not in layers_in(modules) and not any(m.startswith("matplotlib") for m in modules)
 

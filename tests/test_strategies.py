@@ -198,3 +198,25 @@ def test_rank_command_writes_every_proxy_and_its_correlations(tmp_path):
         assert (out / f"{proxy}_vs_trained.png").exists()
     assert main(["rank", "--archs", "1", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
     assert not (tmp_path / "bad").exists()
+
+
+# -- snas-pt -------------------------------------------------------------------------------------------------------
+def test_perturbation_selection_keeps_the_op_whose_removal_hurts_most(monkeypatch):
+    """A toy accuracy landscape: the supernet is only as good as the weight its edges give sep_conv_3x3 (column 4),
+    later inputs counting slightly more. Selection must keep sep_conv_3x3 on every edge (its removal hurts most),
+    then per node drop the inputs whose removal hurts least (the earliest) until two remain."""
+    from snas_fast.engine.distributed import Context
+    from snas_fast.search import snas_pt
+
+    def toy_accuracy(model, weights, loader, device):
+        return sum(float(w[e, 4]) * (1 + e / 100) for w in weights for e in range(14))
+
+    monkeypatch.setattr(snas_pt, "_accuracy", toy_accuracy)
+    torch.manual_seed(0)
+    model = Supernet(4, 10, 3, in_channels=1)
+    config = snas_pt.SnasPtConfig(pt_interval=0, bn_recalibration=0, data_limit=32, layers=3, channels=4)
+    data = snas_pt.load_search_data(config)
+    g = snas_pt.select(model, config, data, Context())
+    expected = tuple(("sep_conv_3x3", j) for node in range(4) for j in (node, node + 1))
+    assert g.normal == expected and g.reduce == expected
+    assert "snas-pt" in strategy_names()

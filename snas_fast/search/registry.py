@@ -8,6 +8,7 @@ from .base import Strategy
 
 _STRATEGIES = {
     "snas": "snas_fast.search.snas:Snas",
+    "snas-pt": "snas_fast.search.snas_pt:SnasPt",
     "random": "snas_fast.search.random:RandomSearch",
     "rsws": "snas_fast.search.rsws:Rsws",
     "naswot": "snas_fast.search.naswot:Naswot",
