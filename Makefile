@@ -29,11 +29,11 @@ test: build
 search: build
 	$(VENV)/bin/snas-fast search --dataset digits --out runs/digits
 
-# Strategies side by side on the digits (snas-fast compare): SNAS, random search, weight-sharing random search and
-# NASWOT, 2 seeds each, every result retrained with one recipe and reported on the test part (README, "Comparing
-# strategies"). Resumable: run it again to continue.
+# Strategies side by side on the digits (snas-fast compare): SNAS, SNAS with perturbation-based selection, random
+# search, weight-sharing random search and NASWOT, 2 seeds each, every result retrained with one recipe and reported
+# on the test part (README, "Comparing strategies"). Resumable: run it again to continue.
 compare: build
-	$(VENV)/bin/snas-fast compare --dataset digits --strategies snas,random,rsws,naswot --seeds 2 \
+	$(VENV)/bin/snas-fast compare --dataset digits --strategies snas,snas-pt,random,rsws,naswot --seeds 2 \
 		$(if $(wildcard runs/compare/config.json),--resume runs/compare,--out runs/compare)
 
 # The searched cell of `make search` (runs/digits) against 3 random cells, each retrained with one recipe.

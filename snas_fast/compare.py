@@ -48,7 +48,8 @@ class CompareConfig(RunConfig):
     Error = CompareError
 
     out: str = setting("runs/compare", "run directory")
-    strategies: str = setting("snas,random,rsws,naswot", f"comma-separated strategies ({', '.join(strategy_names())})")
+    strategies: str = setting("snas,snas-pt,random,rsws,naswot",
+                              f"comma-separated strategies ({', '.join(strategy_names())})")
     seeds: int = setting(2, "seeds per strategy (0 .. seeds - 1)")
     search_epochs: int = setting(20, "epochs of the supernet strategies (snas, snas-pt, rsws)")
     archs: int = setting(100, "architectures a sampling strategy scores (naswot; rsws's selection)")
