@@ -70,10 +70,7 @@ class CompareConfig(RunConfig):
         if not names or unknown:
             raise CompareError(f"strategies: expected a comma-separated list of {', '.join(strategy_names())}, "
                                f"got {self.strategies!r}")
-        for name in ("seeds", "search_epochs", "archs", "random_archs", "random_epochs"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise CompareError(f"{name}: expected an integer >= 1, got {value!r}")
+        self.check_ints(("seeds", "search_epochs", "archs", "random_archs", "random_epochs"), 1)
 
     def search_config(self, strategy, seed: int, out: str):
         """The strategy's own settings for one seed: its defaults, the shared data and device settings, and the

@@ -23,7 +23,7 @@ from typing import Dict, List
 import torch
 
 from .engine.config import RunConfig, RunError, setting
-from .engine.data import eval_loader, limit, load_dataset
+from .engine.data import eval_loader
 from .engine.retrain import TrainConfig, train
 from .engine.rundir import RunDir, write_json_atomic
 from .engine.seeds import make_generator, seed_everything
@@ -55,10 +55,8 @@ class RankConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name, low in (("archs", 2), ("search_epochs", 1)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise RankError(f"{name}: expected an integer >= {low}, got {value!r}")
+        self.check_ints(("archs",), 2)
+        self.check_ints(("search_epochs",), 1)
 
 
 def rank_correlations(proxy: List[float], reference: List[float]) -> Dict[str, float]:
@@ -104,10 +102,8 @@ def rank(config: RankConfig, progress: bool = True) -> List[dict]:
     config.validate()
     ctx = distributed.context(config.device)
     space = get_space(config.space)
-    if config.dataset == "cifar10" and not config.data_dir:
-        raise RankError("--data-dir: cifar10 needs the folder holding cifar-10-batches-py")
-    train_set, val_set, info = load_dataset(config.dataset, config.data_dir, seed=config.seed)
-    data = (*limit((train_set, val_set), config.data_limit), info)
+    data = config.load_data()
+    info = data[2]
     run = RunDir(config.out, ctx)
     run.start(config.to_dict())
     gen = make_generator(config.seed, 0x72616E6B)  # "rank"

@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional, Tuple
 
-from .data import DATASETS
+from .data import DATASETS, limit, load_dataset
 
 __all__ = ["RunConfig", "RunError", "flag_fields", "setting"]
 
@@ -71,9 +71,7 @@ class RunConfig:
             raise self.Error(f"dataset: expected one of {', '.join(DATASETS)}, got {self.dataset!r}")
         if self.space not in space_names():
             raise self.Error(f"space: expected one of {', '.join(space_names())}, got {self.space!r}")
-        for name in ("epochs", "batch_size", "layers", "channels"):
-            if not _int_at_least(getattr(self, name), 1):
-                raise self.Error(f"{name}: expected an integer >= 1, got {getattr(self, name)!r}")
+        self.check_ints(("epochs", "batch_size", "layers", "channels"), 1)
         if self.data_limit is not None and not _int_at_least(self.data_limit, 1):
             raise self.Error(f"data_limit: expected an integer >= 1, got {self.data_limit}")
         if not _int_at_least(self.num_workers, 0):
@@ -85,6 +83,22 @@ class RunConfig:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
                                                                                      and value > 0):
                 raise self.Error(f"{name}: expected a number > 0, got {value!r}")
+
+    def check_ints(self, names, low: int) -> None:
+        """Raises ``self.Error`` naming the first of the fields ``names`` that is not an integer ``>= low``."""
+        for name in names:
+            if not _int_at_least(getattr(self, name), low):
+                raise self.Error(f"{name}: expected an integer >= {low}, got {getattr(self, name)!r}")
+
+    def load_data(self, split: str = "search"):
+        """``(train, val, info)`` of the search parts (``split="search"``) or ``(train, test, info)`` for a
+        retraining (``"train_test"``) of ``dataset``, cut to ``data_limit`` examples per part if set
+        (:func:`snas_fast.engine.data.load_dataset`). Raises ``self.Error`` or DatasetError, one line."""
+        if self.dataset == "cifar10" and not self.data_dir:
+            raise self.Error("--data-dir: cifar10 needs the folder holding cifar-10-batches-py (nothing is "
+                             "downloaded)")
+        train, other, info = load_dataset(self.dataset, self.data_dir, seed=self.seed, split=split)
+        return (*limit((train, other), self.data_limit), info)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

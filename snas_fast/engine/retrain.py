@@ -38,7 +38,7 @@ from ..spaces.darts.genotypes import Genotype
 from ..spaces.darts.networks import NetworkCIFAR, count_parameters
 from . import distributed
 from .config import RunConfig, RunError, setting
-from .data import eval_loader, limit, load_dataset, train_loader
+from .data import eval_loader, train_loader
 from .loop import Callback, Task, drop_path_prob, evaluate, fit
 from .rundir import RunDir
 from .seeds import make_generator, seed_everything
@@ -169,10 +169,7 @@ def load_train_data(config: TrainConfig):
     """``(train, test, info)``: CIFAR-10's 50k training images and its test batch, or the digits' search parts and
     their held-out test part; cut to ``data_limit`` examples per split if set. Raises DatasetError (one line) on a
     bad data path."""
-    if config.dataset == "cifar10" and not config.data_dir:
-        raise TrainError("--data-dir: cifar10 needs the folder holding cifar-10-batches-py (nothing is downloaded)")
-    train, test, info = load_dataset(config.dataset, config.data_dir, seed=config.seed, split="train_test")
-    return (*limit((train, test), config.data_limit), info)
+    return config.load_data("train_test")
 
 
 # ------------------------------------------------------------------------------------------------------------

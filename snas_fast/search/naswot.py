@@ -25,7 +25,6 @@ from torch import Tensor, nn
 
 from ..engine import distributed
 from ..engine.config import RunConfig, RunError, setting
-from ..engine.data import limit, load_dataset
 from ..engine.rundir import RunDir
 from ..engine.seeds import make_generator, seed_everything
 from ..spaces import get_space
@@ -108,8 +107,7 @@ class NaswotConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        if isinstance(self.archs, bool) or not isinstance(self.archs, int) or self.archs < 1:
-            raise NaswotError(f"archs: expected an integer >= 1, got {self.archs!r}")
+        self.check_ints(("archs",), 1)
 
 
 @dataclass
@@ -129,10 +127,7 @@ class Naswot(Strategy):
     config_class = NaswotConfig
 
     def load_data(self, config: NaswotConfig):
-        if config.dataset == "cifar10" and not config.data_dir:
-            raise NaswotError("--data-dir: cifar10 needs the folder holding cifar-10-batches-py")
-        train, val, info = load_dataset(config.dataset, config.data_dir, seed=config.seed)
-        return (*limit((train, val), config.data_limit), info)
+        return config.load_data()
 
     def run(self, config: NaswotConfig, data, resume: bool = False, progress: bool = True,
             callbacks: Sequence = ()) -> NaswotResult:

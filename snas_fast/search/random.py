@@ -13,7 +13,6 @@ from typing import List, Sequence
 
 from ..engine import distributed
 from ..engine.config import RunConfig, RunError, setting
-from ..engine.data import limit, load_dataset
 from ..engine.retrain import TrainConfig, train
 from ..engine.rundir import RunDir
 from ..engine.seeds import make_generator
@@ -43,8 +42,7 @@ class RandomConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        if isinstance(self.archs, bool) or not isinstance(self.archs, int) or self.archs < 1:
-            raise RandomError(f"archs: expected an integer >= 1, got {self.archs!r}")
+        self.check_ints(("archs",), 1)
 
     def train_config(self, out: str) -> TrainConfig:
         """The retraining recipe's settings for one candidate, with this run's shared ones."""
@@ -66,10 +64,7 @@ class RandomSearch(Strategy):
     config_class = RandomConfig
 
     def load_data(self, config: RandomConfig):
-        if config.dataset == "cifar10" and not config.data_dir:
-            raise RandomError("--data-dir: cifar10 needs the folder holding cifar-10-batches-py")
-        train_set, val, info = load_dataset(config.dataset, config.data_dir, seed=config.seed)
-        return (*limit((train_set, val), config.data_limit), info)
+        return config.load_data()
 
     def run(self, config: RandomConfig, data, resume: bool = False, progress: bool = True,
             callbacks: Sequence = ()) -> RandomResult:

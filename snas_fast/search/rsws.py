@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from ..engine import distributed
 from ..engine.config import RunConfig, RunError, setting
-from ..engine.data import eval_loader, limit, load_dataset, train_loader
+from ..engine.data import eval_loader, train_loader
 from ..engine.loop import Task, evaluate, fit
 from ..engine.rundir import RunDir
 from ..engine.seeds import make_generator, seed_everything
@@ -53,10 +53,7 @@ class RswsConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        for name in ("archs", "minibatches", "top"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise RswsError(f"{name}: expected an integer >= 1, got {value!r}")
+        self.check_ints(("archs", "minibatches", "top"), 1)
 
 
 def arch_weights(model: Supernet, genotype) -> Tuple[List[Tensor], List[List[int]]]:
@@ -152,10 +149,7 @@ class Rsws(Strategy):
     config_class = RswsConfig
 
     def load_data(self, config: RswsConfig):
-        if config.dataset == "cifar10" and not config.data_dir:
-            raise RswsError("--data-dir: cifar10 needs the folder holding cifar-10-batches-py")
-        train_set, val, info = load_dataset(config.dataset, config.data_dir, seed=config.seed)
-        return (*limit((train_set, val), config.data_limit), info)
+        return config.load_data()
 
     def run(self, config: RswsConfig, data, resume: bool = False, progress: bool = True,
             callbacks: Sequence = ()) -> RswsResult:

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from ..engine import distributed
 from ..engine.config import RunConfig, RunError, setting
-from ..engine.data import eval_loader, limit, load_dataset, train_loader
+from ..engine.data import eval_loader, train_loader
 from ..engine.loop import Callback, EpochEnd, Task, drop_path_prob, evaluate, fit, recalibrate_bn
 from ..engine.seeds import make_generator, seed_everything
 from ..ops import reference
@@ -429,10 +429,7 @@ def genotype_of_choice(choice, space: Optional[DartsSpace] = None) -> Genotype:
 
 def load_search_data(config: SearchConfig):
     """``(train, val, info)`` of the configured dataset, cut to ``data_limit`` examples per split if set."""
-    if config.dataset == "cifar10" and not config.data_dir:
-        raise SearchError("--data-dir: cifar10 needs the folder holding cifar-10-batches-py (nothing is downloaded)")
-    train, val, info = load_dataset(config.dataset, config.data_dir, seed=config.seed)
-    return (*limit((train, val), config.data_limit), info)
+    return config.load_data()
 
 
 # ------------------------------------------------------------------------------------------------------------

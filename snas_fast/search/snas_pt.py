@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
 import torch
@@ -46,8 +46,7 @@ class SnasPtConfig(SearchConfig):
 
     def validate(self) -> None:
         super().validate()
-        if isinstance(self.pt_interval, bool) or not isinstance(self.pt_interval, int) or self.pt_interval < 0:
-            raise self.Error(f"pt_interval: expected an integer >= 0, got {self.pt_interval!r}")
+        self.check_ints(("pt_interval",), 0)
 
 
 class _FineTune(Task):
