@@ -30,11 +30,16 @@ search: build
 	$(VENV)/bin/snas-fast search --dataset digits --out runs/digits
 
 # Strategies side by side on the digits (snas-fast compare): SNAS, SNAS with perturbation-based selection, random
-# search, weight-sharing random search and NASWOT, 2 seeds each, every result retrained with one recipe and reported
-# on the test part (README, "Comparing strategies"). Resumable: run it again to continue.
+# search, weight-sharing random search and NASWOT, 2 seeds each, then SNAS with each Bag-of-Tricks change (the
+# ablation rows); every result retrained with one recipe and reported on the test part (README, "Comparing
+# strategies"). The cells are shared out over COMPARE_PROCS processes of one thread each (torchrun). Resumable: run
+# it again to continue.
+COMPARE_PROCS ?= 2
+COMPARE_STRATEGIES ?= snas,snas-pt,random,rsws,naswot,snas+warmup,snas+no-bn-recal,snas+tau-exp,snas+no-arch-wd
 compare: build
-	$(VENV)/bin/snas-fast compare --dataset digits --strategies snas,snas-pt,random,rsws,naswot --seeds 2 \
-		$(if $(wildcard runs/compare/config.json),--resume runs/compare,--out runs/compare)
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(COMPARE_PROCS) -m snas_fast compare \
+		$(if $(wildcard runs/compare/config.json),--resume runs/compare,--out runs/compare --dataset digits \
+		--strategies $(COMPARE_STRATEGIES) --seeds 2)
 
 # The searched cell of `make search` (runs/digits) against 3 random cells, each retrained with one recipe.
 compare-cells: build

@@ -5,11 +5,20 @@ config, with ``--search-epochs`` for the supernet strategies and ``--archs`` for
 is retrained from scratch with the same recipe and seed (:func:`snas_fast.engine.retrain.train`) and reported on the
 test part, which no search sees. Written to ``out``:
 
-    cells/<strategy>-seed<k>.json   one finished strategy x seed (kept: a rerun or --resume skips it)
+    cells/<strategy>-seed<k>.json   one finished strategy x seed (kept: --resume skips it)
     <strategy>/seed<k>/search, .../train   the run directories
     leaderboard.csv   strategy, seed, genotype, search seconds, test accuracy, parameters, FLOPs, the own score
-    leaderboard.md    mean ± std per strategy, then every row
+    leaderboard.md    mean ± std per strategy, the ablations against their strategy, then every row
     accuracy_vs_params.png, accuracy_vs_search_time.png
+
+A strategy may be named with a variant, ``<strategy>+<variant>`` (its ``variants``: SNAS's are the Bag of Tricks,
+:data:`snas_fast.search.snas.TRICKS`): that strategy with one change of its settings, an ablation row.
+``snas-pt`` of a seed whose ``snas`` is also compared selects from that search's supernet (the same settings and
+seed train the same weights) instead of training it again; its search seconds include that search's.
+
+Under ``torchrun`` the cells are shared out over the ranks (:func:`share`); each rank runs whole cells alone
+(:func:`snas_fast.engine.distributed.alone`), writes their run directories and ``cells/*.json``, and rank 0 gathers
+the rows and writes the leaderboard.
 
 It stands above the layers (like the CLI): it runs strategies, the engine's retraining and the plots.
 """
@@ -23,17 +32,22 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List
+from typing import Dict, List, Sequence, Tuple
 
+from .engine import distributed
 from .engine.config import RunConfig, RunError, setting
 from .engine.retrain import TrainConfig, load_train_data, train
 from .engine.rundir import write_json_atomic
 from .search.registry import get_strategy, strategy_names
 from .spaces.darts.networks import count_flops
 
-__all__ = ["CompareConfig", "CompareError", "compare"]
+__all__ = ["CompareConfig", "CompareError", "compare", "plan", "share"]
 
 FIELDS = ["strategy", "seed", "test_acc", "params", "flops", "search_s", "score", "genotype"]
+
+#: seconds of one cell (search and retraining) at the defaults on the digits, 2 cores (README, "Comparing
+#: strategies"): only how evenly :func:`share` loads the ranks depends on it
+WORK = {"snas": 285.0, "snas-pt": 560.0, "random": 60.0, "rsws": 76.0, "naswot": 60.0}
 
 
 class CompareError(RunError):
@@ -66,15 +80,25 @@ class CompareConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         names = self.names()
-        unknown = [s for s in names if s not in strategy_names()]
-        if not names or unknown:
+        if not names:
             raise CompareError(f"strategies: expected a comma-separated list of {', '.join(strategy_names())}, "
                                f"got {self.strategies!r}")
+        for name in names:
+            base, _, variant = name.partition("+")
+            if base not in strategy_names():
+                raise CompareError(f"strategies: expected a comma-separated list of {', '.join(strategy_names())} "
+                                   f"(each may be <strategy>+<variant>), got {name!r} in {self.strategies!r}")
+            known = get_strategy(base).variants
+            if variant and variant not in known:
+                raise CompareError(f"strategies: {base}'s variants are {', '.join(known) or 'none'}, got "
+                                   f"{variant!r} in {name!r}")
+        if len(set(names)) < len(names):
+            raise CompareError(f"strategies: expected each at most once, got {self.strategies!r}")
         self.check_ints(("seeds", "search_epochs", "archs", "random_archs", "random_epochs"), 1)
 
-    def search_config(self, strategy, seed: int, out: str):
-        """The strategy's own settings for one seed: its defaults, the shared data and device settings, and the
-        budget of this comparison."""
+    def search_config(self, strategy, seed: int, out: str, variant: str = ""):
+        """The strategy's own settings for one seed: its defaults, the shared data and device settings, the budget
+        of this comparison, and ``variant``'s change."""
         cls = strategy.config_class
         fields = cls.__dataclass_fields__
         settings = dict(dataset=self.dataset, data_dir=self.data_dir, data_limit=self.data_limit, seed=seed, out=out,
@@ -84,6 +108,7 @@ class CompareConfig(RunConfig):
                   "naswot": dict(archs=self.archs),
                   "random": dict(archs=self.random_archs, epochs=self.random_epochs)}.get(strategy.name, {})
         settings.update(budget)
+        settings.update(strategy.variants.get(variant, {}))
         return cls(**{k: v for k, v in settings.items() if k in fields})
 
     def train_config(self, seed: int, out: str) -> TrainConfig:
@@ -98,16 +123,23 @@ def _own_score(result) -> float:
     return math.nan
 
 
-def _cell(config: CompareConfig, name: str, seed: int, progress: bool) -> dict:
-    strategy = get_strategy(name)
+def _cell(config: CompareConfig, name: str, seed: int, supernet_row: dict = None) -> dict:
+    """Searches with ``name`` (``<strategy>[+<variant>]``) for one seed and retrains its result; the leaderboard
+    row. ``supernet_row``: the finished ``snas`` row of this seed, whose supernet ``snas-pt`` selects from."""
+    base_name, _, variant = name.partition("+")
+    strategy = get_strategy(base_name)
     base = os.path.join(config.out, name, f"seed{seed}")
-    search_config = config.search_config(strategy, seed, os.path.join(base, "search"))
+    search_config = config.search_config(strategy, seed, os.path.join(base, "search"), variant)
+    shared_s = 0.0
+    if supernet_row is not None:
+        search_config.supernet = os.path.join(config.out, "snas", f"seed{seed}", "search")
+        shared_s = supernet_row["search_s"]
     data = strategy.load_data(search_config)
     start = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a strategy's warnings are in its run directory and in the leaderboard
         result = strategy.run(search_config, data, progress=False)
-    search_s = time.perf_counter() - start
+    search_s = time.perf_counter() - start + shared_s
     train_config = config.train_config(seed, os.path.join(base, "train"))
     trained = train(train_config, load_train_data(train_config), genotype=result.genotype, progress=False)
     image = data[2].image_size
@@ -116,10 +148,74 @@ def _cell(config: CompareConfig, name: str, seed: int, progress: bool) -> dict:
                 genotype=result.genotype.to_json())
 
 
-def _mean_std(values: List[float]) -> str:
+Unit = List[Tuple[str, int]]
+
+
+def plan(names: Sequence[str], seeds: int) -> List[Unit]:
+    """The cells of a comparison in the order they run, grouped in units that one process runs in turn: ``snas``
+    and ``snas-pt`` of one seed form one unit (snas-pt selects from snas's supernet); every other cell is a unit
+    of its own. The strategies first, then the variants (ablations)."""
+    paired = "snas" in names and "snas-pt" in names
+    units: List[Unit] = []
+    for phase in (False, True):
+        for name in names:
+            if ("+" in name) != phase or (paired and name == "snas-pt"):
+                continue
+            for seed in range(seeds):
+                units.append([(name, seed), ("snas-pt", seed)] if paired and name == "snas" else [(name, seed)])
+    return units
+
+
+def share(units: Sequence[Unit], ranks: int) -> List[int]:
+    """The rank that runs each unit: longest first onto the least loaded rank (:data:`WORK`), the strategies before
+    the variants, so that the strategies' cells finish first."""
+    load = [0.0] * ranks
+    owner = [0] * len(units)
+
+    def work(unit: Unit) -> float:
+        return sum(WORK.get(name.partition("+")[0], 100.0) for name, _ in unit)
+
+    for phase in (False, True):
+        order = [i for i, u in enumerate(units) if ("+" in u[0][0]) == phase]
+        for i in sorted(order, key=lambda i: -work(units[i])):
+            rank = min(range(ranks), key=lambda r: (load[r], r))
+            owner[i] = rank
+            load[rank] += work(units[i])
+    return owner
+
+
+def _mean_std(values: List[float], signed: bool = False) -> str:
+    """``mean ± std`` (the sample standard deviation), the value alone for one, ``-`` for none."""
+    form = "+.4f" if signed else ".4f"
     if len(values) < 2:
-        return f"{values[0]:.4f}" if values else "-"
-    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+        return format(values[0], form) if values else "-"
+    return f"{format(statistics.mean(values), form)} ± {statistics.stdev(values):.4f}"
+
+
+def _paired_delta(rows: List[dict], base: List[dict], key: str) -> str:
+    """Mean ± std over the seeds both have of ``rows[key] - base[key]``."""
+    theirs = {r["seed"]: r[key] for r in base}
+    deltas = [r[key] - theirs[r["seed"]] for r in rows if r["seed"] in theirs]
+    return _mean_std(deltas, signed=True)
+
+
+def _ablation_lines(by: Dict[str, List[dict]]) -> List[str]:
+    """The variants' table: each against its strategy, differences paired by seed."""
+    variants = [name for name in by if "+" in name]
+    if not variants:
+        return []
+    lines = ["", "Ablations: the strategy with one change of its settings, against the strategy itself (differences "
+                 "per seed, then mean ± std).", "",
+             "| variant | change | test accuracy | Δ test accuracy | own score | Δ own score |",
+             "|---|---|---:|---:|---:|---:|"]
+    for name in variants:
+        base, _, variant = name.partition("+")
+        change = ", ".join(f"{k}={v}" for k, v in get_strategy(base).variants[variant].items())
+        rows, base_rows = by[name], by.get(base, [])
+        lines.append(f"| {name} | {change} | {_mean_std([r['test_acc'] for r in rows])} | "
+                     f"{_paired_delta(rows, base_rows, 'test_acc')} | {_mean_std([r['score'] for r in rows])} | "
+                     f"{_paired_delta(rows, base_rows, 'score')} |")
+    return lines
 
 
 def write_leaderboard(rows: List[dict], out: str) -> None:
@@ -139,6 +235,7 @@ def write_leaderboard(rows: List[dict], out: str) -> None:
         lines.append(f"| {name} | {len(rs)} | {_mean_std([r['test_acc'] for r in rs])} | "
                      f"{statistics.mean(r['params'] for r in rs):,.0f} | "
                      f"{statistics.mean(r['search_s'] for r in rs):.1f} |")
+    lines += _ablation_lines(by)
     lines += ["", "| strategy | seed | test accuracy | params | FLOPs | search seconds | own score |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
@@ -154,30 +251,53 @@ def write_leaderboard(rows: List[dict], out: str) -> None:
                        logx=True)
 
 
-def compare(config: CompareConfig, resume: bool = False, progress: bool = True) -> List[dict]:
-    """Runs every strategy x seed, then writes the leaderboard; returns its rows. With ``resume``, a finished
-    strategy x seed (its ``cells/*.json``) is read back, not redone; without it, a directory that already holds a
-    comparison is refused (one line), so two configurations never mix."""
-    config.validate()
+def _check_out(config: CompareConfig, resume: bool):
+    """The problem with ``config.out`` (one line) or None; on success, ``config.json`` written there."""
     cells = os.path.join(config.out, "cells")
     if not resume and os.path.isdir(cells) and os.listdir(cells):
-        raise CompareError(f"--out {config.out}: holds a comparison already; continue it with --resume "
-                           f"{config.out} or choose another --out")
+        return (f"--out {config.out}: holds a comparison already; continue it with --resume {config.out} or choose "
+                f"another --out")
     os.makedirs(cells, exist_ok=True)
     write_json_atomic(config.to_dict(), os.path.join(config.out, "config.json"))
-    rows = []
-    for name in config.names():
-        for seed in range(config.seeds):
-            path = os.path.join(cells, f"{name}-seed{seed}.json")
+    return None
+
+
+def compare(config: CompareConfig, resume: bool = False, progress: bool = True) -> List[dict]:
+    """Runs every strategy x seed, then writes the leaderboard; returns its rows (on every rank). With ``resume``,
+    a finished strategy x seed (its ``cells/*.json``) is read back, not redone; without it, a directory that
+    already holds a comparison is refused (one line), so two configurations never mix. In a process group each
+    rank runs its share of the cells (:func:`share`) alone, and rank 0 writes the leaderboard."""
+    config.validate()
+    ctx = distributed.context(config.device)
+    problem = distributed.broadcast_object(_check_out(config, resume) if ctx.is_main else None)
+    if problem:
+        raise CompareError(problem)
+    units = plan(config.names(), config.seeds)
+    owners = share(units, ctx.world_size)
+    start, mine = time.perf_counter(), []
+    for unit, owner in zip(units, owners):
+        if owner != ctx.rank:
+            continue
+        previous = None
+        for name, seed in unit:
+            path = os.path.join(config.out, "cells", f"{name}-seed{seed}.json")
             if os.path.exists(path):
                 with open(path) as f:
-                    rows.append(json.load(f))
-                continue
-            row = _cell(config, name, seed, progress)
-            write_json_atomic(row, path)
-            rows.append(row)
-            if progress:
-                print(f"{name} seed {seed}: test acc {row['test_acc']:.4f}, {row['params']:,} params, search "
-                      f"{row['search_s']:.0f} s", flush=True)
-    write_leaderboard(rows, config.out)
+                    row = json.load(f)
+            else:
+                with distributed.alone():
+                    row = _cell(config, name, seed, previous if name == "snas-pt" else None)
+                write_json_atomic(row, path)
+                if progress:
+                    where = f" (rank {ctx.rank})" if ctx.distributed else ""
+                    print(f"{name} seed {seed}{where}: test acc {row['test_acc']:.4f}, {row['params']:,} params, "
+                          f"search {row['search_s']:.0f} s; {time.perf_counter() - start:.0f} s into the comparison",
+                          flush=True)
+            mine.append(row)
+            previous = row
+    rows = [row for rank_rows in distributed.gather_objects(mine) for row in rank_rows]
+    order = {name: i for i, name in enumerate(config.names())}
+    rows.sort(key=lambda r: (order[r["strategy"]], r["seed"]))
+    if ctx.is_main:
+        write_leaderboard(rows, config.out)
     return rows

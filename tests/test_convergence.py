@@ -68,7 +68,7 @@ def test_recipes_fill_only_what_is_left_unset():
     paper = trainer.SearchConfig(recipe="snas-cifar")
     assert (paper.epochs, paper.layers, paper.channels) == (150, 8, 16)
     assert (paper.arch_optimizer, paper.arch_lr, paper.tau_epochs, paper.drop_path) == ("sgd", 3e-4, 150, 0.3)
-    assert (paper.lr, paper.lr_min, paper.tau0, paper.tau_min, paper.resource_lambda) == (0.025, 0.001, 1.0, 0.03,
+    assert (paper.lr, paper.lr_min, paper.tau_start, paper.tau_end, paper.resource_lambda) == (0.025, 0.001, 1.0, 0.03,
                                                                                            1.5e-3)
     assert trainer.SearchConfig(recipe="snas-cifar", arch_lr=1e-3).arch_lr == 1e-3  # an explicit value wins
     with pytest.raises(trainer.SearchError, match=r"recipe: expected one of short, snas-cifar, custom, got 'fast'"):

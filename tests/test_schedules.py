@@ -51,3 +51,36 @@ BAD = [
 def test_bad_arguments_are_rejected_with_a_message(desc, call, exc, pattern):
     with pytest.raises(exc, match=pattern):
         call()
+
+
+@pytest.mark.parametrize("schedule", ["linear", "exp"])
+def test_search_temperature_goes_from_tau_start_to_tau_end_over_the_run(schedule):
+    from snas_fast.search.snas import SearchConfig, temperature
+
+    config = SearchConfig(epochs=10, tau_schedule=schedule, tau_start=2.0, tau_end=0.02)
+    taus = [temperature(config, e) for e in range(13)]
+    assert taus[0] == pytest.approx(2.0) and taus[10] == pytest.approx(0.02) and taus[12] == pytest.approx(0.02)
+    assert all(a > b for a, b in zip(taus[:10], taus[1:11]))
+    if schedule == "exp":  # a constant factor per epoch: (0.02 / 2) ** (1 / 10)
+        assert [b / a for a, b in zip(taus[:10], taus[1:11])] == pytest.approx([0.01 ** 0.1] * 10)
+    else:
+        assert taus[5] == pytest.approx(1.01)
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(tau_schedule="exponential"), "tau_schedule: expected one of linear, exp, got 'exponential'"),
+    (dict(tau_start=0.0), "tau_start: expected a temperature > 0, got 0.0"),
+    (dict(tau_start=0.5, tau_end=1.0), "tau_end: expected at most tau_start = 0.5, got 1.0"),
+])
+def test_search_temperature_settings_are_checked(settings, message):
+    from snas_fast.search.snas import SearchConfig, SearchError
+
+    with pytest.raises(SearchError, match=message):
+        SearchConfig(**settings).validate()
+
+
+def test_a_0_1_exponential_config_is_refused_with_the_new_flags_named():
+    from snas_fast.search.snas import SearchConfig, SearchError
+
+    with pytest.raises(SearchError, match="--tau-schedule exp"):
+        SearchConfig.from_dict(dict(tau_schedule="exponential", tau_rate=0.95, tau0=1.0))

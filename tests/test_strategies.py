@@ -4,6 +4,8 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
+import re
 from collections import Counter
 
 import pytest
@@ -152,6 +154,10 @@ def csv_rows(path):
     (["--seeds", "0"], "seeds: expected an integer >= 1, got 0"),
     (["--archs", "0"], "archs: expected an integer >= 1, got 0"),
     (["--dataset", "mnist"], "dataset: expected one of digits, cifar10, got 'mnist'"),
+    (["--strategies", "snas+foo"], "strategies: snas's variants are warmup, no-bn-recal, tau-exp, no-arch-wd, got "
+                                   "'foo' in 'snas+foo'"),
+    (["--strategies", "naswot+warmup"], "strategies: naswot's variants are none, got 'warmup'"),
+    (["--strategies", "snas,snas"], "strategies: expected each at most once"),
 ])
 def test_compare_bad_arguments_are_one_line_and_write_nothing(tmp_path, capsys, flags, message):
     out = tmp_path / "cmp"
@@ -167,6 +173,87 @@ def test_compare_refuses_to_mix_two_comparisons(tmp_path, capsys):
     (out / "cells" / "naswot-seed0.json").write_text("{}")
     assert main(["compare", "--strategies", "naswot", *TINY, "--out", str(out)]) == 2
     assert "holds a comparison already" in capsys.readouterr().err
+
+
+def test_plan_pairs_snas_pt_with_its_snas_and_runs_the_variants_last():
+    from snas_fast.compare import plan, share
+
+    units = plan(["snas-pt", "naswot", "snas+warmup", "snas"], 2)
+    assert units == [[("naswot", 0)], [("naswot", 1)], [("snas", 0), ("snas-pt", 0)], [("snas", 1), ("snas-pt", 1)],
+                     [("snas+warmup", 0)], [("snas+warmup", 1)]]
+    assert plan(["snas-pt"], 1) == [[("snas-pt", 0)]]
+    owners = share(units, 2)
+    # the two snas/snas-pt pairs (the longest) go to different ranks; every unit has one owner in range
+    assert owners[2] != owners[3] and set(owners) <= {0, 1}
+    assert share(units, 1) == [0] * len(units)
+
+
+def test_compare_ablation_rows_and_snas_pt_on_snas_supernet(tmp_path, monkeypatch):
+    """snas-pt selects from the snas search of its seed (its supernet is not trained twice); a variant is its
+    strategy with the one change, reported against it in leaderboard.md."""
+    from snas_fast.search import snas, snas_pt
+
+    trained = []
+    original = snas.SnasSearch.update
+
+    def counting(self, loss, epoch):
+        trained.append(self.config.out)
+        return original(self, loss, epoch)
+
+    monkeypatch.setattr(snas.SnasSearch, "update", counting)
+    monkeypatch.setattr(snas_pt.SnasPtConfig, "pt_interval", 0)
+    out = tmp_path / "cmp"
+    rows = compare(CompareConfig(strategies="snas,snas-pt,snas+no-arch-wd", seeds=1, search_epochs=1, epochs=1,
+                                 layers=3, channels=4, data_limit=64, out=str(out)), progress=False)
+    assert [r["strategy"] for r in rows] == ["snas", "snas-pt", "snas+no-arch-wd"]
+    assert {os.path.basename(os.path.dirname(os.path.dirname(p))) for p in trained} == {"snas", "snas+no-arch-wd"}
+    pt_search, snas_search = out / "snas-pt" / "seed0" / "search", out / "snas" / "seed0" / "search"
+    assert (pt_search / "metrics.jsonl").read_text() == (snas_search / "metrics.jsonl").read_text()
+    assert json.load(open(pt_search / "config.json"))["supernet"] == str(snas_search)
+    assert rows[1]["search_s"] > rows[0]["search_s"]  # snas-pt's seconds include the supernet's
+    variant = json.load(open(out / "snas+no-arch-wd" / "seed0" / "search" / "config.json"))
+    assert variant["arch_weight_decay"] == 0.0 and json.load(open(snas_search / "config.json"))[
+        "arch_weight_decay"] == 1e-3
+    board = (out / "leaderboard.md").read_text()
+    delta = rows[2]["test_acc"] - rows[0]["test_acc"]
+    assert "| snas+no-arch-wd | arch_weight_decay=0.0 |" in board and f"{delta:+.4f}" in board
+
+
+def test_snas_pt_refuses_a_supernet_searched_otherwise(tmp_path):
+    from snas_fast.search.snas import SearchConfig, search
+    from snas_fast.search.snas_pt import SnasPt, SnasPtConfig, SearchError
+
+    tiny = dict(epochs=1, layers=3, channels=4, data_limit=32)
+    first = SearchConfig(out=str(tmp_path / "snas"), **tiny)
+    search(first, first.load_data(), progress=False)
+    for change, message in ((dict(seed=1), "other settings (seed 0, here 1)"),
+                            (dict(epochs=2), "other settings (epochs 1, here 2)")):
+        config = SnasPtConfig(out=str(tmp_path / "pt"), supernet=first.out, **dict(tiny, **change))
+        with pytest.raises(SearchError, match=re.escape(f"supernet: {first.out} was searched with " + message)):
+            SnasPt().run(config, config.load_data(), progress=False)
+    config = SnasPtConfig(out=str(tmp_path / "pt"), supernet=str(tmp_path / "nowhere"), **tiny)
+    with pytest.raises(SearchError, match="is not a snas search directory"):
+        SnasPt().run(config, config.load_data(), progress=False)
+
+
+def test_compare_under_torchrun_shares_the_cells_out(tmp_path):
+    """Two ranks: each runs whole cells alone and writes them; rank 0 writes the leaderboard of all."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "cmp"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "snas_fast", "compare", "--strategies", "naswot,random", *TINY[:2], *TINY[4:-1],
+                           "--seeds", "2", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    ran = {line.split(":")[0] for line in proc.stdout.splitlines() if " seed " in line and "rank" in line}
+    assert any("(rank 0)" in r for r in ran) and any("(rank 1)" in r for r in ran), proc.stdout
+    rows = list(csv_rows(out / "leaderboard.csv"))
+    assert [(r["strategy"], r["seed"]) for r in rows] == [("naswot", "0"), ("naswot", "1"), ("random", "0"),
+                                                          ("random", "1")]
+    assert len(list((out / "cells").glob("*.json"))) == 4
 
 
 # -- rank ----------------------------------------------------------------------------------------------------------

@@ -17,9 +17,12 @@ synchronised BatchNorm.
 - A failing rank ends the job: under ``torchrun`` the agent stops the other ranks when one exits with an error, and
   a peer blocked in a gloo collective gets an error as soon as the failed process's connections close; every
   collective also has the process-group ``timeout`` as a last resort.
+- Whole jobs per rank: inside :func:`alone` a process works as if it were the only one (``snas-fast compare`` shares
+  whole candidates out over the ranks), and :func:`gather_objects` brings the results together.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -34,10 +37,12 @@ __all__ = [
     "DistributedError",
     "SyncBatchNorm",
     "all_reduce_sum",
+    "alone",
     "broadcast_buffers",
     "broadcast_object",
     "context",
     "convert_sync_batchnorm",
+    "gather_objects",
     "launched_by_torchrun",
     "setup",
     "teardown",
@@ -110,10 +115,28 @@ def setup(device: str = "cpu", timeout_s: float = 1800.0) -> Context:
     return Context(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
+_alone = 0  # > 0 inside alone(): this process ignores its process group
+
+
+@contextlib.contextmanager
+def alone():
+    """Inside, this process runs as if it had no process group: :func:`context` is the single-process one and the
+    collectives of this module do nothing, so a rank can run a whole search or training by itself (its run directory
+    written by it). The group itself is untouched: :func:`gather_objects` after the block."""
+    global _alone
+    _alone += 1
+    try:
+        yield
+    finally:
+        _alone -= 1
+
+
 def context(device: Optional[str] = None) -> Context:
     """The :class:`Context` of an already initialised process group (or the single-process one)."""
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    if not (dist.is_available() and dist.is_initialized()):
+    if _alone or not (dist.is_available() and dist.is_initialized()):
+        if dev.type == "cuda" and dev.index is None and dist.is_available() and dist.is_initialized():
+            dev = torch.device("cuda", torch.cuda.current_device())
         return Context(device=dev)
     local = _env_int("LOCAL_RANK", 0)
     if dev.type == "cuda" and dev.index is None:
@@ -128,7 +151,7 @@ def teardown() -> None:
 
 
 def _initialized() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return not _alone and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _comm_device() -> torch.device:
@@ -154,6 +177,15 @@ def broadcast_object(obj, src: int = 0):
     box = [obj if dist.get_rank() == src else None]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def gather_objects(obj) -> list:
+    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (picklable objects); ``[obj]`` in one process."""
+    if not _initialized():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 @torch.no_grad()

@@ -5,7 +5,7 @@ that any strategy runs on any space with the same budget, loop and retraining. A
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from typing import Dict, Sequence
 
 
 class Strategy(ABC):
@@ -15,6 +15,9 @@ class Strategy(ABC):
     name: str = ""
     #: its settings, a RunConfig subclass whose fields carry their flags
     config_class: type = object
+    #: named changes of its settings (ablations): ``snas-fast compare --strategies <name>+<variant>`` runs the
+    #: strategy with ``config_class(**variants[variant])`` over its defaults
+    variants: Dict[str, Dict[str, object]] = {}
 
     @abstractmethod
     def load_data(self, config):

@@ -57,6 +57,7 @@ GRANULARITIES = ("step", "cell", "example")
 ESTIMATORS = ("st", "dsnas")
 #: Gumbel-sample policies across ranks (:func:`gumbel_noise`).
 GUMBEL_SAMPLE = ("shared", "per-rank")
+TAU_SCHEDULES = ("linear", "exp")
 
 
 class SearchError(RunError):
@@ -240,6 +241,17 @@ RECIPES: Dict[str, Dict[str, object]] = {
     "custom": {},  # every setting given (a config.json written before recipes existed reads back as this)
 }
 
+#: The Bag of Tricks for NAS (Elsken et al. 2021) as changes of the ``short`` recipe, one trick each, for ablations:
+#: ``snas-fast compare --strategies snas+<name>`` runs SNAS with that one change (a row of the leaderboard). The
+#: recipe has BatchNorm recalibration before every evaluation, log_alpha weight decay and the linear schedule, and no
+#: weights warm-up; each entry turns one of them over.
+TRICKS: Dict[str, Dict[str, object]] = {
+    "warmup": dict(warmup_epochs=5),  # log_alpha frozen for the first 5 epochs (a quarter of the recipe's 20)
+    "no-bn-recal": dict(bn_recalibration=0),  # evaluations use the running statistics of training
+    "tau-exp": dict(tau_schedule="exp"),  # the same 1 -> 0.03 over the run, geometric instead of linear
+    "no-arch-wd": dict(arch_weight_decay=0.0),
+}
+
 
 
 
@@ -271,13 +283,13 @@ class SearchConfig(RunConfig):
     arch_lr: Optional[float] = setting(None, "log_alpha learning rate", kind=float)
     arch_weight_decay: Optional[float] = setting(None, "log_alpha weight decay", kind=float)
     arch_betas: Tuple[float, float] = (0.5, 0.999)
-    warmup_epochs: int = setting(0, "epochs with log_alpha frozen")
-    tau_schedule: str = setting("linear", "linear or exponential")
-    tau0: float = setting(1.0, "initial temperature")
-    tau_min: float = setting(0.03, "final temperature")
-    tau_epochs: Optional[int] = setting(None, "length of the linear schedule in epochs (None: the run's epochs)",
-                                        kind=int)
-    tau_rate: float = setting(0.95, "exponential schedule: factor per epoch")
+    warmup_epochs: int = setting(0, "weights warm-up: epochs with log_alpha frozen (Bag of Tricks; 0: none)")
+    tau_schedule: str = setting("linear", "temperature schedule from --tau-start to --tau-end over --tau-epochs: "
+                                          "linear (SNAS) or exp (geometric)")
+    tau_start: float = setting(1.0, "initial temperature")
+    tau_end: float = setting(0.03, "final temperature")
+    tau_epochs: Optional[int] = setting(None, "length of the temperature schedule in epochs (None: the run's "
+                                              "epochs)", kind=int)
     resource_lambda: float = setting(1.5e-3, "weight of the resource penalty", flag="lambda")
     penalty: str = setting("log", "resource penalty form: log or linear")
     bn_recalibration: Optional[int] = setting(None, "training batches that recalibrate BatchNorm before each "
@@ -297,7 +309,7 @@ class SearchConfig(RunConfig):
         if unset:
             raise SearchError(f"{unset[0]}: expected a value (recipe {self.recipe!r} gives none), got None")
         choices = {"mixed": ("fused", "fused_sum", "eager"), "sampling": GRANULARITIES + ("hard",),
-                   "estimator": ESTIMATORS, "arch_optimizer": ("sgd", "adam"), "tau_schedule": ("linear", "exponential"),
+                   "estimator": ESTIMATORS, "arch_optimizer": ("sgd", "adam"), "tau_schedule": TAU_SCHEDULES,
                    "penalty": ("log", "linear"), "gumbel_sample": GUMBEL_SAMPLE}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -314,12 +326,26 @@ class SearchConfig(RunConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise SearchError(f"{name}: expected a number >= 0, got {value!r}")
-        if not (self.tau0 > 0 and self.tau_min > 0):
-            raise SearchError(f"tau0, tau_min: expected temperatures > 0, got {self.tau0}, {self.tau_min}")
+        for name in ("tau_start", "tau_end"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value)
+                                                                                     and value > 0):
+                raise SearchError(f"{name}: expected a temperature > 0, got {value!r}")
+        if self.tau_end > self.tau_start:
+            raise SearchError(f"tau_end: expected at most tau_start = {self.tau_start}, got {self.tau_end}")
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchConfig":
+        """The config of ``d``; a ``config.json`` of 0.1 (``tau0``, ``tau_min``, ``tau_rate``, ``exponential``) reads
+        as the same linear schedule; its exponential one had a per-epoch rate that no longer exists (an error)."""
         d = dict(d)
+        for old, new in (("tau0", "tau_start"), ("tau_min", "tau_end")):
+            if old in d:
+                d.setdefault(new, d.pop(old))
+        rate = d.pop("tau_rate", None)
+        if d.get("tau_schedule") == "exponential":
+            raise SearchError(f"config: tau_schedule 'exponential' with tau_rate {rate} is no longer a setting; "
+                              f"give --tau-schedule exp (tau_start to tau_end over tau_epochs)")
         if "arch_betas" in d:
             d["arch_betas"] = tuple(d["arch_betas"])
         return super().from_dict(d)
@@ -335,10 +361,13 @@ class SearchConfig(RunConfig):
 # Pieces of the search
 # ------------------------------------------------------------------------------------------------------------
 def temperature(config: SearchConfig, epoch: int) -> float:
-    if config.tau_schedule == "exponential":
-        return schedules.exponential_tau(epoch, config.tau0, config.tau_min, config.tau_rate)
+    """The epoch's tau: from ``tau_start`` at epoch 0 to ``tau_end`` at ``tau_epochs`` (the run's epochs if None),
+    linearly (SNAS) or geometrically (``exp``: a constant factor per epoch), ``tau_end`` after."""
     length = config.tau_epochs if config.tau_epochs is not None else config.epochs
-    return schedules.linear_tau(epoch, config.tau0, config.tau_min, length)
+    if config.tau_schedule == "exp":
+        rate = math.log(config.tau_start / config.tau_end) / length
+        return schedules.exponential_tau(min(epoch, length), config.tau_start, config.tau_end, rate)
+    return schedules.linear_tau(epoch, config.tau_start, config.tau_end, length)
 
 
 def cost_tables(model: Supernet, image_size: int) -> Tuple[Tensor, Tensor]:
@@ -627,6 +656,7 @@ class Snas(Strategy):
 
     name = "snas"
     config_class = SearchConfig
+    variants = TRICKS
 
     def load_data(self, config: SearchConfig):
         return load_search_data(config)

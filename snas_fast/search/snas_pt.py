@@ -11,13 +11,19 @@ candidate contributes to the supernet's accuracy, not by ``argmax(log_alpha)``.
   least is dropped, until two remain.
 
 BatchNorm is recalibrated (``bn_recalibration`` training batches) before each decision's measurements.
+
+``supernet``: the directory of a finished ``snas`` search with the same settings; its trained supernet is what the
+selection starts from (the search is not run again: with the same seed it would train the same weights).
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import shutil
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +33,13 @@ from ..engine import distributed
 from ..engine.config import setting
 from ..engine.data import eval_loader, train_loader
 from ..engine.loop import Task, evaluate, fit, recalibrate_bn
-from ..engine.rundir import RunDir
+from ..engine.rundir import CHECKPOINT_FILE, METRICS_FILE, RunDir, read_metrics
 from ..engine.seeds import make_generator
 from ..spaces.darts.genotypes import CONCAT, Genotype
 from ..spaces.darts.space import EDGES, NUM_NODES
 from ..spaces.darts.supernet import Supernet
 from .base import Strategy
-from .snas import SearchConfig, load_search_data, search
+from .snas import SearchConfig, SearchError, load_search_data, search
 
 __all__ = ["SnasPt", "SnasPtConfig", "select"]
 
@@ -43,10 +49,42 @@ class SnasPtConfig(SearchConfig):
     """SNAS's settings, and the selection's."""
 
     pt_interval: int = setting(1, "fine-tuning epochs between two decisions (DARTS-PT: 5)")
+    supernet: Optional[str] = setting(None, "the directory of a finished snas search with these settings: select "
+                                            "from its supernet instead of training one", kind=str)
 
     def validate(self) -> None:
         super().validate()
         self.check_ints(("pt_interval",), 0)
+
+
+def _search_settings(config: SearchConfig) -> dict:
+    """The settings that make the supernet: every SearchConfig field but the run directory."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(SearchConfig) if f.name != "out"}
+
+
+def adopt_supernet(config: SnasPtConfig) -> None:
+    """Makes ``config.out`` a copy of the finished snas search ``config.supernet`` (its checkpoint and metrics; this
+    run's config.json), so that the search resumes there with nothing left to train. Raises SearchError, one line,
+    for a directory that is not a finished search with the same settings."""
+    src = config.supernet
+    try:
+        with open(os.path.join(src, "config.json")) as f:
+            theirs = _search_settings(SearchConfig.from_dict(dict(json.load(f), recipe="custom")))
+        epochs_done = len(read_metrics(os.path.join(src, METRICS_FILE)))
+    except (OSError, ValueError) as error:
+        raise SearchError(f"supernet: {src} is not a snas search directory ({error})") from None
+    ours = dict(_search_settings(config), recipe="custom")
+    differ = [k for k in ours if ours[k] != theirs[k]]
+    if differ:
+        raise SearchError(f"supernet: {src} was searched with other settings ({differ[0]} {theirs[differ[0]]!r}, "
+                          f"here {ours[differ[0]]!r})")
+    if epochs_done < config.epochs or not os.path.exists(os.path.join(src, CHECKPOINT_FILE)):
+        raise SearchError(f"supernet: {src} is not finished ({epochs_done} of {config.epochs} epochs)")
+    os.makedirs(config.out, exist_ok=True)
+    for name in (CHECKPOINT_FILE, METRICS_FILE, "genotype.json"):
+        if os.path.exists(os.path.join(src, name)):
+            shutil.copyfile(os.path.join(src, name), os.path.join(config.out, name))
+    RunDir(config.out, distributed.context(config.device)).write_json("config.json", config.to_dict())
 
 
 class _FineTune(Task):
@@ -164,6 +202,10 @@ class SnasPt(Strategy):
         from .rsws import shared_weight_accuracy
 
         start = time.perf_counter()
+        if config.supernet and not (resume and os.path.exists(os.path.join(config.out, CHECKPOINT_FILE))):
+            if distributed.context(config.device).is_main:
+                adopt_supernet(config)
+            resume = True
         result = search(config, data, resume, progress, callbacks)
         ctx = distributed.context(config.device)
         genotype = select(result.model, config, data, ctx, progress)
