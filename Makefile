@@ -7,7 +7,7 @@ TORCH_CUDA ?= torch==2.14.1
 CUDA_HOME ?= /usr/local/cuda
 DEPS = "triton>=3.6,<3.10" numpy ninja pytest expecttest hypothesis tqdm matplotlib scikit-learn scipy pytest-benchmark
 
-.PHONY: all env build test search compare compare-cells sweep bench cuda-check clean
+.PHONY: all env build test search compare pareto latency-table compare-cells sweep bench cuda-check clean
 
 all: test
 
@@ -40,6 +40,17 @@ compare: build
 	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(COMPARE_PROCS) -m snas_fast compare \
 		$(if $(wildcard runs/compare/config.json),--resume runs/compare,--out runs/compare --dataset digits \
 		--strategies $(COMPARE_STRATEGIES) --seeds 2)
+
+# The accuracy-MAC front of SNAS (lambda sweep), MONAS (sweep of its reward's accuracy weight) and random sampling
+# on the digits, every architecture retrained with one recipe (README, "Multi-objective search"). Resumable.
+pareto: build
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(COMPARE_PROCS) -m snas_fast pareto \
+		$(if $(wildcard runs/pareto/config.json),--resume runs/pareto,--out runs/pareto --dataset digits)
+
+# The measured latency of every candidate on every edge of the digits search network (1 thread), checked on 20
+# random children.
+latency-table: build
+	$(VENV)/bin/snas-fast latency-table --threads 1 --out runs/latency/cpu.json
 
 # The searched cell of `make search` (runs/digits) against 3 random cells, each retrained with one recipe.
 compare-cells: build

@@ -181,6 +181,33 @@ def _rank(args) -> int:
                 report)
 
 
+def _pareto(args) -> int:
+    from .pareto import ParetoConfig, pareto
+
+    def report(config, rows):
+        print(f"\npareto front done: {config.out}")
+        with open(os.path.join(config.out, "pareto.md")) as f:
+            print(f.read().split("\n\n| method | setting")[0])
+
+    return _run(args, ParetoConfig, lambda config: None,
+                lambda config, data, resume, progress: pareto(config, resume, progress), report)
+
+
+def _latency(args) -> int:
+    from .latency_table import LatencyConfig, latency_table
+
+    def report(config, result):
+        table, check = result
+        print(f"latency table: {config.out} ({table.device}, {table.threads} thread(s), fixed part "
+              f"{table.fixed_ms:.3f} ms)")
+        if check is not None:
+            print(f"  {check['children']} random children: Pearson r {check['pearson_r']:.3f}, mean absolute error "
+                  f"{100 * check['mape']:.1f} % of the measured time")
+
+    return _run(args, LatencyConfig, lambda config: None,
+                lambda config, data, resume, progress: latency_table(config, progress), report)
+
+
 def _read_json(path: str):
     with open(path) as f:
         return json.load(f)
@@ -201,8 +228,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     _parser(sub, "rank", "score random architectures by NASWOT, by shared weights (rsws, snas) and by training, "
                          "and report each proxy's rank correlation", RankConfig)
+    from .pareto import ParetoConfig
+
+    _parser(sub, "pareto", "the accuracy-cost front of SNAS (lambda sweep), MONAS (reward sweep) and random "
+                           "sampling, every architecture retrained with one recipe", ParetoConfig)
+    from .latency_table import LatencyConfig
+
+    _parser(sub, "latency-table", "time every candidate on every edge of one network and write the lookup table",
+            LatencyConfig)
     args = parser.parse_args(argv)
-    return {"train": _train, "compare": _compare, "rank": _rank}.get(args.command, _search)(args)
+    commands = {"train": _train, "compare": _compare, "rank": _rank, "pareto": _pareto, "latency-table": _latency}
+    return commands.get(args.command, _search)(args)
 
 
 if __name__ == "__main__":

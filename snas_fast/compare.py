@@ -32,7 +32,7 @@ import statistics
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .engine import distributed
 from .engine.config import RunConfig, RunError, setting
@@ -41,7 +41,7 @@ from .engine.rundir import write_json_atomic
 from .search.registry import get_strategy, strategy_names
 from .spaces.darts.networks import count_flops
 
-__all__ = ["CompareConfig", "CompareError", "compare", "plan", "share"]
+__all__ = ["CompareConfig", "CompareError", "compare", "plan", "retrain_row", "run_cell", "run_units", "share"]
 
 FIELDS = ["strategy", "seed", "test_acc", "params", "flops", "search_s", "score", "genotype"]
 
@@ -65,7 +65,7 @@ class CompareConfig(RunConfig):
     strategies: str = setting("snas,snas-pt,random,rsws,naswot",
                               f"comma-separated strategies ({', '.join(strategy_names())})")
     seeds: int = setting(2, "seeds per strategy (0 .. seeds - 1)")
-    search_epochs: int = setting(20, "epochs of the supernet strategies (snas, snas-pt, rsws)")
+    search_epochs: int = setting(20, "epochs of the supernet strategies (snas, snas-pt, rsws, monas)")
     archs: int = setting(100, "architectures a sampling strategy scores (naswot; rsws's selection)")
     random_archs: int = setting(8, "candidates random search trains")
     random_epochs: int = setting(3, "training epochs of each random-search candidate")
@@ -96,19 +96,19 @@ class CompareConfig(RunConfig):
             raise CompareError(f"strategies: expected each at most once, got {self.strategies!r}")
         self.check_ints(("seeds", "search_epochs", "archs", "random_archs", "random_epochs"), 1)
 
-    def search_config(self, strategy, seed: int, out: str, variant: str = ""):
+    def search_config(self, strategy, seed: int, out: str, overrides: Optional[dict] = None):
         """The strategy's own settings for one seed: its defaults, the shared data and device settings, the budget
-        of this comparison, and ``variant``'s change."""
+        of this comparison, then ``overrides``."""
         cls = strategy.config_class
         fields = cls.__dataclass_fields__
         settings = dict(dataset=self.dataset, data_dir=self.data_dir, data_limit=self.data_limit, seed=seed, out=out,
                         device=self.device, space=self.space, num_workers=self.num_workers)
         budget = {"snas": dict(epochs=self.search_epochs), "snas-pt": dict(epochs=self.search_epochs),
                   "rsws": dict(epochs=self.search_epochs, archs=self.archs),
-                  "naswot": dict(archs=self.archs),
+                  "naswot": dict(archs=self.archs), "monas": dict(epochs=self.search_epochs),
                   "random": dict(archs=self.random_archs, epochs=self.random_epochs)}.get(strategy.name, {})
         settings.update(budget)
-        settings.update(strategy.variants.get(variant, {}))
+        settings.update(overrides or {})
         return cls(**{k: v for k, v in settings.items() if k in fields})
 
     def train_config(self, seed: int, out: str) -> TrainConfig:
@@ -123,13 +123,18 @@ def _own_score(result) -> float:
     return math.nan
 
 
-def _cell(config: CompareConfig, name: str, seed: int, supernet_row: dict = None) -> dict:
-    """Searches with ``name`` (``<strategy>[+<variant>]``) for one seed and retrains its result; the leaderboard
-    row. ``supernet_row``: the finished ``snas`` row of this seed, whose supernet ``snas-pt`` selects from."""
-    base_name, _, variant = name.partition("+")
+def run_cell(config: CompareConfig, label: str, seed: int, overrides: Optional[dict] = None,
+             supernet_row: Optional[dict] = None) -> dict:
+    """Searches with the strategy of ``label`` (``<strategy>[+<variant>]`` or ``<strategy>@<setting>``: the part
+    before ``+`` or ``@``) for one seed, with ``overrides`` of its settings (None: the variant's), and retrains the
+    result; the leaderboard row. Its run directories are ``out/<label>/seed<k>/{search,train}``. ``supernet_row``:
+    the finished ``snas`` row of this seed, whose supernet ``snas-pt`` selects from."""
+    base_name, _, variant = label.replace("@", "+").partition("+")
     strategy = get_strategy(base_name)
-    base = os.path.join(config.out, name, f"seed{seed}")
-    search_config = config.search_config(strategy, seed, os.path.join(base, "search"), variant)
+    if overrides is None:
+        overrides = strategy.variants.get(variant, {})
+    base = os.path.join(config.out, label, f"seed{seed}")
+    search_config = config.search_config(strategy, seed, os.path.join(base, "search"), overrides)
     shared_s = 0.0
     if supernet_row is not None:
         search_config.supernet = os.path.join(config.out, "snas", f"seed{seed}", "search")
@@ -140,12 +145,18 @@ def _cell(config: CompareConfig, name: str, seed: int, supernet_row: dict = None
         warnings.simplefilter("ignore")  # a strategy's warnings are in its run directory and in the leaderboard
         result = strategy.run(search_config, data, progress=False)
     search_s = time.perf_counter() - start + shared_s
-    train_config = config.train_config(seed, os.path.join(base, "train"))
-    trained = train(train_config, load_train_data(train_config), genotype=result.genotype, progress=False)
-    image = data[2].image_size
-    return dict(strategy=name, seed=seed, test_acc=trained.test_acc, params=trained.params,
-                flops=count_flops(trained.model.eval(), image), search_s=search_s, score=_own_score(result),
-                genotype=result.genotype.to_json())
+    return dict(retrain_row(config, seed, result.genotype, os.path.join(base, "train")), strategy=label,
+                search_s=search_s, score=_own_score(result))
+
+
+def retrain_row(config: CompareConfig, seed: int, genotype, out: str) -> dict:
+    """``genotype`` retrained from scratch with the comparison's recipe and seed in ``out``, reported on the test
+    part: the row's seed, test accuracy, parameters, FLOPs and genotype."""
+    train_config = config.train_config(seed, out)
+    data = load_train_data(train_config)
+    trained = train(train_config, data, genotype=genotype, progress=False)
+    return dict(seed=seed, test_acc=trained.test_acc, params=trained.params,
+                flops=count_flops(trained.model.eval(), data[2].image_size), genotype=genotype.to_json())
 
 
 Unit = List[Tuple[str, int]]
@@ -173,7 +184,7 @@ def share(units: Sequence[Unit], ranks: int) -> List[int]:
     owner = [0] * len(units)
 
     def work(unit: Unit) -> float:
-        return sum(WORK.get(name.partition("+")[0], 100.0) for name, _ in unit)
+        return sum(WORK.get(name.replace("@", "+").partition("+")[0], 100.0) for name, _ in unit)
 
     for phase in (False, True):
         order = [i for i, u in enumerate(units) if ("+" in u[0][0]) == phase]
@@ -262,42 +273,52 @@ def _check_out(config: CompareConfig, resume: bool):
     return None
 
 
-def compare(config: CompareConfig, resume: bool = False, progress: bool = True) -> List[dict]:
-    """Runs every strategy x seed, then writes the leaderboard; returns its rows (on every rank). With ``resume``,
-    a finished strategy x seed (its ``cells/*.json``) is read back, not redone; without it, a directory that
-    already holds a comparison is refused (one line), so two configurations never mix. In a process group each
-    rank runs its share of the cells (:func:`share`) alone, and rank 0 writes the leaderboard."""
-    config.validate()
+def run_units(config: CompareConfig, units: Sequence[Unit], run: Callable[[str, int, Optional[dict]], dict],
+              resume: bool, progress: bool) -> List[dict]:
+    """The rows of every cell of ``units`` (``run(label, seed, previous row of its unit)`` makes one), in unit
+    order, on every rank. A finished cell (``out/cells/<label>-seed<k>.json``) is read back, not redone; without
+    ``resume`` a directory that already holds cells is refused (one line), so two configurations never mix. In a
+    process group each rank runs its share of the units (:func:`share`) alone, and the rows are gathered."""
     ctx = distributed.context(config.device)
     problem = distributed.broadcast_object(_check_out(config, resume) if ctx.is_main else None)
     if problem:
-        raise CompareError(problem)
-    units = plan(config.names(), config.seeds)
+        raise config.Error(problem)
     owners = share(units, ctx.world_size)
-    start, mine = time.perf_counter(), []
-    for unit, owner in zip(units, owners):
+    start, mine = time.perf_counter(), {}
+    for i, (unit, owner) in enumerate(zip(units, owners)):
         if owner != ctx.rank:
             continue
         previous = None
-        for name, seed in unit:
-            path = os.path.join(config.out, "cells", f"{name}-seed{seed}.json")
+        for j, (label, seed) in enumerate(unit):
+            path = os.path.join(config.out, "cells", f"{label}-seed{seed}.json")
             if os.path.exists(path):
                 with open(path) as f:
                     row = json.load(f)
             else:
                 with distributed.alone():
-                    row = _cell(config, name, seed, previous if name == "snas-pt" else None)
+                    row = run(label, seed, previous)
                 write_json_atomic(row, path)
                 if progress:
                     where = f" (rank {ctx.rank})" if ctx.distributed else ""
-                    print(f"{name} seed {seed}{where}: test acc {row['test_acc']:.4f}, {row['params']:,} params, "
-                          f"search {row['search_s']:.0f} s; {time.perf_counter() - start:.0f} s into the comparison",
-                          flush=True)
-            mine.append(row)
+                    print(f"{label} seed {seed}{where}: test acc {row['test_acc']:.4f}, {row['params']:,} params, "
+                          f"search {row['search_s']:.0f} s; {time.perf_counter() - start:.0f} s in", flush=True)
+            mine[(i, j)] = row
             previous = row
-    rows = [row for rank_rows in distributed.gather_objects(mine) for row in rank_rows]
+    gathered = {key: row for rank_rows in distributed.gather_objects(mine) for key, row in rank_rows.items()}
+    return [gathered[key] for key in sorted(gathered)]
+
+
+def compare(config: CompareConfig, resume: bool = False, progress: bool = True) -> List[dict]:
+    """Runs every strategy x seed (:func:`run_units`), then writes the leaderboard; returns its rows (on every
+    rank). Rank 0 writes the leaderboard."""
+    config.validate()
+
+    def run(label: str, seed: int, previous: Optional[dict]) -> dict:
+        return run_cell(config, label, seed, supernet_row=previous if label == "snas-pt" else None)
+
+    rows = run_units(config, plan(config.names(), config.seeds), run, resume, progress)
     order = {name: i for i, name in enumerate(config.names())}
     rows.sort(key=lambda r: (order[r["strategy"]], r["seed"]))
-    if ctx.is_main:
+    if distributed.context(config.device).is_main:
         write_leaderboard(rows, config.out)
     return rows

@@ -19,7 +19,7 @@ from ..engine.seeds import make_generator
 from ..spaces import get_space
 from .base import Strategy
 
-__all__ = ["RandomConfig", "RandomError", "RandomResult", "RandomSearch"]
+__all__ = ["RandomConfig", "RandomError", "RandomResult", "RandomSearch", "train_score"]
 
 
 class RandomError(RunError):
@@ -59,6 +59,16 @@ class RandomResult:
     seconds: float = 0.0
 
 
+def train_score(config: TrainConfig, data, genotype, callbacks: Sequence = ()) -> float:
+    """Search-validation accuracy of ``genotype`` trained from scratch by ``config`` on ``data`` = (search-train,
+    search-validation, info); a candidate already trained in ``config.out`` (its ``summary.json``) is read back."""
+    summary = os.path.join(config.out, "summary.json")
+    if not os.path.exists(summary):
+        train(config, data, genotype=genotype, progress=False, callbacks=callbacks)
+    with open(summary) as f:
+        return json.load(f)["test_acc"]  # the candidate's "test" part is search-validation
+
+
 class RandomSearch(Strategy):
     name = "random"
     config_class = RandomConfig
@@ -78,14 +88,9 @@ class RandomSearch(Strategy):
         genotypes, scores, seconds = [], [], 0.0
         for k in range(config.archs):
             g = space.random_genotype(gen)
-            out = run.path(f"candidate_{k:03d}")
-            summary = os.path.join(out, "summary.json")
-            if not os.path.exists(summary):
-                start = time.perf_counter()
-                train(config.train_config(out), data, genotype=g, progress=False, callbacks=callbacks)
-                seconds += time.perf_counter() - start
-            with open(summary) as f:
-                scores.append(json.load(f)["test_acc"])  # the candidate's "test" part is search-validation
+            start = time.perf_counter()
+            scores.append(train_score(config.train_config(run.path(f"candidate_{k:03d}")), data, g, callbacks))
+            seconds += time.perf_counter() - start
             genotypes.append(g)
             if progress and ctx.is_main:
                 print(f"candidate {k + 1}/{config.archs}: search-validation acc {scores[-1]:.4f}", flush=True)

@@ -12,6 +12,7 @@ _STRATEGIES = {
     "random": "snas_fast.search.random:RandomSearch",
     "rsws": "snas_fast.search.rsws:Rsws",
     "naswot": "snas_fast.search.naswot:Naswot",
+    "monas": "snas_fast.search.monas:Monas",
 }
 
 

@@ -28,7 +28,7 @@ from ..spaces import get_space
 from ..spaces.darts.supernet import Supernet
 from .base import Strategy
 
-__all__ = ["RswsConfig", "RswsError", "RswsResult", "Rsws", "arch_weights"]
+__all__ = ["RswsConfig", "RswsError", "RswsResult", "Rsws", "SharedWeightsConfig", "arch_weights"]
 
 
 class RswsError(RunError):
@@ -36,17 +36,24 @@ class RswsError(RunError):
 
 
 @dataclass
-class RswsConfig(RunConfig):
-    """The supernet's training (``epochs``, SGD with a cosine rate) and the selection (``archs`` x ``minibatches``,
-    then the ``top`` re-scored on the whole validation split)."""
+class SharedWeightsConfig(RunConfig):
+    """A supernet trained one path per step (``epochs``, SGD with a cosine rate down to ``lr_min``): what
+    :class:`RswsTraining` reads."""
+
+    epochs: int = setting(20, "epochs of supernet training, one path per step")
+    layers: int = setting(5, "cells in the supernet")
+    channels: int = setting(8, "channels of the first cells (C)")
+    lr_min: float = setting(0.001, "weights: final learning rate")
+
+
+@dataclass
+class RswsConfig(SharedWeightsConfig):
+    """The supernet's training, paths drawn uniformly, and the selection (``archs`` x ``minibatches``, then the
+    ``top`` re-scored on the whole validation split)."""
 
     Error = RswsError
 
     out: str = setting("runs/rsws", "run directory")
-    epochs: int = setting(20, "epochs of supernet training, one uniformly drawn path per step")
-    layers: int = setting(5, "cells in the supernet")
-    channels: int = setting(8, "channels of the first cells (C)")
-    lr_min: float = setting(0.001, "weights: final learning rate")
     archs: int = setting(1000, "architectures scored with the shared weights")
     minibatches: int = setting(10, "validation batches that score each architecture")
     top: int = setting(10, "best architectures scored again on the whole validation split")
@@ -71,7 +78,7 @@ class RswsTraining(Task):
 
     nan_hint = "lower the learning rate"
 
-    def __init__(self, config: RswsConfig, data, ctx):
+    def __init__(self, config: SharedWeightsConfig, data, ctx):
         train_set, val_set, info = data
         self.config, self.ctx = config, ctx
         seed_everything(config.seed)
@@ -102,9 +109,12 @@ class RswsTraining(Task):
         self.net.train()
         return dict(lr=self.optimizer.param_groups[0]["lr"])
 
+    def draw(self):
+        """The path of the next step: a genotype drawn uniformly, ``none`` included."""
+        return self.model.space.random_genotype(self.generator, include_none=True)
+
     def loss(self, x: Tensor, y: Tensor, epoch: int, step: int):
-        g = self.model.space.random_genotype(self.generator, include_none=True)
-        weights, choices = arch_weights(self.model, g)
+        weights, choices = arch_weights(self.model, self.draw())
         self.optimizer.zero_grad(set_to_none=True)
         logits = self.net(x, weights, choices)
         return F.cross_entropy(logits, y), logits, {}

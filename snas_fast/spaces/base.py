@@ -227,6 +227,15 @@ class SearchSpace(ABC):
     def derive(self, alphas: Sequence[Tensor], rule: str):
         """The genotype of architecture weights ``alphas`` under derivation ``rule``."""
 
+    def decisions(self, form: str) -> Tuple[int, ...]:
+        """The sizes of the categorical decisions that make one genotype of ``form``, in order (what a controller
+        such as MONAS's emits, one softmax each). Optional: a space without it has no controller strategies."""
+        raise NotImplementedError(f"space {self.name!r} does not describe its genotypes as decisions")
+
+    def from_decisions(self, choices: Sequence[int], form: str):
+        """The genotype of one index per decision of :meth:`decisions`."""
+        raise NotImplementedError(f"space {self.name!r} does not describe its genotypes as decisions")
+
 
 _REGISTRY: Dict[str, Union[str, Callable[[], SearchSpace]]] = {
     "darts": "snas_fast.spaces.darts:DartsSpace",

@@ -471,3 +471,37 @@ def scatter_figure(points: Mapping[str, Sequence[Tuple[float, float]]], xlabel: 
     if title:
         ax.set_title(title, fontsize=9)
     return fig
+
+
+def plot_pareto(points: Mapping[str, Sequence[Tuple[float, float, bool]]], path: PathLike, xlabel: str,
+                ylabel: str, title: Optional[str] = None) -> Path:
+    """Write :func:`pareto_figure` to the PNG ``path`` and return the path."""
+    return _save(pareto_figure(points, xlabel, ylabel, title), path)
+
+
+def pareto_figure(points: Mapping[str, Sequence[Tuple[float, float, bool]]], xlabel: str, ylabel: str,
+                  title: Optional[str] = None) -> Figure:
+    """Accuracy against cost per method: ``points[method]`` is a list of ``(cost, accuracy, on_front)``; the front
+    is a step line through its points (lower cost, higher accuracy is better), dominated points are faint."""
+    if not isinstance(points, Mapping) or not points:
+        raise ValueError(f"points: expected a non-empty mapping method -> [(cost, accuracy, on_front), ...], "
+                         f"got {points!r}")
+    fig = _new_figure(figsize=(6.0, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for k, (label, pts) in enumerate(points.items()):
+        colour = f"C{k % 10}"
+        front = sorted((float(c), float(a)) for c, a, on in pts if on)
+        rest = [(float(c), float(a)) for c, a, on in pts if not on]
+        if rest:
+            ax.scatter([c for c, _ in rest], [a for _, a in rest], s=22, color=colour, alpha=0.25, edgecolors="none")
+        if front:
+            ax.step([c for c, _ in front], [a for _, a in front], where="post", color=colour, lw=1.4)
+            ax.scatter([c for c, _ in front], [a for _, a in front], s=30, color=colour, label=str(label),
+                       edgecolors="none")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, frameon=False)
+    if title:
+        ax.set_title(title, fontsize=9)
+    return fig

@@ -26,6 +26,7 @@ __all__ = [
     "count_module",
     "edge_costs",
     "expected_cost",
+    "genotype_cost",
     "network_costs",
     "op_costs",
     "resource_penalty",
@@ -143,6 +144,20 @@ def expected_cost(Z: Tensor, costs: Tensor) -> Tensor:
     z = Z.to(dtype)
     out = (z.unsqueeze(-1) * c).sum((0, 1)) if c.dim() == 3 else (z * c).sum()
     return out.to(Z.dtype)
+
+
+def genotype_cost(genotype, costs_normal: Tensor, costs_reduce: Tensor,
+                  space: Optional[DartsSpace] = None) -> Tensor:
+    """The cost of the child ``genotype`` in the network whose per-cell tables are ``costs_normal [n, 14, K, ...]``
+    and ``costs_reduce [m, 14, K, ...]`` (:func:`network_costs`, or a latency table's ``[n, 14, K]``): every cell's
+    one-hot sample priced by :func:`expected_cost` and summed over the cells. ``[M]`` for tables with a last axis
+    of M costs, a scalar for ``[n, 14, K]``; float64."""
+    z = space_of(space).encode(genotype).to(torch.float64)  # [2, 14, K]
+    total = 0
+    for t, tables in enumerate((costs_normal, costs_reduce)):
+        for table in tables:
+            total = total + expected_cost(z[t], table.to(torch.float64))
+    return torch.as_tensor(total, dtype=torch.float64)
 
 
 def _check_weights(name: str, weights, n: int) -> Tuple[float, ...]:

@@ -28,7 +28,9 @@ __all__ = [
     "Genotype",
     "available",
     "cell_kind",
+    "decision_sizes",
     "derive",
+    "from_decisions",
     "edge_ops",
     "live_edges",
     "load",
@@ -337,3 +339,53 @@ def random_genotype(generator: Optional[torch.Generator] = None, space: Optional
 
     return Genotype(normal=cell(), normal_concat=CONCAT, reduce=cell(), reduce_concat=CONCAT,
                     op_names=_names_of(space))
+
+
+def _decision_ops(form: str, space: DartsSpace) -> List[str]:
+    if form not in _RULES:
+        raise ValueError(f"form: expected one of {', '.join(_RULES)}, got {form!r}")
+    return [op for k, op in enumerate(space.op_names) if form == "edge_all" or k not in space.zero_columns()]
+
+
+def decision_sizes(form: str = "top2", space: Optional[DartsSpace] = None) -> Tuple[int, ...]:
+    """The number of choices of each categorical decision that makes one genotype, in order (the softmaxes of a
+    MONAS/ENAS controller), normal cell then reduction cell:
+
+    - ``top2``: per node ``2 + i``: its first input (``i + 2`` choices), that edge's op (every op but ``none``),
+      its second input among the ``i + 1`` others, that edge's op. 16 decisions per cell.
+    - ``edge_all``: per edge in :data:`EDGES` order, its op, ``none`` included. 14 decisions per cell.
+    """
+    space = space_of(space)
+    K = len(_decision_ops(form, space))
+    if form == "edge_all":
+        cell = [K] * NUM_EDGES
+    else:
+        cell = [n for i in range(NUM_NODES) for n in (i + 2, K, i + 1, K)]
+    return tuple(cell * 2)
+
+
+def from_decisions(choices: Sequence[int], form: str = "top2", space: Optional[DartsSpace] = None) -> Genotype:
+    """The genotype of ``choices`` (one index per decision of :func:`decision_sizes`); ValueError naming the first
+    index out of its range."""
+    space = space_of(space)
+    sizes, ops = decision_sizes(form, space), _decision_ops(form, space)
+    choices = [int(c) for c in choices]
+    if len(choices) != len(sizes):
+        raise ValueError(f"choices: expected {len(sizes)} decisions for the {form} form, got {len(choices)}")
+    for n, (c, size) in enumerate(zip(choices, sizes)):
+        if not 0 <= c < size:
+            raise ValueError(f"choices[{n}]: expected an index in 0..{size - 1}, got {c}")
+    half = len(sizes) // 2
+
+    def cell(cs: List[int]) -> Cell:
+        if form == "edge_all":
+            return tuple((ops[c], j) for c, (_, j) in zip(cs, EDGES))
+        gene = []
+        for i in range(NUM_NODES):
+            first, op1, second, op2 = cs[4 * i: 4 * i + 4]
+            others = [j for j in range(i + 2) if j != first]
+            gene.extend([(ops[op1], first), (ops[op2], others[second])])
+        return tuple(gene)
+
+    return Genotype(normal=cell(choices[:half]), normal_concat=CONCAT, reduce=cell(choices[half:]),
+                    reduce_concat=CONCAT, op_names=_names_of(space))

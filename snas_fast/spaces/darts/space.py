@@ -217,6 +217,16 @@ class DartsSpace(SearchSpace):
 
         return torch.stack([one_hot(genotype.normal, space=self), one_hot(genotype.reduce, space=self)])
 
+    def decisions(self, form: str = "top2") -> Tuple[int, ...]:
+        from .genotypes import decision_sizes
+
+        return decision_sizes(form, self)
+
+    def from_decisions(self, choices: Sequence[int], form: str = "top2"):
+        from .genotypes import from_decisions
+
+        return from_decisions(choices, form, self)
+
     def derive(self, alphas: Sequence[Tensor], rule: str = "edge_all"):
         """The genotype of ``alphas = (normal [14, K], reduce [14, K])`` (:func:`~.genotypes.derive`)."""
         from .genotypes import derive

@@ -1,0 +1,250 @@
+"""MONAS (Hsu et al. 2018): multi-objective search by an RL controller whose reward mixes accuracy and a cost.
+
+An LSTM :class:`~snas_fast.search.controller.Controller` emits a genotype one decision at a time (the space's
+:meth:`~snas_fast.spaces.SearchSpace.decisions`: per node two inputs and two ops in the ``top2`` form, one op per
+edge in ``edge_all``) and is trained by REINFORCE (moving-average baseline, entropy bonus). A child's accuracy comes
+from a weight-shared supernet trained along the way, ENAS-style: every training step runs one path drawn from the
+controller (only that path: the supernet's hard path), and after each epoch the controller takes
+``controller_steps`` updates, each scoring one sampled child with the shared weights on one search-validation batch
+(eval mode). With ``child_train_epochs E`` each child is instead trained from scratch ``E`` epochs with the
+retraining recipe (MONAS's own protocol; slow). The cost is the child's ``objective`` in the search network: params,
+FLOPs or MAC (:func:`~snas_fast.spaces.darts.costs.genotype_cost`), or its latency predicted by a measured table
+(``snas-fast latency-table``). The reward is one of :mod:`snas_fast.search.rewards`; ``cost_ref`` and ``budget``
+default to the mean cost of 100 uniformly drawn genotypes (the seed's), so ``a`` and ``p`` are unit-free.
+
+At the end ``archs`` children are drawn from the controller, plus its greedy one; each is scored on the whole
+search-validation split (shared weights, or training) and the highest reward is the result. The supernet, the
+controller with its optimiser and baseline, and every reward are in the checkpoint: a resumed run is the
+uninterrupted one.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import torch
+
+from ..engine import distributed
+from ..engine.config import RunError, setting
+from ..engine.data import eval_loader
+from ..engine.loop import fit
+from ..engine.rundir import RunDir
+from ..engine.seeds import make_generator
+from ..spaces.darts import costs as cost_model
+from .base import Strategy
+from .controller import Controller, Reinforce
+from .random import train_score
+from .rewards import REWARDS, RewardSettings, reward
+from .rsws import RswsTraining, SharedWeightsConfig, shared_weight_accuracy
+
+__all__ = ["CostModel", "Monas", "MonasConfig", "MonasError", "MonasResult", "OBJECTIVES"]
+
+#: the costs a child can be charged: the columns of the cost tables, or a measured latency table
+OBJECTIVES = ("params", "flops", "mac", "latency")
+
+
+class MonasError(RunError):
+    """A MONAS search that cannot start or go on; one-line message."""
+
+
+@dataclass
+class MonasConfig(SharedWeightsConfig):
+    """The supernet's training (:class:`~snas_fast.search.rsws.SharedWeightsConfig`), the controller, the reward."""
+
+    Error = MonasError
+
+    out: str = setting("runs/monas", "run directory")
+    archs: int = setting(20, "children drawn from the trained controller at the end (plus its greedy one)")
+    form: str = setting("top2", "decisions: top2 (per node two inputs and two ops) or edge_all (an op per edge)")
+    objective: str = setting("mac", f"the cost: {', '.join(OBJECTIVES)}")
+    latency_table: Optional[str] = setting(None, "table of snas-fast latency-table (objective latency)", kind=str)
+    reward: str = setting("mixed", f"reward: {', '.join(REWARDS)} (snas_fast.search.rewards)")
+    a: float = setting(0.9, "mixed: weight of accuracy; 1 - a weighs cost / cost_ref")
+    cost_ref: Optional[float] = setting(None, "mixed: the cost unit (None: mean cost of 100 random children)",
+                                        kind=float)
+    budget: Optional[float] = setting(None, "constrained: the budget; mnas: the target (None: as cost_ref)",
+                                      kind=float)
+    p: float = setting(1.0, "constrained: penalty per unit of cost / budget - 1 past the budget")
+    w: float = setting(-0.07, "mnas: exponent of cost / target")
+    controller_steps: int = setting(20, "controller updates after each epoch (one child each)")
+    controller_lr: float = setting(5e-3, "controller: Adam learning rate")
+    controller_hidden: int = setting(64, "controller: LSTM units")
+    baseline_decay: float = setting(0.95, "REINFORCE: decay of the moving-average baseline")
+    entropy_weight: float = setting(1e-3, "REINFORCE: weight of the entropy bonus")
+    child_train_epochs: int = setting(0, "0: children scored with the shared weights; E: each trained E epochs")
+
+    def validate(self) -> None:
+        super().validate()
+        self.check_ints(("archs",), 1)
+        for name, allowed in (("form", ("top2", "edge_all")), ("objective", OBJECTIVES), ("reward", REWARDS)):
+            if getattr(self, name) not in allowed:
+                raise MonasError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+        self.check_ints(("controller_steps", "controller_hidden"), 1)
+        self.check_ints(("child_train_epochs",), 0)
+        if not 0.0 <= self.a <= 1.0:
+            raise MonasError(f"a: expected a weight in [0, 1], got {self.a}")
+        for name in ("cost_ref", "budget", "controller_lr"):
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+                raise MonasError(f"{name}: expected a number > 0, got {value!r}")
+        if not 0.0 <= self.baseline_decay < 1.0:
+            raise MonasError(f"baseline_decay: expected a number in [0, 1), got {self.baseline_decay}")
+        if self.objective == "latency" and not self.latency_table:
+            raise MonasError("latency_table: objective latency needs a table (snas-fast latency-table)")
+
+
+class CostModel:
+    """The cost of a child genotype: its ``objective`` (params, flops, mac of its edges, or latency predicted by the
+    table in ``latency_table``) in the network of ``channels``, ``layers`` on ``size x size`` inputs."""
+
+    def __init__(self, objective: str, channels: int, layers: int, size: int, space,
+                 latency_table: Optional[str] = None):
+        self.space = space
+        if objective == "latency":
+            from ..spaces.darts.latency import LatencyTable
+
+            try:
+                table = LatencyTable.load(latency_table)
+                table.check(channels, layers, size, space.op_names)
+            except ValueError as error:
+                raise MonasError(f"--latency-table {latency_table}: {error}") from None
+            self.tables, self.column, self.fixed = (table.normal, table.reduce), None, table.fixed_ms
+        else:
+            self.tables = cost_model.network_costs(channels, layers, size, size, affine=True, space=space)
+            self.column, self.fixed = ("params", "flops", "mac").index(objective), 0.0
+
+    def __call__(self, genotype) -> float:
+        cost = cost_model.genotype_cost(genotype, *self.tables, space=self.space)
+        return self.fixed + float(cost if self.column is None else cost[self.column])
+
+
+class MonasTraining(RswsTraining):
+    """The shared weights trained on the controller's paths; after each epoch, the controller's updates."""
+
+    def __init__(self, config: MonasConfig, data, ctx):
+        super().__init__(config, data, ctx)
+        space = self.model.space
+        self.space, self.form = space, config.form
+        self.controller = Controller(space.decisions(config.form), config.controller_hidden)
+        self.reinforce = Reinforce(self.controller, config.controller_lr, config.baseline_decay,
+                                   config.entropy_weight)
+        self.cost = CostModel(config.objective, config.channels, config.layers, data[2].image_size, space,
+                              config.latency_table)
+        ref = config.cost_ref or self.reference_cost()
+        self.settings = RewardSettings(config.reward, config.a, ref, config.budget or ref, config.p, config.w)
+        gen = make_generator(config.seed, 0x76616C62)  # "valb": one fixed order of the validation batches
+        order = torch.randperm(len(self.val_set), generator=gen)
+        self.val_loader = eval_loader(torch.utils.data.TensorDataset(*(t[order] for t in self.val_set.tensors)),
+                                      config.batch_size, ctx, config.num_workers)
+        self.val_batches = None
+        self.rewards: List[dict] = []  # every controller sample: epoch, step, acc, cost, reward, baseline
+        self.data = data
+
+    def reference_cost(self) -> float:
+        gen = make_generator(self.config.seed, 0x72656663)  # "refc"
+        return sum(self.cost(self.space.random_genotype(gen)) for _ in range(100)) / 100
+
+    def state_dict(self) -> dict:
+        return dict(super().state_dict(), reinforce=self.reinforce.state_dict(), rewards=self.rewards)
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.reinforce.load_state_dict(state["reinforce"])
+        self.rewards = list(state["rewards"])
+
+    def draw(self):
+        with torch.no_grad():
+            choices = self.controller.sample(self.generator)[0]
+        return self.space.from_decisions(choices, self.form)
+
+    def accuracy(self, genotype, whole: bool = False, name: str = "") -> float:
+        """Search-validation accuracy of a child: shared weights on one batch (``whole``: the whole split), or
+        short training (``child_train_epochs``)."""
+        config = self.config
+        if config.child_train_epochs > 0:
+            from ..engine.retrain import TrainConfig
+
+            shared = {k: v for k, v in config.to_dict().items() if k in TrainConfig.__dataclass_fields__}
+            train_config = TrainConfig(**dict(shared, epochs=config.child_train_epochs, drop_path=0.0,
+                                              out=os.path.join(config.out, "children", name), genotype="monas"))
+            return train_score(train_config, self.data, genotype)
+        if whole:
+            return shared_weight_accuracy(self.model, genotype, self.val_loader, self.ctx.device)
+        if not self.val_batches:
+            self.val_batches = list(self.val_loader)
+        batch = self.val_batches[len(self.rewards) % len(self.val_batches)]
+        return shared_weight_accuracy(self.model, genotype, [batch], self.ctx.device)
+
+    def end_epoch(self, epoch: int) -> Dict[str, object]:
+        row = super().end_epoch(epoch)
+        gen = make_generator(self.config.seed, epoch, 0x6D6F6E61)  # "mona"
+        mine = []
+        for step in range(self.config.controller_steps):
+            self.controller.train()
+            choices, log_p, entropy = self.controller.sample(gen)
+            g = self.space.from_decisions(choices, self.form)
+            acc, cost = self.accuracy(g, name=f"e{epoch:03d}s{step:03d}"), self.cost(g)
+            r = reward(self.settings, acc, cost)
+            advantage = self.reinforce.step(r, log_p, entropy)
+            mine.append(dict(epoch=epoch, step=step, acc=acc, cost=cost, reward=r, advantage=advantage,
+                             entropy=entropy.detach().item(), baseline=self.reinforce.baseline))
+            self.rewards.append(mine[-1])
+        mean = {k: sum(m[k] for m in mine) / len(mine) for k in ("acc", "cost", "reward", "entropy")}
+        return dict(row, child_acc=mean["acc"], child_cost=mean["cost"], reward=mean["reward"],
+                    controller_entropy=mean["entropy"], baseline=self.reinforce.baseline)
+
+    def describe(self, row: dict) -> str:
+        return (f"train_acc {row['train_acc']:.3f} child_acc {row['child_acc']:.3f} cost {row['child_cost']:.4g} "
+                f"reward {row['reward']:.4f} entropy {row['controller_entropy']:.2f}")
+
+
+@dataclass
+class MonasResult:
+    genotype: object
+    score: float  # the reward of the chosen child on the whole search-validation split
+    acc: float = math.nan
+    cost: float = math.nan
+    candidates: List[dict] = field(default_factory=list)
+    rewards: List[dict] = field(default_factory=list)  # every controller sample during the search
+    model: object = None
+    seconds: float = 0.0
+
+
+class Monas(Strategy):
+    name = "monas"
+    config_class = MonasConfig
+
+    def load_data(self, config: MonasConfig):
+        return config.load_data()
+
+    def run(self, config: MonasConfig, data, resume: bool = False, progress: bool = True,
+            callbacks: Sequence = ()) -> MonasResult:
+        config.validate()
+        ctx = distributed.context(config.device)
+        start = time.perf_counter()
+        task = MonasTraining(config, data, ctx)
+        fit(task, resume, progress, callbacks)
+        gen = make_generator(config.seed, 0x66696E61)  # "fina"
+        with torch.no_grad():
+            drawn = [task.controller.greedy()] + [task.controller.sample(gen)[0] for _ in range(config.archs)]
+        candidates, seen = [], set()
+        for k, choices in enumerate(drawn):
+            g = task.space.from_decisions(choices, config.form)
+            if g.to_json() in seen:
+                continue
+            seen.add(g.to_json())
+            acc, cost = task.accuracy(g, whole=True, name=f"final{k:03d}"), task.cost(g)
+            candidates.append(dict(genotype=g, acc=acc, cost=cost, reward=reward(task.settings, acc, cost),
+                                   greedy=k == 0))
+        best = max(candidates, key=lambda c: c["reward"])
+        run = RunDir(config.out, ctx)
+        run.write_json("candidates.json", [dict(c, genotype=c["genotype"].to_dict()) for c in candidates])
+        run.write_json("rewards.json", task.rewards)
+        run.write_json("genotype.json", dict(genotype=best["genotype"].to_dict(), score=best["reward"],
+                                             acc=best["acc"], cost=best["cost"], objective=config.objective,
+                                             reward=vars(task.settings), source="monas"))
+        return MonasResult(best["genotype"], best["reward"], best["acc"], best["cost"], candidates, task.rewards,
+                           task.model, time.perf_counter() - start)
