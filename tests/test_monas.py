@@ -196,3 +196,27 @@ def test_pareto_bad_arguments_are_one_line_and_write_nothing(tmp_path, capsys, f
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not out.exists()
+
+
+def test_expected_latency_is_z_dot_lat_and_differentiable_and_snas_searches_on_it(tmp_path):
+    from snas_fast.search.snas import SearchConfig, search
+    from snas_fast.spaces.darts.latency import expected_latency, latency_penalty, measure
+
+    table = measure(4, 3, 8, in_channels=1, batch=4, repeats=1, warmup=0)
+    z_n = torch.softmax(torch.randn(14, 8, dtype=torch.float64), -1).requires_grad_()
+    z_r = torch.softmax(torch.randn(2, 14, 8, dtype=torch.float64), -1)
+    e = expected_latency(z_n, z_r, table.normal, table.reduce)
+    by_hand = sum((z_n * table.normal[i]).sum() for i in range(1)) + sum((z_r[i] * table.reduce[i]).sum()
+                                                                          for i in range(2))
+    assert torch.allclose(e, by_hand)
+    e.backward()
+    assert torch.allclose(z_n.grad, table.normal.sum(0))
+    uniform = torch.full((14, 8), 1 / 8, dtype=torch.float64)
+    assert latency_penalty(uniform, uniform, table.normal, table.reduce).item() == pytest.approx(1.0)
+    path = tmp_path / "t.json"
+    table.save(str(path))
+    config = SearchConfig(epochs=1, layers=3, channels=4, data_limit=64, penalty="latency", latency_table=str(path),
+                          out=str(tmp_path / "s"))
+    search(config, config.load_data(), progress=False)
+    row = json.loads((tmp_path / "s" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert 0.5 < row["penalty"] < 2.0  # E[lat] over its uniform value, near 1 while log_alpha is near uniform

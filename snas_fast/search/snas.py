@@ -44,6 +44,7 @@ from ..engine.seeds import make_generator, seed_everything
 from ..ops import reference
 from ..spaces import get_space
 from ..spaces.darts import costs as cost_model
+from ..spaces.darts.latency import LatencyTable, latency_penalty
 from ..spaces.darts.genotypes import Genotype, derive
 from ..spaces.darts.space import DartsSpace, space_of
 from ..spaces.darts.supernet import Supernet
@@ -291,7 +292,10 @@ class SearchConfig(RunConfig):
     tau_epochs: Optional[int] = setting(None, "length of the temperature schedule in epochs (None: the run's "
                                               "epochs)", kind=int)
     resource_lambda: float = setting(1.5e-3, "weight of the resource penalty", flag="lambda")
-    penalty: str = setting("log", "resource penalty form: log or linear")
+    penalty: str = setting("log", "resource penalty form: log or linear (of params, FLOPs, MAC), or latency (expected "
+                                  "latency of a measured table, --latency-table, over its value at the uniform sample)")
+    latency_table: Optional[str] = setting(None, "penalty latency: the table of snas-fast latency-table for this "
+                                                 "supernet's shape", kind=str)
     bn_recalibration: Optional[int] = setting(None, "training batches that recalibrate BatchNorm before each "
                                                     "evaluation (supernet and child)", kind=int)
     gumbel_sample: str = setting("shared", "torchrun: shared (every rank draws the same architecture sample) or "
@@ -310,7 +314,7 @@ class SearchConfig(RunConfig):
             raise SearchError(f"{unset[0]}: expected a value (recipe {self.recipe!r} gives none), got None")
         choices = {"mixed": ("fused", "fused_sum", "eager"), "sampling": GRANULARITIES + ("hard",),
                    "estimator": ESTIMATORS, "arch_optimizer": ("sgd", "adam"), "tau_schedule": TAU_SCHEDULES,
-                   "penalty": ("log", "linear"), "gumbel_sample": GUMBEL_SAMPLE}
+                   "penalty": ("log", "linear", "latency"), "gumbel_sample": GUMBEL_SAMPLE}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise SearchError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
@@ -318,6 +322,8 @@ class SearchConfig(RunConfig):
         if self.tau_epochs is not None and (isinstance(self.tau_epochs, bool) or not isinstance(self.tau_epochs, int)
                                             or self.tau_epochs < 1):
             raise SearchError(f"tau_epochs: expected an integer >= 1, got {self.tau_epochs!r}")
+        if self.penalty == "latency" and not self.latency_table:
+            raise SearchError("latency_table: --penalty latency needs a table (snas-fast latency-table)")
         for name in ("bn_recalibration", "warmup_epochs"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -370,6 +376,17 @@ def temperature(config: SearchConfig, epoch: int) -> float:
     return schedules.linear_tau(epoch, config.tau_start, config.tau_end, length)
 
 
+def latency_tables(config: SearchConfig, model: Supernet, image_size: int) -> Tuple[Tensor, Tensor]:
+    """The measured table of ``config.latency_table``, checked against the supernet's shape: ``(normal [n, 14, K],
+    reduce [m, 14, K])`` milliseconds. Raises SearchError, one line."""
+    try:
+        table = LatencyTable.load(config.latency_table)
+        table.check(model.C, model.layers, image_size, model.space.op_names)
+    except ValueError as error:
+        raise SearchError(f"--latency-table {config.latency_table}: {error}") from None
+    return table.normal, table.reduce
+
+
 def cost_tables(model: Supernet, image_size: int) -> Tuple[Tensor, Tensor]:
     """Per cell type, the cost tables of its cells stacked, ``[n, 14, K, 3]`` (params, FLOPs, MAC of every
     candidate of every edge, from the shapes alone: :func:`snas_fast.costs.network_costs`). A supernet of fewer
@@ -410,8 +427,9 @@ class SearchStep(nn.Module):
     def forward(self, x: Tensor, tau: float, noise=None):
         logits, z = self.sampler.forward(self.model, x, tau, noise)
         z_normal, z_reduce = (self.sampler.penalty_sample(t) for t in z)
-        penalty = cost_model.resource_penalty(z_normal, z_reduce, *self.costs, form=self.penalty_form)
-        return logits, penalty
+        if self.penalty_form == "latency":
+            return logits, latency_penalty(z_normal, z_reduce, *self.costs)
+        return logits, cost_model.resource_penalty(z_normal, z_reduce, *self.costs, form=self.penalty_form)
 
 
 _EVAL_PHASE = 2  # the noise stream of the network sampled for an epoch's evaluation (0, 1: training steps)
@@ -493,7 +511,9 @@ class SnasSearch(Task):
                                   estimator=config.estimator, space=space).to(device)
         if config.sync_bn:
             self.model = distributed.convert_sync_batchnorm(self.model, ctx)
-        costs_normal, costs_reduce = (t.to(device) for t in cost_tables(self.model, info.image_size))
+        tables = latency_tables(config, self.model, info.image_size) if config.penalty == "latency" else \
+            cost_tables(self.model, info.image_size)
+        costs_normal, costs_reduce = (t.to(device) for t in tables)
         self.train_loader = train_loader(train_set, config.batch_size, config.seed, ctx, config.num_workers)
         self.val_loader = eval_loader(val_set, config.batch_size, ctx, config.num_workers)
         self.opt_w, self.opt_a, self.schedule = make_optimizers(self.model, config)

@@ -26,7 +26,7 @@ from .costs import genotype_cost
 from .genotypes import CONCAT, Genotype
 from .space import EDGES, DartsSpace, make_op, reduction_cells, space_of
 
-__all__ = ["LatencyTable", "measure", "time_ms"]
+__all__ = ["LatencyTable", "expected_latency", "latency_penalty", "measure", "time_ms"]
 
 
 def _sync(device: torch.device) -> None:
@@ -105,6 +105,27 @@ class LatencyTable:
                 return cls.from_dict(json.load(f))
         except (OSError, ValueError, TypeError, KeyError) as error:
             raise ValueError(f"latency table: cannot read {path} ({' '.join(str(error).split())[:200]})") from None
+
+
+def expected_latency(Z_normal: Tensor, Z_reduce: Tensor, normal: Tensor, reduce: Tensor) -> Tensor:
+    """The expected milliseconds of the edges under a sample, ``sum over cells and edges of Z . lat``
+    (differentiable in ``Z``; FBNet's and ProxylessNAS's E[lat]). ``Z_*``: ``[14, K]`` (one sample per cell type)
+    or ``[n, 14, K]`` (one per cell); ``normal`` / ``reduce``: a table's ``[n, 14, K]``."""
+    total = 0
+    for Z, table in ((Z_normal, normal), (Z_reduce, reduce)):
+        lat = table.detach().to(Z.device, Z.dtype)
+        total = total + (Z.unsqueeze(0) * lat if Z.dim() == 2 else Z * lat).sum()
+    return total
+
+
+def latency_penalty(Z_normal: Tensor, Z_reduce: Tensor, normal: Tensor, reduce: Tensor) -> Tensor:
+    """SNAS's resource penalty priced in latency (``--penalty latency``): :func:`expected_latency` divided by its
+    value at the uniform sample (every candidate equally likely), so that lambda is unit-free as in ProxylessNAS's
+    ``lambda * E[lat] / ref``."""
+    K = normal.shape[-1]
+    uniform = expected_latency(normal.new_full(normal.shape[1:], 1.0 / K), normal.new_full(reduce.shape[1:], 1.0 / K),
+                               normal, reduce)
+    return expected_latency(Z_normal, Z_reduce, normal, reduce) / float(uniform)
 
 
 def _cell_shapes(C: int, layers: int, size: int) -> Tuple[List[Tuple[int, int, bool]], List[Tuple[int, int, bool]]]:
