@@ -39,6 +39,7 @@ from .engine.config import RunConfig, RunError, setting
 from .engine.retrain import TrainConfig, load_train_data, train
 from .engine.rundir import write_json_atomic
 from .search.registry import get_strategy, strategy_names
+from .search.snas import TRICKS
 from .spaces.darts.networks import count_flops
 
 __all__ = ["CompareConfig", "CompareError", "compare", "plan", "retrain_row", "run_cell", "run_units", "share"]
@@ -63,7 +64,8 @@ class CompareConfig(RunConfig):
 
     out: str = setting("runs/compare", "run directory")
     strategies: str = setting("snas,snas-pt,random,rsws,naswot",
-                              f"comma-separated strategies ({', '.join(strategy_names())})")
+                              f"comma-separated strategies ({', '.join(strategy_names())}); <strategy>+<variant> "
+                              f"is one with a change of settings (snas's: {', '.join(TRICKS)})")
     seeds: int = setting(2, "seeds per strategy (0 .. seeds - 1)")
     search_epochs: int = setting(20, "epochs of the supernet strategies (snas, snas-pt, rsws, monas)")
     archs: int = setting(100, "architectures a sampling strategy scores (naswot; rsws's selection)")
