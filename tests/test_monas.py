@@ -220,3 +220,15 @@ def test_expected_latency_is_z_dot_lat_and_differentiable_and_snas_searches_on_i
     search(config, config.load_data(), progress=False)
     row = json.loads((tmp_path / "s" / "metrics.jsonl").read_text().splitlines()[-1])
     assert 0.5 < row["penalty"] < 2.0  # E[lat] over its uniform value, near 1 while log_alpha is near uniform
+
+
+def test_monas_children_trained_from_scratch(tmp_path):
+    """--child-train-epochs: each child's accuracy is its own short training (MONAS's protocol), kept on disk."""
+    config = MonasConfig(out=str(tmp_path / "m"), **dict(TINY, epochs=1, controller_steps=2, archs=1),
+                         child_train_epochs=1)
+    result = Monas().run(config, config.load_data(), progress=False)
+    trained = sorted(p.name for p in (tmp_path / "m" / "children").iterdir())
+    assert trained[:2] == ["e000s000", "e000s001"] and all(
+        (tmp_path / "m" / "children" / t / "summary.json").exists() for t in trained)
+    assert [r["acc"] for r in result.rewards] == [
+        json.load(open(tmp_path / "m" / "children" / t / "summary.json"))["test_acc"] for t in trained[:2]]
