@@ -157,40 +157,36 @@ def _train(args) -> int:
     return _run(args, TrainConfig, load_train_data, run, report, prepare)
 
 
+def _summarised(args, cls, fn, done: str, summary: str, cut: Optional[str] = None) -> int:
+    """A command that writes the Markdown ``summary`` in its run directory (``fn(config, resume, progress)``) and
+    prints it at the end (the part before ``cut``)."""
+    def report(config, result):
+        print(f"\n{done}: {config.out}")
+        with open(os.path.join(config.out, summary)) as f:
+            text = f.read()
+        print(text.split(cut)[0] if cut else text)
+
+    return _run(args, cls, lambda config: None, lambda config, data, resume, progress: fn(config, resume, progress),
+                report)
+
+
 def _compare(args) -> int:
     from .compare import CompareConfig, compare
 
-    def report(config, rows):
-        print(f"\ncomparison done: {config.out}")
-        with open(os.path.join(config.out, "leaderboard.md")) as f:
-            print(f.read().split("\n\n")[0])
-
-    return _run(args, CompareConfig, lambda config: None,
-                lambda config, data, resume, progress: compare(config, resume, progress), report)
+    return _summarised(args, CompareConfig, compare, "comparison done", "leaderboard.md", "\n\n")
 
 
 def _rank(args) -> int:
     from .rank import RankConfig, rank
 
-    def report(config, rows):
-        print(f"\nranking done: {config.out}")
-        with open(os.path.join(config.out, "rank.md")) as f:
-            print(f.read())
-
-    return _run(args, RankConfig, lambda config: None, lambda config, data, resume, progress: rank(config, progress),
-                report)
+    return _summarised(args, RankConfig, lambda config, resume, progress: rank(config, progress), "ranking done",
+                       "rank.md")
 
 
 def _pareto(args) -> int:
     from .pareto import ParetoConfig, pareto
 
-    def report(config, rows):
-        print(f"\npareto front done: {config.out}")
-        with open(os.path.join(config.out, "pareto.md")) as f:
-            print(f.read().split("\n\n| method | setting")[0])
-
-    return _run(args, ParetoConfig, lambda config: None,
-                lambda config, data, resume, progress: pareto(config, resume, progress), report)
+    return _summarised(args, ParetoConfig, pareto, "pareto front done", "pareto.md", "\n\n| method | setting")
 
 
 def _latency(args) -> int:
