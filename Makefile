@@ -12,6 +12,7 @@ DEPS = "triton>=3.6,<3.10" numpy ninja pytest expecttest hypothesis tqdm matplot
 all: test
 
 $(VENV)/.deps: pyproject.toml
+	@echo "setting up $(VENV): torch and the test dependencies (the first time: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade "setuptools>=70" wheel
 	$(VENV)/bin/pip install -q $(TORCH_CPU) $(DEPS)
@@ -19,15 +20,27 @@ $(VENV)/.deps: pyproject.toml
 
 env: $(VENV)/.deps
 
-build: env
+# The editable install: Python edits need no rebuild, so the extension is compiled again only when one of its
+# sources (or the build files) changed.
+EXT_SOURCES = setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.cu csrc/*/*.h)
+$(VENV)/.built: $(VENV)/.deps $(EXT_SOURCES)
+	@echo "building the C++ extension (about a minute; only when csrc/ changed)"
 	$(VENV)/bin/pip install -q -e . --no-build-isolation
+	touch $@
+
+build: $(VENV)/.built
+ifeq ($(wildcard snas_fast/_C*.so),)
+.PHONY: $(VENV)/.built
+endif
 
 test: build
 	$(VENV)/bin/python -m pytest -q
 
-# The main job: the short recipe on the digits (snas_fast.trainer.RECIPES; README, "The search").
+# The main job: the short recipe on the digits (snas_fast.search.snas.RECIPES; README, "The search"). Run again, it
+# continues (or reports) the run in runs/digits instead of replacing it.
 search: build
-	$(VENV)/bin/snas-fast search --dataset digits --out runs/digits
+	$(VENV)/bin/snas-fast search $(if $(wildcard runs/digits/checkpoint.pt),--resume runs/digits,--dataset digits \
+		--out runs/digits)
 
 # Strategies side by side on the digits (snas-fast compare): SNAS, SNAS with perturbation-based selection, random
 # search, weight-sharing random search and NASWOT, 2 seeds each, then SNAS with each Bag-of-Tricks change (the
@@ -81,4 +94,4 @@ cuda-check: .venv-cuda/.deps
 	.venv-cuda/bin/python tools/check_cuda_build.py build/cuda-check/lib
 
 clean:
-	rm -rf build *.egg-info snas_fast/_C*.so
+	rm -rf build *.egg-info snas_fast/_C*.so $(VENV)/.built

@@ -29,17 +29,29 @@ def _bool(text: str) -> bool:
 
 def _add_flags(p: argparse.ArgumentParser, cls) -> None:
     """One flag per field of the config class ``cls`` that has one (:func:`snas_fast.engine.config.setting`):
-    ``--{flag}``, parsed by the field's kind, defaulting to None (the config's default, shown in the help)."""
+    ``--{flag}``, parsed by the field's kind, defaulting to None (the config's default, shown once in the help, with
+    the allowed values); a bool flag alone means true (``--hard``), or takes true/false."""
     defaults = cls()
     for flag, f in flag_fields(cls):
         kind = f.metadata["kind"] or type(f.default)
-        kind = _bool if kind is bool else kind
-        p.add_argument(f"--{flag}", dest=f.name, type=kind, default=None,
-                       help=f"{f.metadata['help']} (default: {getattr(defaults, f.name)})")
+        choices = f.metadata.get("choices")
+        extra = dict(nargs="?", const=True, metavar="true|false") if kind is bool else {}
+        if choices:
+            extra["metavar"] = "{" + ",".join(choices) + "}"
+        p.add_argument(f"--{flag}", dest=f.name, type=_bool if kind is bool else kind, default=None,
+                       help=f"{f.metadata['help']} (default: {getattr(defaults, f.name)})", **extra)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors on one line, naming the (sub)command whose flags were wrong."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def _parser(sub, name: str, help: str, cls) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(name, help=help, allow_abbrev=False)
     p.add_argument("--config", help="JSON file of settings (the flags given here override it)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config.json")
     _add_flags(p, cls)
@@ -54,8 +66,17 @@ def _config_from(args, cls, error):
         path = os.path.join(args.resume, "config.json")
         if not os.path.exists(path):
             raise error(f"--resume {args.resume}: no config.json there (not a run directory)")
-        with open(path) as f:
-            settings = json.load(f)
+        given = [f"--{flag}" for flag, f in flag_fields(cls) if getattr(args, f.name, None) is not None]
+        if given or args.config:
+            raise error(f"--resume {args.resume}: a resumed run keeps the settings of its config.json; drop "
+                        f"{', '.join(given) or '--config'} (or start a new run with them)")
+        try:
+            with open(path) as f:
+                settings = json.load(f)
+        except (OSError, json.JSONDecodeError) as err:
+            raise error(f"--resume {args.resume}: cannot read config.json ({err})") from None
+        if not isinstance(settings, dict):
+            raise error(f"--resume {args.resume}: config.json is not a JSON object")
         settings["out"] = args.resume
         if cls is SearchConfig:
             settings.setdefault("recipe", "custom")  # a run from before recipes: its config.json holds every setting
@@ -66,6 +87,8 @@ def _config_from(args, cls, error):
                 settings = json.load(f)
         except (OSError, json.JSONDecodeError) as err:
             raise error(f"--config {args.config}: cannot read a JSON object ({err})") from None
+        if not isinstance(settings, dict):
+            raise error(f"--config {args.config}: expected a JSON object of settings, got {type(settings).__name__}")
     for field in dataclasses.fields(cls):
         value = getattr(args, field.name, None)
         if value is not None:
@@ -79,6 +102,19 @@ def _fail(message) -> int:
     rank = f" (rank {os.environ.get('RANK', '?')})" if world.isdigit() and int(world) > 1 else ""
     print(f"snas-fast: error{rank}: {' '.join(str(message).split())}", file=sys.stderr)
     return 2
+
+
+def _what_is_saved(config, command: str) -> str:
+    """What an interrupted run left to resume from, truthfully."""
+    if config is None:
+        return "nothing had started"
+    out = config.out
+    cells = os.path.join(out, "cells")
+    if os.path.exists(os.path.join(out, "checkpoint.pt")):
+        return f"the last finished epoch is saved: resume with `snas-fast {command} --resume {out}`"
+    if os.path.isdir(cells) and os.listdir(cells):
+        return f"the finished cells are saved: resume with `snas-fast {command} --resume {out}`"
+    return "it stopped before anything was saved (no finished epoch): start it again"
 
 
 def _run(args, cls, load_data, run, report, prepare=None) -> int:
@@ -98,9 +134,10 @@ def _run(args, cls, load_data, run, report, prepare=None) -> int:
         result = run(config, data, bool(args.resume), not args.quiet, **extra)
     except (DatasetError, cls.Error, distributed.DistributedError) as error:
         return _fail(error)
+    except OSError as error:  # a path the checks could not foresee (a vanished directory, a full disk, ...)
+        return _fail(f"{error.filename or 'out'}: {error.strerror or error}")
     except KeyboardInterrupt:
-        print(f"\nsnas-fast: interrupted; the last finished epoch is saved: resume with "
-              f"`snas-fast {args.command} --resume {config.out if config else 'RUN_DIR'}`", file=sys.stderr)
+        print(f"\nsnas-fast: interrupted; {_what_is_saved(config, args.command)}", file=sys.stderr)
         return 130
     finally:
         distributed.teardown()
@@ -210,7 +247,7 @@ def _read_json(path: str):
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="snas-fast", description="Stochastic Neural Architecture Search, fused.")
+    parser = _Parser(prog="snas-fast", description="Stochastic Neural Architecture Search, fused.", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     from .engine.retrain import TrainConfig
 
@@ -232,7 +269,9 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     _parser(sub, "latency-table", "time every candidate on every edge of one network and write the lookup table",
             LatencyConfig)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # reported by the subcommand's parser, which lists its own flags
+        sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     commands = {"train": _train, "compare": _compare, "rank": _rank, "pareto": _pareto, "latency-table": _latency}
     return commands.get(args.command, _search)(args)
 

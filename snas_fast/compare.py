@@ -103,8 +103,9 @@ class CompareConfig(RunConfig):
         of this comparison, then ``overrides``."""
         cls = strategy.config_class
         fields = cls.__dataclass_fields__
+        # overwrite: a cell not finished (no cells/*.json) starts again from scratch
         settings = dict(dataset=self.dataset, data_dir=self.data_dir, data_limit=self.data_limit, seed=seed, out=out,
-                        device=self.device, space=self.space, num_workers=self.num_workers)
+                        device=self.device, space=self.space, num_workers=self.num_workers, overwrite=True)
         budget = {"snas": dict(epochs=self.search_epochs), "snas-pt": dict(epochs=self.search_epochs),
                   "rsws": dict(epochs=self.search_epochs, archs=self.archs),
                   "naswot": dict(archs=self.archs), "monas": dict(epochs=self.search_epochs),
@@ -115,7 +116,7 @@ class CompareConfig(RunConfig):
 
     def train_config(self, seed: int, out: str) -> TrainConfig:
         shared = {k: v for k, v in self.to_dict().items() if k in TrainConfig.__dataclass_fields__}
-        return TrainConfig(**dict(shared, seed=seed, out=out, genotype="compare"))
+        return TrainConfig(**dict(shared, seed=seed, out=out, genotype="compare", overwrite=True))
 
 
 def _own_score(result) -> float:

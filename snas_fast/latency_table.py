@@ -30,6 +30,7 @@ class LatencyConfig(RunConfig):
     timing (``repeats`` after ``warmup``, ``threads``)."""
 
     Error = LatencyError
+    out_is_file = True
 
     out: str = setting("latency_table.json", "the table's JSON file")
     channels: int = setting(8, "channels of the first cells (C)")

@@ -26,6 +26,7 @@ from .compare import CompareConfig, CompareError, retrain_row, run_cell, run_uni
 from .engine import distributed
 from .engine.config import setting
 from .engine.seeds import make_generator
+from .search.monas import OBJECTIVES
 
 __all__ = ["ParetoConfig", "hypervolume", "non_dominated", "pareto"]
 
@@ -62,7 +63,8 @@ class ParetoConfig(CompareConfig):
     out: str = setting("runs/pareto", "run directory")
     strategies: str = setting("snas,monas,random", "methods on the front: snas, monas, random")
     seeds: int = setting(1, "seeds per setting")
-    objective: str = setting("mac", "the cost: params, flops, mac (of the edges) or latency (--latency-table)")
+    objective: str = setting("mac", "the cost: params, flops, mac (of the edges) or latency (--latency-table)",
+                             choices=OBJECTIVES)
     latency_table: Optional[str] = setting(None, "table of snas-fast latency-table for the search network",
                                            kind=str)
     lambdas: str = setting("0,0.0015,0.005,0.02", "SNAS: the penalty weights lambda")
@@ -88,10 +90,6 @@ class ParetoConfig(CompareConfig):
         super().validate()
         self.check_ints(("random_points",), 0)
         self.check_ints(("search_channels", "search_layers"), 1)
-        from .search.monas import OBJECTIVES
-
-        if self.objective not in OBJECTIVES:
-            raise CompareError(f"objective: expected one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.objective == "latency" and not self.latency_table:
             raise CompareError("latency_table: objective latency needs a table (snas-fast latency-table)")
 
@@ -173,13 +171,15 @@ def write_front(rows: List[dict], config: ParetoConfig) -> Dict[str, float]:
     for m in sorted(methods, key=lambda m: -volumes[m]):
         mine = [r for r in rows if r["method"] == m]
         lines.append(f"| {m} | {len(mine)} | {sum(r['on_front'] for r in mine)} | {volumes[m]:.6g} |")
-    lines += ["", "| method | setting | seed | test accuracy | cost | on its front | params |", "|---|---|---:|---:|---:|---|---:|"]
+    lines += ["", "| method | setting | seed | test accuracy | cost | on its front | params |",
+              "|---|---|---:|---:|---:|---|---:|"]
     for r in sorted(rows, key=lambda r: (r["method"], r["cost"])):
         lines.append(f"| {r['method']} | {r['setting']} | {r['seed']} | {r['test_acc']:.4f} | {r['cost']:.6g} | "
                      f"{'yes' if r['on_front'] else ''} | {r['params']:,} |")
     with open(os.path.join(config.out, "pareto.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     plots.plot_pareto({m: [(r["cost"], r["test_acc"], r["on_front"]) for r in rows if r["method"] == m]
-                       for m in methods}, os.path.join(config.out, "pareto.png"), f"{config.objective} (search network)",
+                       for m in methods}, os.path.join(config.out, "pareto.png"),
+                      f"{config.objective} (search network)",
                       "test accuracy")
     return volumes

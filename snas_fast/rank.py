@@ -80,7 +80,8 @@ def _supernet_scores(config: RankConfig, strategy_name: str, data, genotypes, ct
     fields = strategy.config_class.__dataclass_fields__
     settings = dict(dataset=config.dataset, data_dir=config.data_dir, data_limit=config.data_limit, seed=config.seed,
                     device=config.device, space=config.space, epochs=config.search_epochs, layers=config.layers,
-                    channels=config.channels, archs=1, out=os.path.join(config.out, strategy_name))
+                    channels=config.channels, archs=1, out=os.path.join(config.out, strategy_name),
+                    overwrite=True)  # rank recomputes everything (the command itself refuses a finished --out)
     search_config = strategy.config_class(**{k: v for k, v in settings.items() if k in fields})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -105,12 +106,16 @@ def rank(config: RankConfig, progress: bool = True) -> List[dict]:
     data = config.load_data()
     info = data[2]
     run = RunDir(config.out, ctx)
+    if os.path.exists(run.path("rank.md")) and not config.overwrite:
+        raise RankError(f"--out {config.out}: holds a ranking already; give --overwrite true to compute it again "
+                        f"there, or choose another --out")
     run.start(config.to_dict())
     gen = make_generator(config.seed, 0x72616E6B)  # "rank"
     genotypes = [space.random_genotype(gen) for _ in range(config.archs)]
     x = data[0].tensors[0][torch.randperm(len(data[0]), generator=gen)[:128]].to(ctx.device)
     rows = [dict(arch=k, genotype=g.to_json()) for k, g in enumerate(genotypes)]
-    for k, (g, row) in enumerate(zip(tqdm(genotypes, desc="naswot", disable=not progress, leave=False), rows)):
+    bars = dict(disable=None if progress else True, leave=False)
+    for k, (g, row) in enumerate(zip(tqdm(genotypes, desc="naswot", **bars), rows)):
         seed_everything(config.seed + k)
         net = space.network(g, config.channels, info.num_classes, config.layers, False,
                             in_channels=info.in_channels).to(ctx.device)
@@ -119,8 +124,8 @@ def rank(config: RankConfig, progress: bool = True) -> List[dict]:
         for row, s in zip(rows, _supernet_scores(config, name, data, genotypes, ctx)):
             row[name] = s
     shared = {k: v for k, v in config.to_dict().items() if k in TrainConfig.__dataclass_fields__}
-    for k, (g, row) in enumerate(zip(tqdm(genotypes, desc="training", disable=not progress, leave=False), rows)):
-        train_config = TrainConfig(**dict(shared, out=run.path(f"arch_{k:03d}"), genotype="rank"))
+    for k, (g, row) in enumerate(zip(tqdm(genotypes, desc="training", **bars), rows)):
+        train_config = TrainConfig(**dict(shared, out=run.path(f"arch_{k:03d}"), genotype="rank", overwrite=True))
         row["trained"] = train(train_config, data, genotype=g, progress=False).test_acc  # search-validation
     with open(run.path("rank.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["arch", *PROXIES, "trained", "genotype"])

@@ -116,8 +116,9 @@ def _train_epoch(task: Task, epoch: int, head: Dict[str, float], progress: bool)
     config, device = task.config, task.ctx.device
     seen, correct, loss_sum, extra_sums = 0, 0, 0.0, {}
     start = time.perf_counter()
-    bar = tqdm(task.train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, disable=not progress,
-               dynamic_ncols=True)
+    # disable None: no bar when stderr is not a terminal (a log file gets the epoch lines, not a flood of bars)
+    bar = tqdm(task.train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
+               disable=None if progress else True, dynamic_ncols=True)
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device), y.to(device)
         loss, logits, extras = task.loss(x, y, epoch, step)
@@ -156,8 +157,12 @@ def fit(task: Task, resume: bool = False, progress: bool = True, callbacks: Sequ
     config: RunConfig = task.config
     ctx = task.ctx
     run = RunDir(config.out, ctx)
+    run.clean_temporaries()
     start_epoch = 0
     state = None
+    if not resume and not getattr(config, "overwrite", False) and run.holds_run():
+        raise config.Error(f"--out {config.out}: holds a run already; continue it with --resume {config.out}, or "
+                           f"give --overwrite true to start again there")
     if resume:
         state, problem = run.load_checkpoint()
         if problem:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import List, Optional, Tuple
 
 import torch
@@ -40,7 +41,9 @@ def read_checkpoint(path: str) -> Tuple[Optional[dict], Optional[str]]:
     containers), so a crafted file cannot run code. The problem is returned, not raised, so that rank 0 can hand it
     to the other ranks of a process group and every rank stops with the same one-line error."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's advice on a foreign pickle; the one-line problem says it
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # pickle, zip and torch each raise their own kinds for a foreign or damaged file
         return None, f"{path}: not a snas-fast checkpoint ({' '.join(str(error).split())[:200]})"
     if not isinstance(state, dict) or "model" not in state or "epoch" not in state:
@@ -49,9 +52,20 @@ def read_checkpoint(path: str) -> Tuple[Optional[dict], Optional[str]]:
 
 
 def read_metrics(path: str) -> List[dict]:
-    """The rows of a ``metrics.jsonl``."""
+    """The rows of a ``metrics.jsonl``. A last line cut short (a kill mid-write) is dropped with a warning; a
+    damaged line before it raises ValueError naming the file and the line."""
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        lines = [line for line in f.read().split("\n") if line.strip()]
+    rows = []
+    for n, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n < len(lines) - 1:
+                raise ValueError(f"{path}: line {n + 1} is not a JSON object") from None
+            warnings.warn(f"{path}: its last line was cut short (a write interrupted); dropped", RuntimeWarning,
+                          stacklevel=2)
+    return rows
 
 
 class RunDir:
@@ -66,10 +80,25 @@ class RunDir:
     def path(self, name: str) -> str:
         return os.path.join(self.out, name)
 
+    def holds_run(self) -> bool:
+        """Whether the directory holds a run: a checkpoint or a metrics line."""
+        return os.path.exists(self.checkpoint_path) or (os.path.exists(self.metrics_path)
+                                                        and os.path.getsize(self.metrics_path) > 0)
+
+    def clean_temporaries(self) -> None:
+        """Removes the ``*.tmp`` files a write killed half-way left (never read)."""
+        if self.ctx.is_main:
+            for path in (self.checkpoint_path, self.metrics_path, self.config_path):
+                if os.path.exists(f"{path}.tmp"):
+                    os.remove(f"{path}.tmp")
+
     def start(self, config: dict) -> None:
-        """A fresh run: the directory, ``config.json`` and an empty ``metrics.jsonl``."""
+        """A fresh run: the directory, ``config.json`` and an empty ``metrics.jsonl``; an old checkpoint is removed
+        (it belongs to the run this one replaces)."""
         if self.ctx.is_main:
             os.makedirs(self.out, exist_ok=True)
+            if os.path.exists(self.checkpoint_path):
+                os.remove(self.checkpoint_path)
             write_json_atomic(config, self.config_path)
             open(self.metrics_path, "w").close()
 
@@ -92,9 +121,11 @@ class RunDir:
         if not self.ctx.is_main:
             return
         rows = read_metrics(self.metrics_path) if os.path.exists(self.metrics_path) else []
-        with open(self.metrics_path, "w") as f:
+        tmp = f"{self.metrics_path}.tmp"
+        with open(tmp, "w") as f:  # then a rename: a kill never leaves the history half-written
             for row in rows[:epochs]:
                 f.write(json.dumps(row) + "\n")
+        os.replace(tmp, self.metrics_path)
 
     def metrics(self) -> List[dict]:
         return read_metrics(self.metrics_path)

@@ -11,6 +11,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from .._checks import check_bool, check_tau
 from . import _backend, reference, registry as _ops
 
 Candidates = Union[Tensor, Sequence[Optional[Tensor]]]
@@ -67,18 +68,6 @@ def _check_table(name: str, table, K: int, like: Tensor) -> None:
         raise ValueError(f"{name}: expected device {like.device} like the candidates, got {table.device}")
 
 
-def _check_tau(tau) -> float:
-    if isinstance(tau, Tensor):
-        if tau.numel() != 1:
-            raise ValueError(f"tau: expected a number or a one-element tensor, got shape {tuple(tau.shape)}")
-        tau = tau.item()
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
-        raise TypeError(f"tau: expected a float > 0, got {type(tau).__name__}")
-    if not math.isfinite(tau) or tau <= 0:
-        raise ValueError(f"tau: expected a finite temperature > 0, got {tau}")
-    return float(tau)
-
-
 def mixed_op(ys: Candidates, weights: Tensor) -> Tensor:
     """The weighted sum of candidate outputs, ``sum_k weights[..., k] * ys[k]``, in one fused kernel.
 
@@ -128,7 +117,8 @@ def gumbel_mixed_op(
     """
     live_ys, live, K = _candidates(ys)
     _check_table("log_alpha", log_alpha, K, live_ys[0])
-    tau = _check_tau(tau)
+    tau = check_tau(tau)
+    hard = check_bool("hard", hard)
     if noise is not None:
         if not isinstance(noise, Tensor) or not noise.is_floating_point():
             raise TypeError(f"noise: expected a floating-point tensor or None, got {type(noise).__name__}")
@@ -141,6 +131,8 @@ def gumbel_mixed_op(
         return reference.gumbel_mixed_op(ys, log_alpha, tau, noise=noise, hard=hard, return_weights=return_weights)
     rng = reference.draw_rng() if noise is None else None
     out, z = _ops.op(backend, "gumbel_mixed_op_fwd")(live_ys, live, log_alpha, tau, noise, rng, bool(hard))
+    if hard:  # a NaN sample (NaN or all -inf log_alpha) makes the output NaN, as in the reference; no device sync
+        out = out + z.detach().sum() * 0
     if not return_weights:
         return out
     return out, (reference.straight_through(z) if hard else z)
@@ -197,6 +189,10 @@ def _check_edge(x, us, weights, cols, stride, running_mean, running_var) -> Tupl
             if not isinstance(t, Tensor) or tuple(t.shape) != (C,):
                 got = tuple(t.shape) if isinstance(t, Tensor) else type(t).__name__
                 raise ValueError(f"{name}[{m}]: expected a tensor of shape ({C},), got {got}")
+            if t.device != x.device:
+                raise ValueError(f"{name}[{m}]: expected device {x.device} like x, got {t.device}")
+            if not t.is_floating_point():
+                raise TypeError(f"{name}[{m}]: expected a floating-point tensor, got dtype {t.dtype}")
     if len(running_mean) != len(running_var):
         raise ValueError(f"running_var: expected as many tensors as running_mean ({len(running_mean)}), "
                          f"got {len(running_var)}")

@@ -58,10 +58,12 @@ class MonasConfig(SharedWeightsConfig):
 
     out: str = setting("runs/monas", "run directory")
     archs: int = setting(20, "children drawn from the trained controller at the end (plus its greedy one)")
-    form: str = setting("top2", "decisions: top2 (per node two inputs and two ops) or edge_all (an op per edge)")
-    objective: str = setting("mac", f"the cost: {', '.join(OBJECTIVES)}")
+    form: str = setting("top2", "decisions: top2 (per node two inputs and two ops) or edge_all (an op per edge)",
+                        choices=("top2", "edge_all"))
+    objective: str = setting("mac", "the cost (of the child's edges, or its latency from --latency-table)",
+                             choices=OBJECTIVES)
     latency_table: Optional[str] = setting(None, "table of snas-fast latency-table (objective latency)", kind=str)
-    reward: str = setting("mixed", f"reward: {', '.join(REWARDS)} (snas_fast.search.rewards)")
+    reward: str = setting("mixed", "reward (snas_fast.search.rewards)", choices=REWARDS)
     a: float = setting(0.9, "mixed: weight of accuracy; 1 - a weighs cost / cost_ref")
     cost_ref: Optional[float] = setting(None, "mixed: the cost unit (None: mean cost of 100 random children)",
                                         kind=float)
@@ -79,9 +81,6 @@ class MonasConfig(SharedWeightsConfig):
     def validate(self) -> None:
         super().validate()
         self.check_ints(("archs",), 1)
-        for name, allowed in (("form", ("top2", "edge_all")), ("objective", OBJECTIVES), ("reward", REWARDS)):
-            if getattr(self, name) not in allowed:
-                raise MonasError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         self.check_ints(("controller_steps", "controller_hidden"), 1)
         self.check_ints(("child_train_epochs",), 0)
         if not 0.0 <= self.a <= 1.0:
@@ -169,7 +168,8 @@ class MonasTraining(RswsTraining):
 
             shared = {k: v for k, v in config.to_dict().items() if k in TrainConfig.__dataclass_fields__}
             train_config = TrainConfig(**dict(shared, epochs=config.child_train_epochs, drop_path=0.0,
-                                              out=os.path.join(config.out, "children", name), genotype="monas"))
+                                              out=os.path.join(config.out, "children", name), genotype="monas",
+                                              overwrite=True))
             return train_score(train_config, self.data, genotype)
         if whole:
             return shared_weight_accuracy(self.model, genotype, self.val_loader, self.ctx.device)

@@ -142,7 +142,7 @@ class Naswot(Strategy):
         x = train_set.tensors[0][idx].to(ctx.device)
         start = time.perf_counter()
         genotypes, scores = [], []
-        for k in tqdm(range(config.archs), desc="naswot", disable=not progress, leave=False):
+        for k in tqdm(range(config.archs), desc="naswot", disable=None if progress else True, leave=False):
             g = space.random_genotype(gen)
             seed_everything(config.seed + k)  # each network's initialisation, reproducible
             net = space.network(g, config.channels, info.num_classes, config.layers, False,

@@ -178,7 +178,7 @@ class Rsws(Strategy):
         shuffled = torch.utils.data.TensorDataset(*(t[order] for t in val.tensors))
         loader = eval_loader(shuffled, config.batch_size, ctx, config.num_workers)
         genotypes, scores = [], []
-        for _ in tqdm(range(config.archs), desc="rsws selection", disable=not progress, leave=False):
+        for _ in tqdm(range(config.archs), desc="rsws selection", disable=None if progress else True, leave=False):
             g = model.space.random_genotype(gen, include_none=True)
             genotypes.append(g)
             scores.append(shared_weight_accuracy(model, g, loader, device, config.minibatches))

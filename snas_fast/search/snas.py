@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_bool, check_tau
 from ..engine import distributed
 from ..engine.config import RunConfig, RunError, setting
 from ..engine.data import eval_loader, train_loader
@@ -140,7 +141,9 @@ class SnasSampler:
 
     def sample(self, model: Supernet, tau: float, noise=None, batch: int = 1) -> Tuple[Tensor, Tensor]:
         """Z for (normal, reduce) cells, in :meth:`noise_shapes`: ``softmax((log_alpha + g) / tau)``; if ``hard``,
-        the one-hot ``argmax`` with the gradient of ``estimator``. ``noise``: the pair of ``g`` (None: drawn)."""
+        the one-hot ``argmax`` with the gradient of ``estimator``. ``noise``: the pair of ``g`` (None: drawn).
+        ``tau``: a finite real > 0 (:func:`snas_fast._checks.check_tau`)."""
+        tau = check_tau(tau)
         out = []
         for i, (la, shape) in enumerate(zip(model.arch_parameters(), self.noise_shapes(model, batch))):
             if noise is None:
@@ -183,7 +186,10 @@ class SnasSampler:
         """``(logits [B, classes], (z_normal, z_reduce))`` of ``model`` under a sample at ``tau``."""
         z = self.sample(model, tau, noise, batch=x.shape[0])
         weights, choices = self.per_cell(model, z)
-        return model.run(x, weights, choices), z
+        logits = model.run(x, weights, choices)
+        if self.hard:  # a NaN sample reaches the logits (and the loop's NaN stop) even when `none` was drawn
+            logits = logits + (z[0].detach().sum() + z[1].detach().sum()) * 0
+        return logits, z
 
     def penalty_sample(self, z: Tensor) -> Tensor:
         """The sample the resource penalty prices: per example, the batch's mean sample."""
@@ -211,7 +217,7 @@ class SnasSupernet(Supernet):
         self.last_sample: Optional[Tuple[Tensor, Tensor]] = None
 
     def _sampler(self, hard: bool) -> SnasSampler:
-        return self._samplers[1] if hard else self._samplers[0]
+        return self._samplers[1] if check_bool("hard", hard) else self._samplers[0]
 
     def sample(self, tau: float, hard: bool = False, noise=None, batch: int = 1) -> Tuple[Tensor, Tensor]:
         """:meth:`SnasSampler.sample` of this network."""
@@ -273,33 +279,34 @@ class SearchConfig(RunConfig):
     lr_min: float = setting(0.001, "weights: final learning rate")
     drop_path: Optional[float] = setting(None, "drop-path probability on edges (ramped over the epochs)", kind=float)
     mixed: str = setting("fused", "fused (deep-fused edges), fused_sum (fused weighted sum only) or eager (DARTS's "
-                                  "sum)")
+                                  "sum)", choices=("fused", "fused_sum", "eager"))
     pool_bn: bool = setting(False, "BatchNorm after the pool candidates (DARTS)")
     sampling: str = setting("step", "one Gumbel sample per step, cell or example (hard: per step, hard; the same "
-                                    "as --hard true)")
+                                    "as --hard true)", choices=GRANULARITIES + ("hard",))
     hard: bool = setting(False, "one-hot samples: only the sampled candidate of each edge runs")
-    estimator: str = setting("st", "log_alpha gradient of hard samples: st (GDAS) or dsnas")
+    estimator: str = setting("st", "log_alpha gradient of hard samples: st (GDAS) or dsnas", choices=ESTIMATORS)
     bilevel: bool = setting(False, "DARTS first-order bi-level updates instead of SNAS's single level")
-    arch_optimizer: Optional[str] = setting(None, "log_alpha optimizer: sgd or adam", kind=str)
+    arch_optimizer: Optional[str] = setting(None, "log_alpha optimizer: sgd or adam", kind=str, choices=("sgd", "adam"))
     arch_lr: Optional[float] = setting(None, "log_alpha learning rate", kind=float)
     arch_weight_decay: Optional[float] = setting(None, "log_alpha weight decay", kind=float)
     arch_betas: Tuple[float, float] = (0.5, 0.999)
     warmup_epochs: int = setting(0, "weights warm-up: epochs with log_alpha frozen (Bag of Tricks; 0: none)")
     tau_schedule: str = setting("linear", "temperature schedule from --tau-start to --tau-end over --tau-epochs: "
-                                          "linear (SNAS) or exp (geometric)")
+                                          "linear (SNAS) or exp (geometric)", choices=TAU_SCHEDULES)
     tau_start: float = setting(1.0, "initial temperature")
     tau_end: float = setting(0.03, "final temperature")
     tau_epochs: Optional[int] = setting(None, "length of the temperature schedule in epochs (None: the run's "
                                               "epochs)", kind=int)
     resource_lambda: float = setting(1.5e-3, "weight of the resource penalty", flag="lambda")
     penalty: str = setting("log", "resource penalty form: log or linear (of params, FLOPs, MAC), or latency (expected "
-                                  "latency of a measured table, --latency-table, over its value at the uniform sample)")
+                                  "latency of a measured table, --latency-table, over its value at the uniform sample)",
+                         choices=("log", "linear", "latency"))
     latency_table: Optional[str] = setting(None, "penalty latency: the table of snas-fast latency-table for this "
                                                  "supernet's shape", kind=str)
     bn_recalibration: Optional[int] = setting(None, "training batches that recalibrate BatchNorm before each "
                                                     "evaluation (supernet and child)", kind=int)
     gumbel_sample: str = setting("shared", "torchrun: shared (every rank draws the same architecture sample) or "
-                                           "per-rank (each rank its own)")
+                                           "per-rank (each rank its own)", choices=GUMBEL_SAMPLE)
 
     def __post_init__(self):
         if self.recipe not in RECIPES:
@@ -312,13 +319,7 @@ class SearchConfig(RunConfig):
         unset = [name for name in RECIPES["short"] if name != "tau_epochs" and getattr(self, name) is None]
         if unset:
             raise SearchError(f"{unset[0]}: expected a value (recipe {self.recipe!r} gives none), got None")
-        choices = {"mixed": ("fused", "fused_sum", "eager"), "sampling": GRANULARITIES + ("hard",),
-                   "estimator": ESTIMATORS, "arch_optimizer": ("sgd", "adam"), "tau_schedule": TAU_SCHEDULES,
-                   "penalty": ("log", "linear", "latency"), "gumbel_sample": GUMBEL_SAMPLE}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise SearchError(f"{name}: expected one of {', '.join(allowed)}, got {getattr(self, name)!r}")
-        super().validate()
+        super().validate()  # types and choices of every setting first
         if self.tau_epochs is not None and (isinstance(self.tau_epochs, bool) or not isinstance(self.tau_epochs, int)
                                             or self.tau_epochs < 1):
             raise SearchError(f"tau_epochs: expected an integer >= 1, got {self.tau_epochs!r}")
@@ -539,7 +540,8 @@ class SnasSearch(Task):
         if state.get("split_sizes") != self.split_sizes and (config.dataset == "digits" or "split_sizes" in state):
             before = state.get("split_sizes", "unrecorded (made before the digits had a test part)")
             raise SearchError(f"--resume {config.out}: the checkpoint was made on other data splits (search-train "
-                              f"and search-validation sizes {before}, now {self.split_sizes}): start the search again")
+                              f"and search-validation sizes {before}, now {self.split_sizes}): start the search "
+                              f"again there with --overwrite true, or in another --out")
         self.model.load_state_dict(state["model"])
         self.opt_w.load_state_dict(state["opt_weights"])
         self.opt_a.load_state_dict(state["opt_arch"])

@@ -146,7 +146,7 @@ def select(model: Supernet, config: SnasPtConfig, data, ctx, progress: bool = Fa
             recalibrate_bn(lambda x: model.run(x, [weights[t] for t in model.cell_types()]), model, tloader,
                            config.bn_recalibration, device)
 
-    for n, (t, e) in enumerate(tqdm(order, desc="perturbation", disable=not progress, leave=False)):
+    for n, (t, e) in enumerate(tqdm(order, desc="perturbation", disable=None if progress else True, leave=False)):
         recalibrate()
         accs = {}
         for k in range(K):
@@ -158,7 +158,8 @@ def select(model: Supernet, config: SnasPtConfig, data, ctx, progress: bool = Fa
         keep = min(accs, key=lambda k: accs[k])  # its removal hurts most
         weights[t][e] = F.one_hot(torch.tensor(keep), K).to(weights[t])
         if config.pt_interval > 0 and n + 1 < len(order):
-            tune = dict(config.to_dict(), epochs=config.pt_interval, out=os.path.join(config.out, "pt", f"{n:02d}"))
+            tune = dict(config.to_dict(), epochs=config.pt_interval, out=os.path.join(config.out, "pt", f"{n:02d}"),
+                        overwrite=True)  # a selection is redone whole
             tune_config = SnasPtConfig.from_dict(tune)
             fit(_FineTune(tune_config, model, weights, tloader, ctx), progress=False)
     recalibrate()

@@ -158,7 +158,7 @@ def measure(C: int, layers: int, size: int, in_channels: int = 3, num_classes: i
             stride = 2 if reduction and j < 2 else 1
             hin = h if j < 2 else ((h + 1) // 2 if reduction else h)
             jobs.extend((name, c, hin, stride) for name in space.op_names)
-    for key in tqdm(dict.fromkeys(jobs), desc="latency table", disable=not progress, leave=False):
+    for key in tqdm(dict.fromkeys(jobs), desc="latency table", disable=None if progress else True, leave=False):
         name, c, hin, stride = key
         op = make_op(name, c, stride, affine=True, space=space)  # as the child builds it.to(dev).eval()
         x = torch.randn(batch, c, hin, hin, device=dev)
