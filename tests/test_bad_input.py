@@ -245,3 +245,17 @@ def test_a_nan_sample_propagates_in_hard_mode_like_the_reference(bad):
     with torch.no_grad():
         model.log_alpha_normal.fill_(float(bad))
     assert model(torch.randn(2, 1, 8, 8), 1.0, hard=True).isnan().all()  # the loop's NaN stop then fires
+
+
+def test_the_supernet_names_a_wrong_input_and_a_genotype_names_bad_json():
+    import torch
+
+    import snas_fast
+
+    model = snas_fast.Supernet(4, 10, 3, in_channels=1)
+    with pytest.raises(ValueError, match=re.escape("x: expected images [B, 1, H, W] (in_channels=1), got (2, 3, 8, 8)")):
+        model(torch.randn(2, 3, 8, 8), 1.0)
+    with pytest.raises(ValueError, match="text: expected a genotype's JSON, got text that is not JSON"):
+        snas_fast.Genotype.from_json("not json")
+    with pytest.raises(ValueError, match="text: expected a JSON object"):
+        snas_fast.Genotype.from_json("[1, 2]")

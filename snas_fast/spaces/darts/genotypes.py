@@ -171,7 +171,14 @@ class Genotype:
         """The inverse of :meth:`to_json`."""
         if not isinstance(text, (str, bytes, bytearray)):
             raise TypeError(f"text: expected JSON text, got {type(text).__name__}")
-        return cls.from_dict(json.loads(text), space)
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"text: expected a genotype's JSON, got text that is not JSON ({error})") from None
+        if not isinstance(d, dict):
+            raise ValueError(f"text: expected a JSON object with normal, normal_concat, reduce, reduce_concat, got "
+                             f"{type(d).__name__}")
+        return cls.from_dict(d, space)
 
 
 def _names_of(space: Optional[DartsSpace]) -> Optional[Tuple[str, ...]]:

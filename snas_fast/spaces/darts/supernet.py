@@ -304,6 +304,10 @@ class Supernet(nn.Module):
             ) -> Tensor:
         """Logits ``[B, num_classes]`` of ``x`` under per-cell ``weights`` (and ``choices``): :meth:`forward`, under a
         name subclasses with another ``forward`` keep."""
+        if not isinstance(x, Tensor) or x.dim() != 4 or x.shape[1] != self.in_channels:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x: expected images [B, {self.in_channels}, H, W] (in_channels={self.in_channels}), "
+                             f"got {got}")
         if len(weights) != len(self.cells) or (choices is not None and len(choices) != len(self.cells)):
             raise ValueError(f"weights, choices: expected one per cell ({len(self.cells)}), got {len(weights)} and "
                              f"{None if choices is None else len(choices)}")
