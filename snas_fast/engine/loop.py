@@ -170,7 +170,10 @@ def fit(task: Task, resume: bool = False, progress: bool = True, callbacks: Sequ
     if state is not None:
         task.load_state_dict(state)
         start_epoch = state["epoch"] + 1
-        run.truncate_metrics(start_epoch)
+        try:
+            run.truncate_metrics(start_epoch)
+        except ValueError as error:  # a damaged history: say so in one line, change nothing
+            raise config.Error(f"--resume {config.out}: {error}") from None
     else:
         run.start(config.to_dict())
         if on_start is not None and ctx.is_main:
