@@ -115,8 +115,7 @@ class CompareConfig(RunConfig):
         return cls(**{k: v for k, v in settings.items() if k in fields})
 
     def train_config(self, seed: int, out: str) -> TrainConfig:
-        shared = {k: v for k, v in self.to_dict().items() if k in TrainConfig.__dataclass_fields__}
-        return TrainConfig(**dict(shared, seed=seed, out=out, genotype="compare", overwrite=True))
+        return self.carried_to(TrainConfig, seed=seed, out=out, genotype="compare", overwrite=True)
 
 
 def _own_score(result) -> float:

@@ -123,9 +123,8 @@ def rank(config: RankConfig, progress: bool = True) -> List[dict]:
     for name in ("rsws", "snas"):
         for row, s in zip(rows, _supernet_scores(config, name, data, genotypes, ctx)):
             row[name] = s
-    shared = {k: v for k, v in config.to_dict().items() if k in TrainConfig.__dataclass_fields__}
     for k, (g, row) in enumerate(zip(tqdm(genotypes, desc="training", **bars), rows)):
-        train_config = TrainConfig(**dict(shared, out=run.path(f"arch_{k:03d}"), genotype="rank", overwrite=True))
+        train_config = config.carried_to(TrainConfig, out=run.path(f"arch_{k:03d}"), genotype="rank", overwrite=True)
         row["trained"] = train(train_config, data, genotype=g, progress=False).test_acc  # search-validation
     with open(run.path("rank.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["arch", *PROXIES, "trained", "genotype"])

@@ -182,6 +182,12 @@ class RunConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def carried_to(self, cls, **changes):
+        """A ``cls`` config with this one's settings that ``cls`` also has, then ``changes`` (e.g. the retraining
+        recipe of a candidate: ``config.carried_to(TrainConfig, out=..., genotype=...)``)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**dict({k: v for k, v in self.to_dict().items() if k in names}, **changes))
+
     @classmethod
     def from_dict(cls, d: dict):
         """The config of ``d`` (a ``config.json``); unknown settings raise ``cls.Error``."""

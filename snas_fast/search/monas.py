@@ -166,10 +166,9 @@ class MonasTraining(RswsTraining):
         if config.child_train_epochs > 0:
             from ..engine.retrain import TrainConfig
 
-            shared = {k: v for k, v in config.to_dict().items() if k in TrainConfig.__dataclass_fields__}
-            train_config = TrainConfig(**dict(shared, epochs=config.child_train_epochs, drop_path=0.0,
-                                              out=os.path.join(config.out, "children", name), genotype="monas",
-                                              overwrite=True))
+            train_config = config.carried_to(TrainConfig, epochs=config.child_train_epochs, drop_path=0.0,
+                                             out=os.path.join(config.out, "children", name), genotype="monas",
+                                             overwrite=True)
             return train_score(train_config, self.data, genotype)
         if whole:
             return shared_weight_accuracy(self.model, genotype, self.val_loader, self.ctx.device)

@@ -46,9 +46,8 @@ class RandomConfig(RunConfig):
 
     def train_config(self, out: str) -> TrainConfig:
         """The retraining recipe's settings for one candidate, with this run's shared ones."""
-        shared = {k: v for k, v in self.to_dict().items() if k in TrainConfig.__dataclass_fields__}
         # overwrite: a candidate without its summary.json was interrupted and starts again
-        return TrainConfig(**dict(shared, out=out, genotype="random", overwrite=True))
+        return self.carried_to(TrainConfig, out=out, genotype="random", overwrite=True)
 
 
 @dataclass
