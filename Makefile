@@ -15,7 +15,8 @@ $(VENV)/.deps: pyproject.toml
 	@echo "setting up $(VENV): torch and the test dependencies (the first time: a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade "setuptools>=70" wheel
-	$(VENV)/bin/pip install -q $(TORCH_CPU) $(DEPS)
+	$(VENV)/bin/pip install --progress-bar on $(TORCH_CPU) $(DEPS) | grep -E '^(Collecting|Downloading|Installing|Successfully)' || true
+	$(VENV)/bin/python -c "import torch, triton, hypothesis"  # the install above succeeded
 	touch $@
 
 env: $(VENV)/.deps

@@ -44,48 +44,48 @@ struct Edge {
 
 Edge check_edge(const at::Tensor& x, at::TensorList us, const at::Tensor& weights, at::IntArrayRef cols,
                 int64_t stride) {
-  TORCH_CHECK(x.dim() == 4, "x: expected the edge input [B, C, H, W], got shape ", x.sizes());
-  TORCH_CHECK(at::isFloatingType(x.scalar_type()), "x: expected a floating-point tensor, got ", x.scalar_type());
-  TORCH_CHECK(stride == 1 || stride == 2, "stride: expected 1 or 2, got ", stride);
-  TORCH_CHECK(static_cast<int64_t>(us.size()) <= kMaxEdgeBn, "us: at most ", kMaxEdgeBn,
-              " BatchNorm-ended candidates per edge, got ", us.size());
+  TORCH_CHECK_VALUE(x.dim() == 4, "x: expected the edge input [B, C, H, W], got shape ", x.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "x: expected a floating-point tensor, got ", x.scalar_type());
+  TORCH_CHECK_VALUE(stride == 1 || stride == 2, "stride: expected 1 or 2, got ", stride);
+  TORCH_CHECK_VALUE(static_cast<int64_t>(us.size()) <= kMaxEdgeBn, "us: at most ", kMaxEdgeBn,
+                    " BatchNorm-ended candidates per edge, got ", us.size());
   Edge e;
   e.B = x.size(0);
   e.C = x.size(1);
   e.Ho = pooled(x.size(2), stride);
   e.Wo = pooled(x.size(3), stride);
-  TORCH_CHECK(x.size(2) >= 1 && x.size(3) >= 1, "x: expected H and W >= 1, got shape ", x.sizes());
+  TORCH_CHECK_VALUE(x.size(2) >= 1 && x.size(3) >= 1, "x: expected H and W >= 1, got shape ", x.sizes());
   const std::vector<int64_t> out_shape{e.B, e.C, e.Ho, e.Wo};
   for (size_t m = 0; m < us.size(); ++m) {
-    TORCH_CHECK(us[m].sizes() == at::IntArrayRef(out_shape), "us[", m, "]: expected shape ", at::IntArrayRef(out_shape),
-                " (the edge output for x of shape ", x.sizes(), " at stride ", stride, "), got ", us[m].sizes());
-    TORCH_CHECK(us[m].scalar_type() == x.scalar_type(), "us[", m, "]: expected dtype ", x.scalar_type(),
-                " like x, got ", us[m].scalar_type());
-    TORCH_CHECK(us[m].device() == x.device(), "us[", m, "]: expected a tensor on ", x.device(), " like x, got ",
-                us[m].device());
+    TORCH_CHECK_VALUE(us[m].sizes() == at::IntArrayRef(out_shape), "us[", m, "]: expected shape ", at::IntArrayRef(out_shape),
+                      " (the edge output for x of shape ", x.sizes(), " at stride ", stride, "), got ", us[m].sizes());
+    TORCH_CHECK_TYPE(us[m].scalar_type() == x.scalar_type(), "us[", m, "]: expected dtype ", x.scalar_type(),
+                     " like x, got ", us[m].scalar_type());
+    TORCH_CHECK_VALUE(us[m].device() == x.device(), "us[", m, "]: expected a tensor on ", x.device(), " like x, got ",
+                      us[m].device());
   }
-  TORCH_CHECK(weights.dim() == 1 || weights.dim() == 2, "weights: expected shape [K] or [B, K], got ",
-              weights.sizes());
-  TORCH_CHECK(at::isFloatingType(weights.scalar_type()), "weights: expected a floating-point tensor, got ",
-              weights.scalar_type());
-  TORCH_CHECK(weights.device() == x.device(), "weights: expected a tensor on ", x.device(), ", got ",
-              weights.device());
-  TORCH_CHECK(weights.dim() == 1 || weights.size(0) == e.B, "weights: a [B, K] table needs B = ", e.B,
-              " (the batch of x), got shape ", weights.sizes());
+  TORCH_CHECK_VALUE(weights.dim() == 1 || weights.dim() == 2, "weights: expected shape [K] or [B, K], got ",
+                    weights.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(weights.scalar_type()), "weights: expected a floating-point tensor, got ",
+                   weights.scalar_type());
+  TORCH_CHECK_VALUE(weights.device() == x.device(), "weights: expected a tensor on ", x.device(), ", got ",
+                    weights.device());
+  TORCH_CHECK_VALUE(weights.dim() == 1 || weights.size(0) == e.B, "weights: a [B, K] table needs B = ", e.B,
+                    " (the batch of x), got shape ", weights.sizes());
   const int64_t K = weights.size(-1);
-  TORCH_CHECK(static_cast<int64_t>(cols.size()) == 3 + static_cast<int64_t>(us.size()),
-              "cols: expected 3 + len(us) = ", 3 + us.size(), " column indices [max, avg, id, bn_0, ...], got ",
-              cols.size());
+  TORCH_CHECK_VALUE(static_cast<int64_t>(cols.size()) == 3 + static_cast<int64_t>(us.size()),
+                    "cols: expected 3 + len(us) = ", 3 + us.size(), " column indices [max, avg, id, bn_0, ...], got ",
+                    cols.size());
   std::vector<bool> seen(K, false);
   for (size_t i = 0; i < cols.size(); ++i) {
     const int64_t c = cols[i];
     if (c == -1 && i < 3) continue;
-    TORCH_CHECK(c >= 0 && c < K && !seen[c], "cols: expected distinct columns in [0, ", K,
-                ") (-1 for an absent pool or identity), got ", cols);
+    TORCH_CHECK_VALUE(c >= 0 && c < K && !seen[c], "cols: expected distinct columns in [0, ", K,
+                      ") (-1 for an absent pool or identity), got ", cols);
     seen[c] = true;
   }
-  TORCH_CHECK(stride == 1 || cols[2] == -1, "cols: the identity term (cols[2] = ", cols[2],
-              ") needs stride 1; at stride 2 skip_connect is FactorizedReduce, a BatchNorm-ended candidate");
+  TORCH_CHECK_VALUE(stride == 1 || cols[2] == -1, "cols: the identity term (cols[2] = ", cols[2],
+                    ") needs stride 1; at stride 2 skip_connect is FactorizedReduce, a BatchNorm-ended candidate");
   e.cols.max_col = cols[0];
   e.cols.avg_col = cols[1];
   e.cols.id_col = cols[2];
@@ -97,15 +97,15 @@ Edge check_edge(const at::Tensor& x, at::TensorList us, const at::Tensor& weight
 }
 
 void check_stats_list(const char* name, at::TensorList list, const Edge& e) {
-  TORCH_CHECK(list.empty() || list.size() == e.us.size(), name, ": expected an empty list or one tensor per "
-              "BatchNorm-ended candidate (", e.us.size(), "), got ", list.size());
+  TORCH_CHECK_VALUE(list.empty() || list.size() == e.us.size(), name, ": expected an empty list or one tensor per "
+                    "BatchNorm-ended candidate (", e.us.size(), "), got ", list.size());
   for (size_t m = 0; m < list.size(); ++m) {
-    TORCH_CHECK(list[m].dim() == 1 && list[m].size(0) == e.C, name, "[", m, "]: expected shape [", e.C,
-                "], got ", list[m].sizes());
-    TORCH_CHECK(at::isFloatingType(list[m].scalar_type()), name, "[", m, "]: expected a floating-point tensor, got ",
-                list[m].scalar_type());
-    TORCH_CHECK(list[m].device() == e.x.device(), name, "[", m, "]: expected a tensor on ", e.x.device(), ", got ",
-                list[m].device());
+    TORCH_CHECK_VALUE(list[m].dim() == 1 && list[m].size(0) == e.C, name, "[", m, "]: expected shape [", e.C,
+                      "], got ", list[m].sizes());
+    TORCH_CHECK_TYPE(at::isFloatingType(list[m].scalar_type()), name, "[", m, "]: expected a floating-point tensor, got ",
+                     list[m].scalar_type());
+    TORCH_CHECK_VALUE(list[m].device() == e.x.device(), name, "[", m, "]: expected a tensor on ", e.x.device(), ", got ",
+                      list[m].device());
   }
 }
 
@@ -118,11 +118,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixed_edge_fwd(const at::Tensor& 
   const Edge e = check_edge(x, us, weights, cols, stride);
   check_stats_list("running_mean", running_mean, e);
   check_stats_list("running_var", running_var, e);
-  TORCH_CHECK(running_mean.size() == running_var.size(), "running_var: expected as many tensors as running_mean (",
-              running_mean.size(), "), got ", running_var.size());
-  TORCH_CHECK(std::isfinite(momentum) && momentum >= 0 && momentum <= 1, "momentum: expected a number in [0, 1], got ",
-              momentum);
-  TORCH_CHECK(std::isfinite(eps) && eps > 0, "eps: expected a finite number > 0, got ", eps);
+  TORCH_CHECK_VALUE(running_mean.size() == running_var.size(), "running_var: expected as many tensors as running_mean (",
+                    running_mean.size(), "), got ", running_var.size());
+  TORCH_CHECK_VALUE(std::isfinite(momentum) && momentum >= 0 && momentum <= 1, "momentum: expected a number in [0, 1], got ",
+                    momentum);
+  TORCH_CHECK_VALUE(std::isfinite(eps) && eps > 0, "eps: expected a finite number > 0, got ", eps);
   const int64_t M = static_cast<int64_t>(e.us.size());
   const auto acc = acc_type(x.scalar_type());
   const auto acc_opts = e.x.options().dtype(acc);
@@ -130,13 +130,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixed_edge_fwd(const at::Tensor& 
   at::Tensor mean, rstd;
   if (batch_stats) {
     const int64_t n = e.B * e.Ho * e.Wo;
-    TORCH_CHECK(M == 0 || n != 1, "us: batch statistics need more than 1 value per channel, got B * Ho * Wo = ", n,
-                " (input shape ", x.sizes(), ")");
+    TORCH_CHECK_VALUE(M == 0 || n != 1, "us: batch statistics need more than 1 value per channel, got B * Ho * Wo = ", n,
+                      " (input shape ", x.sizes(), ")");
     mean = at::empty({M, e.C}, acc_opts);
     rstd = at::empty({M, e.C}, acc_opts);
   } else {
-    TORCH_CHECK(M == 0 || !running_mean.empty(), "running_mean: eval mode (batch_stats=False) needs the running "
-                "statistics of the ", M, " BatchNorm-ended candidates, got an empty list");
+    TORCH_CHECK_VALUE(M == 0 || !running_mean.empty(), "running_mean: eval mode (batch_stats=False) needs the running "
+                      "statistics of the ", M, " BatchNorm-ended candidates, got an empty list");
     mean = M ? at::stack(running_mean).to(acc).contiguous() : at::empty({0, e.C}, acc_opts);
     rstd = M ? at::stack(running_var).to(acc).add(eps).rsqrt().contiguous() : at::empty({0, e.C}, acc_opts);
   }
@@ -177,13 +177,13 @@ std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> mixed_edge_bwd(
   const Edge e = check_edge(x, us, weights, cols, stride);
   const int64_t M = static_cast<int64_t>(e.us.size());
   const auto acc = acc_type(x.scalar_type());
-  TORCH_CHECK(mean.sizes() == at::IntArrayRef({M, e.C}) && rstd.sizes() == mean.sizes(),
-              "mean, rstd: expected shape [", M, ", ", e.C, "] (the forward's statistics), got ", mean.sizes(),
-              " and ", rstd.sizes());
-  TORCH_CHECK(grad_out_in.sizes() == at::IntArrayRef({e.B, e.C, e.Ho, e.Wo}), "grad_out: expected shape ",
-              at::IntArrayRef({e.B, e.C, e.Ho, e.Wo}), ", got ", grad_out_in.sizes());
-  TORCH_CHECK(grad_out_in.device() == x.device(), "grad_out: expected a tensor on ", x.device(), ", got ",
-              grad_out_in.device());
+  TORCH_CHECK_VALUE(mean.sizes() == at::IntArrayRef({M, e.C}) && rstd.sizes() == mean.sizes(),
+                    "mean, rstd: expected shape [", M, ", ", e.C, "] (the forward's statistics), got ", mean.sizes(),
+                    " and ", rstd.sizes());
+  TORCH_CHECK_VALUE(grad_out_in.sizes() == at::IntArrayRef({e.B, e.C, e.Ho, e.Wo}), "grad_out: expected shape ",
+                    at::IntArrayRef({e.B, e.C, e.Ho, e.Wo}), ", got ", grad_out_in.sizes());
+  TORCH_CHECK_VALUE(grad_out_in.device() == x.device(), "grad_out: expected a tensor on ", x.device(), ", got ",
+                    grad_out_in.device());
   const auto grad_out = grad_out_in.to(x.scalar_type()).contiguous();  // stride-0 grads are materialised
   const auto mean_acc = mean.to(acc).contiguous(), rstd_acc = rstd.to(acc).contiguous();
   auto dx = at::empty_like(e.x);

@@ -30,35 +30,35 @@ at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDoubl
 // Checks ys and live against a weight table of shape [K] or [B, K]; returns the contiguous candidates.
 std::vector<at::Tensor> check_candidates(at::TensorList ys, at::IntArrayRef live, const at::Tensor& weights,
                                          const char* weights_name) {
-  TORCH_CHECK(!ys.empty(), "ys: expected at least one candidate tensor, got an empty list");
-  TORCH_CHECK(live.size() == ys.size(), "live: expected one index per candidate (", ys.size(), "), got ",
-              live.size());
+  TORCH_CHECK_VALUE(!ys.empty(), "ys: expected at least one candidate tensor, got an empty list");
+  TORCH_CHECK_VALUE(live.size() == ys.size(), "live: expected one index per candidate (", ys.size(), "), got ",
+                    live.size());
   const auto& y0 = ys[0];
-  TORCH_CHECK(at::isFloatingType(y0.scalar_type()), "ys: expected floating-point candidates, got ",
-              y0.scalar_type());
+  TORCH_CHECK_TYPE(at::isFloatingType(y0.scalar_type()), "ys: expected floating-point candidates, got ",
+                   y0.scalar_type());
   for (size_t j = 0; j < ys.size(); ++j) {
-    TORCH_CHECK(ys[j].sizes() == y0.sizes(), "ys: every candidate must have the shape of the first, ",
-                y0.sizes(), ", but candidate ", j, " has shape ", ys[j].sizes());
-    TORCH_CHECK(ys[j].scalar_type() == y0.scalar_type(), "ys: every candidate must have dtype ", y0.scalar_type(),
-                ", but candidate ", j, " has dtype ", ys[j].scalar_type());
-    TORCH_CHECK(ys[j].device() == y0.device(), "ys: every candidate must be on ", y0.device(), ", but candidate ",
-                j, " is on ", ys[j].device());
+    TORCH_CHECK_VALUE(ys[j].sizes() == y0.sizes(), "ys: every candidate must have the shape of the first, ",
+                      y0.sizes(), ", but candidate ", j, " has shape ", ys[j].sizes());
+    TORCH_CHECK_TYPE(ys[j].scalar_type() == y0.scalar_type(), "ys: every candidate must have dtype ", y0.scalar_type(),
+                     ", but candidate ", j, " has dtype ", ys[j].scalar_type());
+    TORCH_CHECK_VALUE(ys[j].device() == y0.device(), "ys: every candidate must be on ", y0.device(), ", but candidate ",
+                      j, " is on ", ys[j].device());
   }
-  TORCH_CHECK(weights.dim() == 1 || weights.dim() == 2, weights_name, ": expected shape [K] or [B, K], got ",
-              weights.sizes());
-  TORCH_CHECK(at::isFloatingType(weights.scalar_type()), weights_name, ": expected a floating-point tensor, got ",
-              weights.scalar_type());
-  TORCH_CHECK(weights.device() == y0.device(), weights_name, ": expected a tensor on ", y0.device(), ", got ",
-              weights.device());
+  TORCH_CHECK_VALUE(weights.dim() == 1 || weights.dim() == 2, weights_name, ": expected shape [K] or [B, K], got ",
+                    weights.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(weights.scalar_type()), weights_name, ": expected a floating-point tensor, got ",
+                   weights.scalar_type());
+  TORCH_CHECK_VALUE(weights.device() == y0.device(), weights_name, ": expected a tensor on ", y0.device(), ", got ",
+                    weights.device());
   const int64_t K = weights.size(-1);
   if (weights.dim() == 2) {
-    TORCH_CHECK(y0.dim() >= 1 && weights.size(0) == y0.size(0), weights_name,
-                ": a [B, K] table needs B equal to the candidates' first dimension (",
-                y0.dim() >= 1 ? y0.size(0) : -1, "), got B = ", weights.size(0));
+    TORCH_CHECK_VALUE(y0.dim() >= 1 && weights.size(0) == y0.size(0), weights_name,
+                      ": a [B, K] table needs B equal to the candidates' first dimension (",
+                      y0.dim() >= 1 ? y0.size(0) : -1, "), got B = ", weights.size(0));
   }
   std::vector<bool> seen(K, false);
   for (int64_t k : live) {
-    TORCH_CHECK(k >= 0 && k < K && !seen[k], "live: expected distinct indices in [0, ", K, "), got ", live);
+    TORCH_CHECK_VALUE(k >= 0 && k < K && !seen[k], "live: expected distinct indices in [0, ", K, "), got ", live);
     seen[k] = true;
   }
   std::vector<at::Tensor> out;
@@ -68,7 +68,7 @@ std::vector<at::Tensor> check_candidates(at::TensorList ys, at::IntArrayRef live
 }
 
 void check_tau(double tau) {
-  TORCH_CHECK(std::isfinite(tau) && tau > 0, "tau: expected a finite temperature > 0, got ", tau);
+  TORCH_CHECK_VALUE(std::isfinite(tau) && tau > 0, "tau: expected a finite temperature > 0, got ", tau);
 }
 
 // A [K] or [B, K] table as the kernels want it: [R, K], contiguous, in the accumulation type.
@@ -108,14 +108,14 @@ std::tuple<at::Tensor, at::Tensor> fwd(at::TensorList ys_in, at::IntArrayRef liv
   if (softmax) {
     check_tau(tau);
     if (noise.has_value()) {
-      TORCH_CHECK(noise->sizes() == logits.sizes(), "noise: expected the shape of log_alpha, ", logits.sizes(),
-                  ", got ", noise->sizes());
-      TORCH_CHECK(noise->device() == logits.device(), "noise: expected a tensor on ", logits.device(), ", got ",
-                  noise->device());
+      TORCH_CHECK_VALUE(noise->sizes() == logits.sizes(), "noise: expected the shape of log_alpha, ", logits.sizes(),
+                        ", got ", noise->sizes());
+      TORCH_CHECK_VALUE(noise->device() == logits.device(), "noise: expected a tensor on ", logits.device(), ", got ",
+                        noise->device());
       noise_table = as_table(*noise, acc);
     } else {
-      TORCH_CHECK(rng.has_value() && rng->device().is_cpu() && rng->scalar_type() == at::kLong && rng->numel() == 2,
-                  "rng: expected a CPU int64 tensor holding (seed, offset) when noise is not given");
+      TORCH_CHECK_TYPE(rng.has_value() && rng->device().is_cpu() && rng->scalar_type() == at::kLong && rng->numel() == 2,
+                       "rng: expected a CPU int64 tensor holding (seed, offset) when noise is not given");
       const auto r = rng->contiguous();
       seed = static_cast<uint64_t>(r.const_data_ptr<int64_t>()[0]);
       offset = static_cast<uint64_t>(r.const_data_ptr<int64_t>()[1]);
@@ -142,19 +142,19 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> bwd(at::TensorList ys_in, at::In
                                                     const c10::optional<at::Tensor>& grad_z, bool jacobian,
                                                     double tau, bool hard, const char* name) {
   const auto ys = check_candidates(ys_in, live, w, name);
-  TORCH_CHECK(grad_out_in.sizes() == ys[0].sizes(), "grad_out: expected shape ", ys[0].sizes(), ", got ",
-              grad_out_in.sizes());
-  TORCH_CHECK(grad_out_in.device() == ys[0].device(), "grad_out: expected a tensor on ", ys[0].device(), ", got ",
-              grad_out_in.device());
+  TORCH_CHECK_VALUE(grad_out_in.sizes() == ys[0].sizes(), "grad_out: expected shape ", ys[0].sizes(), ", got ",
+                    grad_out_in.sizes());
+  TORCH_CHECK_VALUE(grad_out_in.device() == ys[0].device(), "grad_out: expected a tensor on ", ys[0].device(), ", got ",
+                    grad_out_in.device());
   if (jacobian) check_tau(tau);
   const auto acc = acc_type(ys[0].scalar_type());
   const auto table = as_table(w, acc);
   const auto grad_out = grad_out_in.to(ys[0].scalar_type()).contiguous();  // stride-0 grads are materialised
   at::Tensor gz;
   if (grad_z.has_value()) {
-    TORCH_CHECK(grad_z->sizes() == w.sizes(), "grad_z: expected shape ", w.sizes(), ", got ", grad_z->sizes());
-    TORCH_CHECK(grad_z->device() == w.device(), "grad_z: expected a tensor on ", w.device(), ", got ",
-                grad_z->device());
+    TORCH_CHECK_VALUE(grad_z->sizes() == w.sizes(), "grad_z: expected shape ", w.sizes(), ", got ", grad_z->sizes());
+    TORCH_CHECK_VALUE(grad_z->device() == w.device(), "grad_z: expected a tensor on ", w.device(), ", got ",
+                      grad_z->device());
     gz = as_table(*grad_z, acc);
   }
   std::vector<at::Tensor> dys;

@@ -184,7 +184,7 @@ def _edge_stats_kernel(
         tot = na + nb
         delta = bmean_v - mean_v
         mean_v += delta * (nb / tot)
-        m2_v += bm2_v + delta * delta * (na * nb / tot)
+        m2_v += bm2_v + delta * (delta * (na * nb / tot))  # not (delta * delta) * 0: inf * 0 = NaN when na = 0
         na = tot
     wsp = WS + ((midx * C + c) * 2).to(tl.int64) * B + b
     tl.store(wsp, mean_v, mask=midx < M)

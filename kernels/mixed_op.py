@@ -98,11 +98,13 @@ def _col(w, cols, c):
 
 @triton.jit
 def _one_hot_argmax(v, cols, cmask, KB: tl.constexpr):
-    # one_hot(argmax v) over the K valid columns; ties go to the smallest index.
+    # one_hot(argmax v) over the K valid columns; ties go to the smallest index. A NaN in v (a NaN sample: NaN or
+    # all -inf logits) makes every weight NaN, so that the output is NaN as the reference's is.
     vm = tl.where(cmask, v, float("-inf"))
     mx = tl.max(vm, axis=0)
     first = tl.min(tl.where(vm == mx, cols, KB), axis=0)
-    return tl.where(cols == first, 1.0, 0.0).to(v.dtype)
+    nan = tl.sum(tl.where(cmask & (v != v), 1, 0), axis=0) > 0
+    return tl.where(nan, float("nan"), tl.where(cols == first, 1.0, 0.0)).to(v.dtype)
 
 
 @triton.jit

@@ -37,6 +37,18 @@ def check_tau(tau) -> float:
     return tau
 
 
+def check_real(name: str, value) -> float:
+    """``value`` as a float if it is a finite real scalar (Python, NumPy; not a bool); TypeError / ValueError."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value}")
+    return value
+
+
 def check_bool(name: str, value) -> bool:
     """``value`` if it is a bool (NumPy's too); TypeError otherwise (``"no"`` is not False)."""
     if isinstance(value, bool) or type(value).__name__ == "bool_":

@@ -107,7 +107,7 @@ def rank(config: RankConfig, progress: bool = True) -> List[dict]:
     info = data[2]
     run = RunDir(config.out, ctx)
     if os.path.exists(run.path("rank.md")) and not config.overwrite:
-        raise RankError(f"--out {config.out}: holds a ranking already; give --overwrite true to compute it again "
+        raise RankError(f"out: {config.out} holds a ranking already; give --overwrite true to compute it again "
                         f"there, or choose another --out")
     run.start(config.to_dict())
     gen = make_generator(config.seed, 0x72616E6B)  # "rank"

@@ -56,6 +56,8 @@ CASES = [
     ("rank", ["--archs", "1"], "archs: expected an integer >= 2, got 1"),
     ("pareto", ["--mixes", "2"], "mixes: expected comma-separated numbers >= 0 and <= 1"),
     ("latency-table", ["--threads", "0"], "threads: expected an integer >= 1, got 0"),
+    ("search", ["--threads", "0"], "threads: expected an integer >= 1, got 0"),
+    ("train", ["--genotype", "DARTS_V2", "--threads", "-2"], "threads: expected an integer >= 1, got -2"),
 ]
 
 
@@ -79,13 +81,21 @@ def test_a_config_file_of_the_wrong_type_is_one_line(tmp_path, value, shown):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("out,message", [("FILE", "exists and is not a directory"), ("", "out: expected a path")])
+@pytest.mark.parametrize("out,message", [("FILE", "exists and is not a directory"), ("", "out: expected a path"),
+                                         ("READ-ONLY", "out: cannot write")])
 def test_a_bad_out_is_one_line(tmp_path, out, message):
     if out == "FILE":
         out = str(tmp_path / "f")
         (tmp_path / "f").write_text("x")
+    if out == "READ-ONLY":
+        if os.geteuid() == 0:  # root writes through permission bits: take a place no one can write to
+            out = "/proc/snas-fast-test/run"
+        else:
+            (tmp_path / "ro").mkdir(mode=0o555)
+            out = str(tmp_path / "ro" / "run")
     proc = cli("search", *TINY, "--out", out)
-    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1
+    assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    assert os.path.isfile(out) if out.endswith("f") else not os.path.exists(out)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +128,7 @@ def test_overwrite_starts_afresh_and_drops_the_old_checkpoint(tmp_path, finished
     shutil.copytree(finished, out)
     proc = cli("search", *TINY, "--out", str(out), "--overwrite", "--epochs", "2")
     assert proc.returncode == 0, proc.stderr
-    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
 class Payload:
@@ -157,11 +167,11 @@ def test_a_history_cut_short_is_repaired_and_stale_temporaries_removed(tmp_path,
     config["epochs"] = 2
     (out / "config.json").write_text(json.dumps(config))
     with open(out / "metrics.jsonl", "a") as f:
-        f.write('{"epoch": 1, "train_lo')  # a kill mid-write of the next epoch's line
+        f.write('{"epoch": 2, "train_lo')  # a kill mid-write of the next epoch's line
     (out / "checkpoint.pt.tmp").write_bytes(b"half a checkpoint")
     proc = cli("search", "--resume", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [0, 1]
+    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     assert not (out / "checkpoint.pt.tmp").exists()
 
 

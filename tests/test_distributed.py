@@ -160,7 +160,7 @@ def test_resume_under_torchrun_ends_like_an_uninterrupted_run(two_ranks):
     for key in straight:
         assert torch.equal(straight[key], resumed[key]), key
     rows = [json.loads(line) for line in open(out / "b" / "metrics.jsonl")]
-    assert [r["epoch"] for r in rows] == [0, 1]
+    assert [r["epoch"] for r in rows] == [1, 2]
 
 
 def test_only_rank_0_writes_the_run_directory(two_ranks):
@@ -169,7 +169,7 @@ def test_only_rank_0_writes_the_run_directory(two_ranks):
         names = sorted(os.listdir(out / run))
         assert "checkpoint.pt" in names and "config.json" in names and not any(n.endswith(".tmp") for n in names)
     rows = [json.loads(line) for line in open(out / "a" / "metrics.jsonl")]
-    assert [r["epoch"] for r in rows] == [0, 1]  # one line per epoch: nobody else appended
+    assert [r["epoch"] for r in rows] == [1, 2]  # one line per epoch: nobody else appended
     config = json.load(open(out / "a" / "config.json"))
     assert config["sync_bn"] is True and config["gumbel_sample"] == "shared" and config["batch_size"] == 16
     # rank 0 prints: searches a, b (resumed) and c, and the retraining

@@ -331,12 +331,15 @@ def test_bad_input_identity_at_stride_2():
 
 
 def test_bad_input_reaches_the_op_too():
-    """The registered op checks its arguments itself (for callers of torch.ops.snas_fast directly)."""
+    """The registered op checks its arguments itself (for callers of torch.ops.snas_fast directly), raising the
+    ValueError/TypeError the Python functions raise."""
     x, us, w, cols, rm, rv = make_case(2, 3, 5, 5, 1, 2, False, torch.float32, "cpu")
-    with pytest.raises(RuntimeError, match=r"us\[1\]: expected shape \[2, 3, 5, 5\]"):
+    with pytest.raises(ValueError, match=r"us\[1\]: expected shape \[2, 3, 5, 5\]"):
         torch.ops.snas_fast.mixed_edge_fwd(x, [us[0], us[1][:, :, :4]], w, cols, 1, True, [], [], 0.1, 1e-5)
-    with pytest.raises(RuntimeError, match="batch statistics need more than 1 value per channel"):
+    with pytest.raises(ValueError, match="batch statistics need more than 1 value per channel"):
         x1, us1, w1, cols1, _, _ = make_case(1, 3, 1, 1, 1, 1, False, torch.float32, "cpu")
         torch.ops.snas_fast.mixed_edge_fwd(x1, us1, w1, cols1, 1, True, [], [], 0.1, 1e-5)
-    with pytest.raises(RuntimeError, match="eval mode"):
+    with pytest.raises(ValueError, match="eval mode"):
         torch.ops.snas_fast.mixed_edge_fwd(x, us, w, cols, 1, False, [], [], 0.1, 1e-5)
+    with pytest.raises(TypeError, match=r"us\[0\]: expected dtype Float like x, got Double"):
+        torch.ops.snas_fast.mixed_edge_fwd(x, [us[0].double(), us[1]], w, cols, 1, True, [], [], 0.1, 1e-5)

@@ -83,7 +83,7 @@ def test_alphas_figure_layout(tmp_path):
     panels = fig.get_axes()
     assert len(panels) == 28  # 14 edges x 2 cells
     titles = sorted(ax.get_title() for ax in panels)
-    assert titles.count(r"$c_{k-2}$ $\rightarrow$ 0") == 2 and titles.count(r"2 $\rightarrow$ 3") == 2
+    assert titles.count(r"$c_{k-2}$ $\rightarrow$ 2") == 2 and titles.count(r"4 $\rightarrow$ 5") == 2
     # one legend, with the 8 names (and the uniform reference), clear of every panel and inside the image
     assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in panels)
     legend = fig.legends[0]
@@ -159,7 +159,8 @@ def test_cell_labels_do_not_collide(cell):
 
 
 def test_plot_cell_dead_node(tmp_path):
-    # node 1's two inputs are both `none`: it is still drawn, greyed, and named in the note
+    # the second intermediate node's two inputs are both `none`: it is still drawn, greyed, and named in the note
+    # by its number in the genotype (3: inputs 0 and 1 are c_{k-2} and c_{k-1})
     cell = list(DARTS_V2_NORMAL)
     cell[2], cell[3] = ("none", 0), ("none", 1)
     path = plot_cell(cell, tmp_path / "dead.png", title="a dead node")
@@ -167,15 +168,16 @@ def test_plot_cell_dead_node(tmp_path):
     renderer, ax, labels, circles = _cell_texts(cell_figure(cell))
     assert len(labels) == 6
     node_labels = {t.get_text(): t for t in ax.texts if t.get_bbox_patch() is None}
-    assert node_labels["1"].get_color() != node_labels["0"].get_color()
+    assert set(node_labels) >= {"2", "3", "4", "5"} and "0" not in node_labels and "1" not in node_labels
+    assert node_labels["3"].get_color() != node_labels["2"].get_color()
     greyed = [c for c in circles if c.get_linestyle() != "-"]
     assert len(greyed) == 1 and greyed[0].center[0] == pytest.approx(circles[3].center[0])
-    assert any("greyed node 1: no live input" in t.get_text() for t in ax.texts)
+    assert any("greyed node 3: no live input" in t.get_text() for t in ax.texts)
 
 
 def test_plot_cell_14_entries_with_dead_node(tmp_path):
     cell = list(FULL_CELL)
-    for n in (2, 3, 4):  # the three inputs of node 1
+    for n in (2, 3, 4):  # the three inputs of node 3 (the second intermediate node)
         cell[n] = ("none", cell[n][1])
     path = plot_cell(cell, tmp_path / "dead14.png")
     assert _png_size(path)[0] > 20_000
@@ -185,7 +187,7 @@ def test_plot_cell_14_entries_with_dead_node(tmp_path):
 
 def test_plot_cell_duplicate_edge_is_one_label():
     cell = list(DARTS_V2_NORMAL)
-    cell[0], cell[1] = ("sep_conv_3x3", 0), ("dil_conv_5x5", 0)  # node 0 takes c_{k-2} twice
+    cell[0], cell[1] = ("sep_conv_3x3", 0), ("dil_conv_5x5", 0)  # node 2 takes c_{k-2} twice
     _, _, labels, _ = _cell_texts(cell_figure(cell))
     assert "sep_conv_3x3\ndil_conv_5x5" in [t.get_text() for t in labels]
 

@@ -67,14 +67,14 @@ def test_resolve_genotype_from_names_files_and_run_directories(tmp_path):
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda p: "DARTS_V3", r"--genotype DARTS_V3: neither a published genotype \(DARTS_V1, DARTS_V2, .*"
+    (lambda p: "DARTS_V3", r"genotype: DARTS_V3 is neither a published genotype \(DARTS_V1, DARTS_V2, .*"
                            r"SNAS_aggressive_edge_all\) nor a file or run directory"),
-    (lambda p: str(p), r"the directory holds no genotype.json \(expected a search run directory\)"),
-    (lambda p: (p / "x.json").write_text("{not json") and str(p / "x.json"), r"x.json: cannot read a JSON genotype"),
+    (lambda p: str(p), r"holds no genotype.json \(expected a search run directory\)"),
+    (lambda p: (p / "x.json").write_text("{not json") and str(p / "x.json"), r"genotype: cannot read a JSON genotype from .*x.json"),
     (lambda p: (p / "x.json").write_text('{"normal": []}') and str(p / "x.json"),
-     r"x.json: not a genotype \(d: missing key\(s\) \['normal_concat', 'reduce', 'reduce_concat'\]"),
+     r"x.json is not a genotype \(d: missing key\(s\) \['normal_concat', 'reduce', 'reduce_concat'\]"),
     (lambda p: (p / "x.json").write_text(json.dumps(dict(G.load("DARTS_V2").to_dict(), normal=[["conv", 0]] * 8)))
-     and str(p / "x.json"), r"x.json: not a genotype \(normal\[0\]: unknown op 'conv'"),
+     and str(p / "x.json"), r"x.json is not a genotype \(normal\[0\]: unknown op 'conv'"),
 ])
 def test_resolve_genotype_errors_are_one_line(tmp_path, make, message):
     with pytest.raises(TrainError, match=message) as info:
@@ -90,7 +90,7 @@ def test_train_cli_writes_the_run_directory(tmp_path, capsys):
     for name in RUN_FILES:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
-    assert [r["epoch"] for r in rows] == [0, 1]
+    assert [r["epoch"] for r in rows] == [1, 2]
     assert {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "drop_path_prob", "images_per_s"} <= set(rows[0])
     assert [r["drop_path_prob"] for r in rows] == [0.0, 0.1]  # 0.2 ramped over 2 epochs
     assert rows[1]["lr"] < rows[0]["lr"]  # cosine
@@ -103,12 +103,24 @@ def test_train_cli_writes_the_run_directory(tmp_path, capsys):
     assert f"test acc {rows[-1]['test_acc']:.4f}" in printed and f"params {summary['params']}" in printed
 
 
+def test_the_console_says_why_train_acc_may_sit_below_test_acc(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(callbacks, "train_plots", lambda end: None)
+    loud = [a for a in TINY if a != "--quiet"]
+    assert main(["train", "--genotype", "DARTS_V2", *loud, "--out", str(tmp_path / "run")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    legend = [i for i, line in enumerate(lines) if line.startswith("train_acc: ")]
+    epochs = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
+    assert len(legend) == 1 and len(epochs) == 2 and legend[0] < epochs[0]
+    assert "augmented images" in lines[legend[0]] and "drop-path" in lines[legend[0]]
+    assert "eval mode" in lines[legend[0]]
+
+
 def test_a_last_batch_of_one_image_is_dropped(tmp_path, monkeypatch):
     # 33 images, batch 32: a last batch of one would break the auxiliary head's BatchNorm on its 1x1 map
     monkeypatch.setattr(callbacks, "train_plots", lambda end: None)
     args = ["train", "--genotype", "DARTS_V2", *TINY, "--data-limit", "33", "--epochs", "1", "--out", str(tmp_path)]
     assert main(args) == 0
-    assert json.loads(open(tmp_path / "metrics.jsonl").readline())["epoch"] == 0
+    assert json.loads(open(tmp_path / "metrics.jsonl").readline())["epoch"] == 1
 
 
 def test_a_search_hands_its_genotype_to_train(tmp_path, monkeypatch):
@@ -156,7 +168,7 @@ def test_resume_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
 def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "never"
     cases = [
-        (["--out", str(out)], "--genotype: required"),
+        (["--out", str(out)], "genotype: required"),
         (["--genotype", "DARTS_V2", "--dataset", "cifar10", "--data-dir", str(tmp_path / "nowhere"), "--out",
           str(out)], "nowhere: no such directory"),
         (["--genotype", "DARTS_V2", "--epochs", "0", "--out", str(out)], "epochs: expected an integer >= 1, got 0"),
@@ -172,7 +184,7 @@ def test_bad_input_is_a_one_line_error_and_writes_nothing(tmp_path, capsys):
                           capture_output=True, text=True)
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr
-    assert lines[0].startswith("snas-fast: error: --genotype DARTS_V3: neither a published genotype (DARTS_V1, ")
+    assert lines[0].startswith("snas-fast: error: genotype: DARTS_V3 is neither a published genotype (DARTS_V1, ")
     assert not out.exists()
 
 

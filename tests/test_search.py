@@ -47,7 +47,7 @@ def test_cli_writes_every_file(tmp_path, capsys):
     for name in RUN_FILES:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
-    assert [r["epoch"] for r in rows] == [0, 1]
+    assert [r["epoch"] for r in rows] == [1, 2]
     assert {"train_loss", "train_acc", "val_acc", "child_val_acc", "tau", "images_per_s"} <= set(rows[0])
     saved = json.load(open(out / "genotype.json"))
     Genotype.from_dict(saved["genotype"])

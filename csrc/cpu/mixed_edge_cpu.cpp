@@ -302,7 +302,7 @@ void fwd_impl(const at::Tensor& x, at::TensorList us, const at::Tensor& w_t, con
           const acc_t n_b = static_cast<acc_t>(npl), n = n_a + n_b;
           const acc_t delta = pp[0] - mu_a;
           mu_a += delta * (n_b / n);
-          m2_a += pp[1] + delta * delta * (n_a * n_b / n);
+          m2_a += pp[1] + delta * (delta * (n_a * n_b / n));  // not (delta * delta) * 0: inf * 0 when n_a = 0
           n_a = n;
         }
         const acc_t var = m2_a / n_total;

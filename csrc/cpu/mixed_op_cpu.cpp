@@ -6,6 +6,8 @@
 #include <ATen/cpu/vec/vec.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cstdint>
 #include <vector>
 
@@ -74,7 +76,7 @@ inline int64_t stream_head(const scalar_t* p, int64_t n, bool stream) {
 }
 
 // The weights each row applies, [R, K], in acc_t: the given weights, or z = softmax((logits + g) / tau) (then
-// copied to z_out) and, when hard, one_hot(argmax z) with ties to the smallest index.
+// copied to z_out) and, when hard, one_hot(argmax z) with ties to the smallest index (all NaN if z has a NaN).
 template <typename acc_t>
 std::vector<acc_t> row_weights(const acc_t* logits, const acc_t* noise, int64_t R, int64_t K, bool softmax,
                                double tau, bool hard, uint64_t seed, uint64_t offset, acc_t* z_out) {
@@ -94,10 +96,11 @@ std::vector<acc_t> row_weights(const acc_t* logits, const acc_t* noise, int64_t 
       for (int64_t k = 0; k < K; ++k) row[k] /= sum;
       std::copy(row, row + K, z_out + r * K);
     }
-    if (hard) {
+    if (hard) {  // a NaN sample (NaN or all -inf logits) makes every weight NaN, as the reference's output is
+      const bool nan = std::any_of(row, row + K, [](acc_t v) { return std::isnan(v); });
       const int64_t best = std::max_element(row, row + K) - row;  // first maximum
-      std::fill(row, row + K, acc_t(0));
-      row[best] = 1;
+      std::fill(row, row + K, nan ? std::numeric_limits<acc_t>::quiet_NaN() : acc_t(0));
+      row[best] = nan ? std::numeric_limits<acc_t>::quiet_NaN() : acc_t(1);
     }
   }
   return w;

@@ -80,6 +80,16 @@ __device__ __forceinline__ int argmax_first(const acc_t* x, int K) {
   return best;
 }
 
+// Candidate j's hard weight: one_hot(argmax x)[k], or NaN when a value of x is NaN (a NaN sample: NaN or all -inf
+// logits), so that the output is NaN as the reference's is.
+template <typename acc_t>
+__device__ __forceinline__ acc_t hard_weight(const acc_t* x, int K, int k) {
+  for (int i = 0; i < K; ++i) {
+    if (isnan(x[i])) return x[i];
+  }
+  return k == argmax_first(x, K) ? acc_t(1) : acc_t(0);
+}
+
 // Deterministic sum over the 32 lanes of a warp (fixed shuffle tree); the result is valid in lane 0.
 template <typename acc_t>
 __device__ __forceinline__ acc_t warp_sum(acc_t v) {
@@ -128,8 +138,7 @@ mixed_op_fwd_kernel(PtrArray<const scalar_t> ys,  // K' pointers, each [N] = [R,
         __syncwarp();
         if (t < nc) {
           if (hard) {  // not used by the ops (hard comes with softmax), kept to match the CPU backend
-            const int a = argmax_first(s_z, K);
-            s_wl[t] = live.k[t] == a ? acc_t(1) : acc_t(0);
+            s_wl[t] = hard_weight(s_z, K, live.k[t]);
           } else {
             s_wl[t] = s_z[live.k[t]];
           }
@@ -164,8 +173,7 @@ mixed_op_fwd_kernel(PtrArray<const scalar_t> ys,  // K' pointers, each [N] = [R,
         __syncwarp();
         if (t < nc) {
           if (hard) {
-            const int a = argmax_first(s_z, K);  // every lane computes the same index from shared memory
-            s_wl[t] = live.k[t] == a ? acc_t(1) : acc_t(0);
+            s_wl[t] = hard_weight(s_z, K, live.k[t]);  // every lane reads the same row from shared memory
           } else {
             s_wl[t] = s_z[live.k[t]];
           }
@@ -273,8 +281,7 @@ mixed_op_bwd_kernel(PtrArray<const scalar_t> ys,  // K' pointers, each [N] = [R,
       __syncwarp();
       if (t < nc) {
         if (jacobian && hard) {
-          const int a = argmax_first(s_z, K);
-          s_wl[t] = live.k[t] == a ? acc_t(1) : acc_t(0);
+          s_wl[t] = hard_weight(s_z, K, live.k[t]);
         } else {
           s_wl[t] = s_z[live.k[t]];
         }

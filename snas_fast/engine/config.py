@@ -174,7 +174,7 @@ class RunConfig:
         retraining (``"train_test"``) of ``dataset``, cut to ``data_limit`` examples per part if set
         (:func:`snas_fast.engine.data.load_dataset`). Raises ``self.Error`` or DatasetError, one line."""
         if self.dataset == "cifar10" and not self.data_dir:
-            raise self.Error("--data-dir: cifar10 needs the folder holding cifar-10-batches-py (nothing is "
+            raise self.Error("data_dir: cifar10 needs the folder holding cifar-10-batches-py (nothing is "
                              "downloaded)")
         train, other, info = load_dataset(self.dataset, self.data_dir, seed=self.seed, split=split)
         return (*limit((train, other), self.data_limit), info)

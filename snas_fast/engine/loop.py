@@ -69,6 +69,10 @@ class Task:
     bar_columns: Sequence[str] = ()
     nan_hint = "lower the learning rate"
 
+    def legend(self) -> str:
+        """What the console's columns mean, printed once before the first epoch line ("" for nothing)."""
+        return ""
+
     def state_dict(self) -> dict:
         """What the checkpoint keeps besides ``epoch`` and ``config`` (model, optimisers, schedules, ...)."""
         raise NotImplementedError
@@ -99,7 +103,8 @@ class Task:
 
 @dataclass
 class EpochEnd:
-    """What a callback receives after an epoch's row and checkpoint are written (on the main process only)."""
+    """What a callback receives after an epoch's row and checkpoint are written (on the main process only).
+    ``epoch`` counts from 0 (the loop's index); ``row["epoch"]``, what users see, from 1."""
 
     epoch: int
     row: dict
@@ -161,32 +166,37 @@ def fit(task: Task, resume: bool = False, progress: bool = True, callbacks: Sequ
     start_epoch = 0
     state = None
     if not resume and not getattr(config, "overwrite", False) and run.holds_run():
-        raise config.Error(f"--out {config.out}: holds a run already; continue it with --resume {config.out}, or "
+        raise config.Error(f"out: {config.out} holds a run already; continue it with --resume {config.out}, or "
                            f"give --overwrite true to start again there")
     if resume:
         state, problem = run.load_checkpoint()
         if problem:
-            raise config.Error(f"--resume {config.out}: {problem}")
+            raise config.Error(f"out: cannot resume {config.out}: {problem}")
     if state is not None:
         task.load_state_dict(state)
         start_epoch = state["epoch"] + 1
         try:
             run.truncate_metrics(start_epoch)
         except ValueError as error:  # a damaged history: say so in one line, change nothing
-            raise config.Error(f"--resume {config.out}: {error}") from None
+            raise config.Error(f"out: cannot resume {config.out}: {error}") from None
     else:
-        run.start(config.to_dict())
+        try:
+            run.start(config.to_dict())
+        except OSError as error:  # a place the permission check cannot see: a read-only mount, /proc, a full disk
+            raise config.Error(f"out: cannot write {config.out} ({error.strerror or error})") from None
         if on_start is not None and ctx.is_main:
             on_start(run)
 
     rows: List[dict] = []
+    if progress and ctx.is_main and task.legend() and start_epoch < config.epochs:
+        print(task.legend(), flush=True)
     for epoch in range(start_epoch, config.epochs):
         seed_epoch(config.seed, epoch, ctx.rank)
         # the data order of an epoch depends on (seed, epoch) alone, so a resumed run sees the same batches
         task.train_loader.sampler.set_epoch(epoch)
         head = task.begin_epoch(epoch)
         stats = _train_epoch(task, epoch, head, progress and ctx.is_main)
-        row = dict(epoch=epoch, **head, **stats, **task.end_epoch(epoch))
+        row = dict(epoch=epoch + 1, **head, **stats, **task.end_epoch(epoch))  # 1-based, as on the console
         rows.append(row)
         run.append_metrics(row)
         run.save_checkpoint(dict(task.state_dict(), epoch=epoch, config=config.to_dict()))

@@ -100,29 +100,28 @@ def resolve_genotype(spec: str, space=None) -> Tuple[Genotype, str]:
     genotype names (default DARTS's)."""
     names = genotypes.available()
     if not isinstance(spec, str) or not spec:
-        raise TrainError(f"--genotype: expected a published name ({', '.join(names)}), a genotype JSON file or a "
+        raise TrainError(f"genotype: expected a published name ({', '.join(names)}), a genotype JSON file or a "
                          f"run directory, got {spec!r}")
     if spec in names:
         return genotypes.load(spec), spec
     path = Path(spec).expanduser()
     if path.is_dir():
         if not (path / GENOTYPE_FILE).is_file():
-            raise TrainError(f"--genotype {spec}: the directory holds no {GENOTYPE_FILE} (expected a search run "
-                             f"directory)")
+            raise TrainError(f"genotype: {spec} holds no {GENOTYPE_FILE} (expected a search run directory)")
         path = path / GENOTYPE_FILE
     elif not path.exists():
-        raise TrainError(f"--genotype {spec}: neither a published genotype ({', '.join(names)}) nor a file or run "
+        raise TrainError(f"genotype: {spec} is neither a published genotype ({', '.join(names)}) nor a file or run "
                          f"directory")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise TrainError(f"--genotype {path}: cannot read a JSON genotype ({' '.join(str(error).split())})") from None
+        raise TrainError(f"genotype: cannot read a JSON genotype from {path} ({' '.join(str(error).split())})") from None
     if isinstance(data, dict) and "genotype" in data:  # a run directory's genotype.json
         data = data["genotype"]
     try:
         return Genotype.from_dict(data, space), str(path)
     except (TypeError, ValueError) as error:
-        raise TrainError(f"--genotype {path}: not a genotype ({' '.join(str(error).split())})") from None
+        raise TrainError(f"genotype: {path} is not a genotype ({' '.join(str(error).split())})") from None
 
 
 def cutout_length(config: TrainConfig, image_size: int) -> int:
@@ -194,7 +193,7 @@ def build_model(config: TrainConfig, genotype: Genotype, info) -> NetworkCIFAR:
         return get_space(config.space).network(genotype, config.channels, info.num_classes, config.layers,
                                                config.auxiliary_weight > 0, in_channels=info.in_channels)
     except ValueError as error:
-        raise TrainError(f"--genotype {config.genotype}: {error}") from None
+        raise TrainError(f"genotype: {config.genotype}: {error}") from None
 
 
 def _run_genotype(config: TrainConfig, ctx, genotype: Optional[Genotype], resume: bool) -> Tuple[Genotype, str]:
@@ -277,6 +276,13 @@ class Retraining(Task):
         distributed.broadcast_buffers(self.model)  # every rank evaluates (and rank 0 saves) rank 0's BN statistics
         test_loss, test_acc = evaluate(lambda x: self.model(x)[0], self.model, self.test_loader, self.ctx.device)
         return dict(test_loss=test_loss, test_acc=test_acc)
+
+    def legend(self) -> str:
+        handicaps = [what for what, on in (("augmented images", self.crop or self.flip or self.cutout),
+                                           ("drop-path", self.config.drop_path > 0)) if on]
+        return ("train_acc: the running accuracy over the epoch's batches, in training mode"
+                + "".join(f", with {what}" for what in handicaps)
+                + "; test_acc: after the epoch, in eval mode on clean images (so train_acc may sit below it)")
 
     def describe(self, row: dict) -> str:
         return (f"train_acc {row['train_acc']:.3f} test_acc {row['test_acc']:.3f} lr {row['lr']:.4f} "

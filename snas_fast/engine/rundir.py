@@ -1,4 +1,5 @@
-"""A run directory: ``config.json``, ``metrics.jsonl`` (one JSON line per epoch) and ``checkpoint.pt`` (written
+"""A run directory: ``config.json``, ``metrics.jsonl`` (one JSON line per epoch, ``"epoch"`` counted from 1 as
+on the console and in the plots) and ``checkpoint.pt`` (written
 atomically after every epoch), shared by the search and the retraining. Only rank 0 writes; a checkpoint is read
 by rank 0 and handed to the others (no shared file system needed).
 """

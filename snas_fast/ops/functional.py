@@ -11,7 +11,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .._checks import check_bool, check_tau
+from .._checks import check_bool, check_real, check_tau
 from . import _backend, reference, registry as _ops
 
 Candidates = Union[Tensor, Sequence[Optional[Tensor]]]
@@ -131,14 +131,13 @@ def gumbel_mixed_op(
         return reference.gumbel_mixed_op(ys, log_alpha, tau, noise=noise, hard=hard, return_weights=return_weights)
     rng = reference.draw_rng() if noise is None else None
     out, z = _ops.op(backend, "gumbel_mixed_op_fwd")(live_ys, live, log_alpha, tau, noise, rng, bool(hard))
-    if hard:  # a NaN sample (NaN or all -inf log_alpha) makes the output NaN, as in the reference; no device sync
-        out = out + z.detach().sum() * 0
     if not return_weights:
         return out
     return out, (reference.straight_through(z) if hard else z)
 
 
-def _check_edge(x, us, weights, cols, stride, running_mean, running_var) -> Tuple[List[Tensor], List[int]]:
+def _check_edge(x, us, weights, cols, stride, running_mean, running_var, batch_stats, momentum, eps
+                ) -> Tuple[List[Tensor], List[int]]:
     """The Python-side checks of :func:`mixed_edge` (the C++ op checks again, with the same words)."""
     if not isinstance(x, Tensor):
         raise TypeError(f"x: expected a tensor [B, C, H, W], got {type(x).__name__}")
@@ -196,6 +195,18 @@ def _check_edge(x, us, weights, cols, stride, running_mean, running_var) -> Tupl
     if len(running_mean) != len(running_var):
         raise ValueError(f"running_var: expected as many tensors as running_mean ({len(running_mean)}), "
                          f"got {len(running_var)}")
+    batch_stats = check_bool("batch_stats", batch_stats)
+    momentum = check_real("momentum", momentum)
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"momentum: expected a number in [0, 1], got {momentum}")
+    eps = check_real("eps", eps)
+    if not eps > 0:
+        raise ValueError(f"eps: expected a finite number > 0, got {eps}")
+    if us and batch_stats and B * shape[2] * shape[3] == 1:
+        raise ValueError(f"us: batch statistics need more than 1 value per channel, got B * Ho * Wo = 1 "
+                         f"(x of shape {tuple(x.shape)}, stride {stride})")
+    if us and not batch_stats and not running_mean:
+        raise ValueError("running_mean: eval mode (batch_stats=False) needs the running statistics, got none")
     return us, cols
 
 
@@ -238,7 +249,7 @@ def mixed_edge(
         ``[B, C, Ho, Wo]``, differentiable in ``x``, every ``us[m]`` and ``weights``.
     """
     running_mean, running_var = list(running_mean), list(running_var)
-    us, cols = _check_edge(x, us, weights, cols, stride, running_mean, running_var)
+    us, cols = _check_edge(x, us, weights, cols, stride, running_mean, running_var, batch_stats, momentum, eps)
     backend = _backend.resolve(x.device)
     if backend == "reference":
         return reference.mixed_edge(x, us, weights, cols, stride, running_mean=running_mean, running_var=running_var,

@@ -188,7 +188,8 @@ def mixed_edge(
         rm = running_mean[m] if len(running_mean) else None
         rv = running_var[m] if len(running_var) else None
         add(col, F.batch_norm(u, rm, rv, None, None, batch_stats, momentum, eps))
-    if out is None:  # every candidate is a zero op
+    if out is None:  # every candidate is a zero op: zeros, differentiable (with zero gradients) as the kernels' are
         Ho, Wo = (x.shape[2] - 1) // stride + 1, (x.shape[3] - 1) // stride + 1
         out = x.new_zeros(x.shape[0], x.shape[1], Ho, Wo)
+        out.requires_grad_(torch.is_grad_enabled() and (x.requires_grad or weights.requires_grad))
     return out

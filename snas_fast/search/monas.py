@@ -109,7 +109,7 @@ class CostModel:
                 table = LatencyTable.load(latency_table)
                 table.check(channels, layers, size, space.op_names)
             except ValueError as error:
-                raise MonasError(f"--latency-table {latency_table}: {error}") from None
+                raise MonasError(f"latency_table: {latency_table}: {error}") from None
             self.tables, self.column, self.fixed = (table.normal, table.reduce), None, table.fixed_ms
         else:
             self.tables = cost_model.network_costs(channels, layers, size, size, affine=True, space=space)
@@ -188,7 +188,7 @@ class MonasTraining(RswsTraining):
             acc, cost = self.accuracy(g, name=f"e{epoch:03d}s{step:03d}"), self.cost(g)
             r = reward(self.settings, acc, cost)
             advantage = self.reinforce.step(r, log_p, entropy)
-            mine.append(dict(epoch=epoch, step=step, acc=acc, cost=cost, reward=r, advantage=advantage,
+            mine.append(dict(epoch=epoch + 1, step=step, acc=acc, cost=cost, reward=r, advantage=advantage,
                              entropy=entropy.detach().item(), baseline=self.reinforce.baseline))
             self.rewards.append(mine[-1])
         mean = {k: sum(m[k] for m in mine) / len(mine) for k in ("acc", "cost", "reward", "entropy")}

@@ -384,7 +384,7 @@ def latency_tables(config: SearchConfig, model: Supernet, image_size: int) -> Tu
         table = LatencyTable.load(config.latency_table)
         table.check(model.C, model.layers, image_size, model.space.op_names)
     except ValueError as error:
-        raise SearchError(f"--latency-table {config.latency_table}: {error}") from None
+        raise SearchError(f"latency_table: {config.latency_table}: {error}") from None
     return table.normal, table.reduce
 
 
@@ -539,7 +539,7 @@ class SnasSearch(Task):
         config = self.config
         if state.get("split_sizes") != self.split_sizes and (config.dataset == "digits" or "split_sizes" in state):
             before = state.get("split_sizes", "unrecorded (made before the digits had a test part)")
-            raise SearchError(f"--resume {config.out}: the checkpoint was made on other data splits (search-train "
+            raise SearchError(f"out: cannot resume {config.out}: the checkpoint was made on other data splits (search-train "
                               f"and search-validation sizes {before}, now {self.split_sizes}): start the search "
                               f"again there with --overwrite true, or in another --out")
         self.model.load_state_dict(state["model"])
@@ -645,7 +645,7 @@ class SnasSearch(Task):
         last = self.history[-1]
         end.run.write_json("genotype.json", dict(
             genotype=self.model.genotype("edge_all").to_dict(), normal_alpha=last["normal_alpha"],
-            reduce_alpha=last["reduce_alpha"], epoch=end.epoch,
+            reduce_alpha=last["reduce_alpha"], epoch=end.row["epoch"],
             initial_genotype=genotype_of_choice(self.initial_choice, self.model.space).to_dict()))
 
 

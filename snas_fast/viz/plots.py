@@ -51,13 +51,14 @@ def _op_colour(op: str, space: Optional[DartsSpace] = None) -> str:
 
 
 def _node_tex(j: int) -> str:
-    """Input node j of the edge numbering: 0 = c_{k-2}, 1 = c_{k-1}, j >= 2 = intermediate node j - 2."""
-    return _INPUT_TEX[j] if j < 2 else str(j - 2)
+    """Node j as a genotype numbers it: 0 = c_{k-2}, 1 = c_{k-1}, j >= 2 the intermediate node j (shown as j)."""
+    return _INPUT_TEX[j] if j < 2 else str(j)
 
 
 def edge_names(steps: int = _STEPS) -> List[Tuple[int, int]]:
-    """(input_node, intermediate_node) of each row of an alpha matrix, in the DARTS order:
-    node 0 <- 0, 1; node 1 <- 0, 1, 2; node 2 <- 0..3; node 3 <- 0..4 (14 rows for 4 steps)."""
+    """(input_node, i) of each row of an alpha matrix, in the DARTS order, i the 0-based intermediate node (node
+    i + 2 in a genotype's numbering): node 2 <- 0, 1; node 3 <- 0, 1, 2; node 4 <- 0..3; node 5 <- 0..4 (14 rows
+    for 4 steps)."""
     return [(j, i) for i in range(steps) for j in range(i + 2)]
 
 
@@ -178,7 +179,7 @@ def alphas_figure(history: Sequence[Mapping], op_names: Optional[Sequence[str]] 
                 ax.plot(epochs, [series[key][t][e][k] for t in range(n_epochs)], color=colours[k],
                         linestyle=styles[k], linewidth=1.6, marker=marker, markersize=3.5)
             ax.axhline(1.0 / n_ops, color="black", linewidth=0.8, linestyle=":", alpha=0.6)
-            ax.set_title(f"{_node_tex(j)} $\\rightarrow$ {i}", fontsize=11)
+            ax.set_title(f"{_node_tex(j)} $\\rightarrow$ {_node_tex(i + 2)}", fontsize=11)
             ax.set_ylim(0, ymax)
             ax.set_xlim(*((0.5, 1.5) if n_epochs == 1 else (1, n_epochs)))
             ax.tick_params(labelsize=8.5)
@@ -246,7 +247,8 @@ def cell_figure(cell: Sequence[Tuple[str, int]], title: Optional[str] = None,
                 space: Optional[DartsSpace] = None) -> Figure:
     """A derived cell as an arc diagram: nodes on one line in topological order, one labelled arc per live edge.
 
-    Nodes left to right: ``c_{k-2}``, ``c_{k-1}``, intermediate nodes 0..3, output ``c_{k}``. Every live edge
+    Nodes left to right: ``c_{k-2}``, ``c_{k-1}``, intermediate nodes 2..5 (numbered as the input indices of a
+    genotype: an entry ``(op, 4)`` reads node 4), output ``c_{k}``. Every live edge
     arcs above the line with its op written at its apex (arcs of one span share a height and sit a node
     spacing apart, so labels never meet); ``none`` edges are left out. The output node concatenates every
     intermediate node (grey arcs below the line). A node with no live input is greyed and dashed.
@@ -254,7 +256,7 @@ def cell_figure(cell: Sequence[Tuple[str, int]], title: Optional[str] = None,
     Args:
         cell: (op_name, input_node) pairs grouped by intermediate node in order: 8 entries (2 per node, a DARTS
             genotype) or 14 (every edge, :func:`edge_names` order). input_node 0 = c_{k-2}, 1 = c_{k-1}, j >= 2 =
-            intermediate node j - 2.
+            intermediate node j (drawn as j).
         title: a line above the diagram, e.g. ``"normal cell (epoch 50)"``.
     """
     entries = _check_cell(cell)
@@ -334,15 +336,15 @@ def cell_figure(cell: Sequence[Tuple[str, int]], title: Optional[str] = None,
         elif p == out_pos:
             face, edge, text, label, style = "#eee8aa", "#8a7f2a", "black", _OUTPUT_TEX, "-"
         elif p in dead:
-            face, edge, text, label, style = "#ececec", "#a0a0a0", "#9a9a9a", str(p - 2), "--"
+            face, edge, text, label, style = "#ececec", "#a0a0a0", "#9a9a9a", str(p), "--"
         else:
-            face, edge, text, label, style = "#add8e6", "#3a6f8a", "black", str(p - 2), "-"
+            face, edge, text, label, style = "#add8e6", "#3a6f8a", "black", str(p), "-"
         ax.add_patch(Circle(xy(p), radius, facecolor=face, edgecolor=edge, linewidth=1.5, linestyle=style, zorder=5))
         ax.text(*xy(p), label, ha="center", va="center", fontsize=13, color=text, zorder=6)
 
-    notes = ["grey arcs: concatenation into $c_{k}$"]
+    notes = ["nodes numbered as genotype inputs ($c_{k-2}$ = 0, $c_{k-1}$ = 1)", "grey arcs: concatenation into $c_{k}$"]
     if dead:
-        notes.append(f"greyed node{'s' if len(dead) > 1 else ''} {', '.join(str(p - 2) for p in dead)}: no live input")
+        notes.append(f"greyed node{'s' if len(dead) > 1 else ''} {', '.join(str(p) for p in dead)}: no live input")
     ax.text(0.12, 0.08, ";  ".join(notes), ha="left", va="bottom", fontsize=9, color="#606060")
     if title:
         ax.text(width / 2, height - 0.1, title, ha="center", va="top", fontsize=14, fontweight="bold")
