@@ -94,6 +94,9 @@ def ensure_env(env: Dict[str, str], threads: int = 0, pin: bool = True) -> None:
     The pinning is done once, before the re-exec: after it libgomp binds the main thread to the first place, so
     the main thread's own mask is then one CPU; :func:`run_child` and :func:`whole_mask` use the saved list."""
     env = dict(env)
+    from snas_fast import _openmp
+
+    env.update(_openmp.policy_env(os.environ))  # the CLI's OpenMP wait policy, unless the user set one
     if threads and pin and PINNED_ENV not in os.environ:
         cpus = pin_cpus(threads)
         env[PINNED_ENV] = ",".join(map(str, cpus))

@@ -15,8 +15,12 @@ import sys
 import warnings
 from typing import List, Optional
 
-from .engine.config import flag_fields
-from .search.snas import SearchConfig, SearchWarning
+from . import _openmp
+
+_openmp.configure()  # before anything loads torch (and libgomp with it)
+
+from .engine.config import flag_fields  # noqa: E402
+from .search.snas import SearchConfig, SearchWarning  # noqa: E402
 
 
 def _bool(text: str) -> bool:
@@ -56,6 +60,9 @@ def _parser(sub, name: str, help: str, cls) -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config.json")
     _add_flags(p, cls)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    if "threads" not in {f.name for f in dataclasses.fields(cls)}:  # latency-table's threads are a setting
+        p.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch's operators (default: "
+                       "torch's, one per core, or OMP_NUM_THREADS); 1 is often fastest on a busy machine")
     return p
 
 
@@ -125,7 +132,14 @@ def _run(args, cls, load_data, run, report, prepare=None) -> int:
     from .engine.data import DatasetError
 
     config = None
+    threads = getattr(args, "threads", None) if "threads" not in {f.name for f in dataclasses.fields(cls)} else None
+    if threads is not None and threads < 1:
+        return _fail(f"threads: expected an integer >= 1, got {threads}")
     try:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         config = _config_from(args, cls, cls.Error)
         config.validate()
         extra = prepare(args, config) if prepare is not None else {}
@@ -179,7 +193,7 @@ def _train(args) -> int:
         if args.resume:  # the run directory's genotype
             return dict(genotype=None)
         if args.genotype is None and not (args.config and "genotype" in _read_json(args.config)):
-            raise TrainError("--genotype: required: a published genotype, a genotype JSON file or a search run "
+            raise TrainError("genotype: required: a published genotype, a genotype JSON file or a search run "
                              "directory")
         return dict(genotype=resolve_genotype(config.genotype, get_space(config.space))[0])
 

@@ -1,5 +1,10 @@
 import os
 
+from snas_fast import _openmp  # loads no torch
+
+# A bounded OpenMP spin before torch is loaded: the suite shares the machine with other work (snas_fast/_openmp.py).
+_openmp.configure()
+
 # The Triton kernels run on the CPU through the interpreter when no GPU is present. This must be set before
 # triton is imported anywhere.
 if "TRITON_INTERPRET" not in os.environ:
