@@ -13,6 +13,9 @@ Variants (the same parameters and initialisation from the same seed):
 - ``eager``: ``Supernet(mixed="eager")``, DARTS's ``sum(w * op(x))``, the baseline;
 - ``hard``: ``Supernet(mixed="fused")`` run with ``forward(x, tau, hard=True)``: one-hot samples, only the
   sampled candidate of each edge runs (``--estimator st`` or ``dsnas`` for the ``log_alpha`` gradient);
+- ``fused_cl``, ``fused_sum_cl``, ``eager_cl``: the same in channels_last (``Supernet(memory_format=
+  torch.channels_last)``: NHWC parameters and activations; ``fused``'s ``mixed_edge`` takes NCHW, so its edges
+  convert);
 - ``compiled``: ``torch.compile(Supernet(mixed="eager"), dynamic=False)``: static shapes, as a search with a
   fixed batch size runs, so it is compiled once per batch size, by an untimed first step before the timing (rows
   ``compile_s`` and ``graph_breaks``; a warning is printed if anything recompiles while timing). Inductor took
@@ -59,13 +62,18 @@ import torch.nn.functional as F  # noqa: E402
 
 import harness  # noqa: E402
 
-VARIANTS = ("fused", "fused_sum", "eager", "hard", "compiled")
-MIXED = {"fused": "fused", "fused_sum": "fused_sum", "eager": "eager", "hard": "fused", "compiled": "eager"}
-RATIOS = (("fused", "eager"), ("fused_sum", "eager"), ("hard", "eager"), ("fused", "compiled"))
+VARIANTS = ("fused", "fused_sum", "eager", "hard", "compiled", "fused_cl", "fused_sum_cl", "eager_cl")
+MIXED = {"fused": "fused", "fused_sum": "fused_sum", "eager": "eager", "hard": "fused", "compiled": "eager",
+         "fused_cl": "fused", "fused_sum_cl": "fused_sum", "eager_cl": "eager"}
+RATIOS = (("fused", "eager"), ("fused_sum", "eager"), ("hard", "eager"), ("fused", "compiled"),
+          ("fused_cl", "eager"), ("fused_sum_cl", "eager"), ("fused_sum_cl", "eager_cl"), ("eager_cl", "eager"))
 # Targets of the deep-fusion issue (reported, never asserted): (ratio, metric, limit) per device.
 TARGETS = {
     "cpu": [("fused/eager", "saved_ratio", 0.5), ("fused/eager", "peak_mem_ratio", 0.5),
-            ("fused/eager", "step_ratio", 0.8)],
+            ("fused/eager", "step_ratio", 0.8),
+            # the layouts issue: fused in channels_last against the eager NCHW (DARTS's) and eager NHWC steps
+            ("fused_sum_cl/eager", "step_ratio", 0.5), ("fused_sum_cl/eager_cl", "step_ratio", 0.8),
+            ("fused_cl/eager", "step_ratio", 0.5)],
     "cuda": [("fused/eager", "saved_ratio", 0.5), ("fused/eager", "peak_mem_ratio", 0.5),
              ("fused/eager", "step_ratio", 0.5), ("fused/compiled", "step_ratio", 0.8),
              ("hard/eager", "step_ratio", 0.3)],
@@ -86,7 +94,10 @@ class Step:
                                            hard=variant == "hard", estimator=estimator, device=device)
         self.device, self.size, self.hard = device, size, variant == "hard"
         torch.manual_seed(0)
-        self.model = Supernet(C, 10, layers, in_channels=3, mixed=MIXED[variant], estimator=estimator).to(device)
+        fmt = torch.channels_last if variant.endswith("_cl") else torch.contiguous_format
+        self.model = Supernet(C, 10, layers, in_channels=3, mixed=MIXED[variant], estimator=estimator,
+                              memory_format=fmt).to(device)
+        self.memory_format = fmt
         self.model.train()
         self.costs = tuple(t.to(device) for t in trainer.cost_tables(self.model, size))
         self.penalty = trainer.cost_model.resource_penalty
@@ -98,7 +109,8 @@ class Step:
     def set_batch(self, batch: int) -> None:
         self.x = self.y = None  # free the old batch first
         g = torch.Generator().manual_seed(1)
-        self.x = torch.randn(batch, 3, self.size, self.size, generator=g).to(self.device)
+        self.x = torch.randn(batch, 3, self.size, self.size, generator=g).to(self.device).contiguous(
+            memory_format=self.memory_format)
         self.y = torch.randint(0, 10, (batch,), generator=g).to(self.device)
 
     def state(self):

@@ -27,7 +27,21 @@ using BwdFn = void (*)(at::TensorList, at::IntArrayRef, const at::Tensor&, const
 
 at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
-// Checks ys and live against a weight table of shape [K] or [B, K]; returns the contiguous candidates.
+// Whether the kernels can read the candidates where they are: one dense layout shared by all (channels_last
+// included), with the first dimension outermost so that a [B, K] table's row b weights one block of memory. The
+// kernels see N elements in memory order; the output and the gradients take the same layout. Otherwise the
+// candidates are made contiguous. (The Python twin, for the Triton ops and the fake kernels:
+// snas_fast/ops/registry.py, keeps_layout.)
+bool keeps_layout(at::TensorList ys) {
+  const auto& y0 = ys[0];
+  if (y0.is_contiguous()) return std::all_of(ys.begin(), ys.end(), [](const at::Tensor& y) { return y.is_contiguous(); });
+  if (!y0.is_non_overlapping_and_dense()) return false;
+  if (y0.dim() >= 1 && y0.size(0) > 1 && y0.stride(0) * y0.size(0) != y0.numel()) return false;
+  return std::all_of(ys.begin(), ys.end(), [&](const at::Tensor& y) { return y.strides() == y0.strides(); });
+}
+
+// Checks ys and live against a weight table of shape [K] or [B, K]; returns the candidates in the layout the
+// kernels read (keeps_layout).
 std::vector<at::Tensor> check_candidates(at::TensorList ys, at::IntArrayRef live, const at::Tensor& weights,
                                          const char* weights_name) {
   TORCH_CHECK_VALUE(!ys.empty(), "ys: expected at least one candidate tensor, got an empty list");
@@ -61,6 +75,7 @@ std::vector<at::Tensor> check_candidates(at::TensorList ys, at::IntArrayRef live
     TORCH_CHECK_VALUE(k >= 0 && k < K && !seen[k], "live: expected distinct indices in [0, ", K, "), got ", live);
     seen[k] = true;
   }
+  if (keeps_layout(ys)) return ys.vec();
   std::vector<at::Tensor> out;
   out.reserve(ys.size());
   for (const auto& y : ys) out.push_back(y.contiguous());
@@ -122,7 +137,7 @@ std::tuple<at::Tensor, at::Tensor> fwd(at::TensorList ys_in, at::IntArrayRef liv
     }
     z = at::empty(table.sizes(), table.options());
   }
-  auto out = at::empty(ys[0].sizes(), ys[0].options());
+  auto out = at::empty_like(ys[0]);  // the candidates' layout (dense: empty_like keeps the strides)
   if (out.numel() == 0 && ys[0].is_cuda()) {
     // No element to weight (a grid of zero blocks cannot be launched): z comes from the CPU kernel.
     auto z_cpu = softmax ? z.cpu() : z;
@@ -149,7 +164,10 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> bwd(at::TensorList ys_in, at::In
   if (jacobian) check_tau(tau);
   const auto acc = acc_type(ys[0].scalar_type());
   const auto table = as_table(w, acc);
-  const auto grad_out = grad_out_in.to(ys[0].scalar_type()).contiguous();  // stride-0 grads are materialised
+  auto grad_out = grad_out_in.to(ys[0].scalar_type());
+  if (grad_out.strides() != ys[0].strides()) {  // the candidates' layout (stride-0 grads are materialised)
+    grad_out = at::empty_like(ys[0]).copy_(grad_out);
+  }
   at::Tensor gz;
   if (grad_z.has_value()) {
     TORCH_CHECK_VALUE(grad_z->sizes() == w.sizes(), "grad_z: expected shape ", w.sizes(), ", got ", grad_z->sizes());

@@ -3,13 +3,15 @@
 // kernels/mixed_op.py (Triton) implements the same two functions in Python. docs/kernels.md has the maths.
 //
 // Shapes (N = numel of one candidate = B * M):
-//   ys      K' tensors of N elements each, same dtype (f16, bf16, f32 or f64), contiguous, K' >= 1, N >= 1
+//   ys      K' tensors of N elements each, same dtype (f16, bf16, f32 or f64), K' >= 1, N >= 1, in one shared
+//           dense layout read in memory order (contiguous, or channels_last, ...; row b is one block of M)
 //   live    K' distinct column indices in [0, K): ys[j] is candidate live[j]; the other columns are zero ops
 //   logits  [R, K] contiguous, dtype acc_t (f32, or f64 when ys are f64); R is 1 (one row for all
 //           elements) or B (row b weights the M consecutive elements b*M .. b*M+M-1)
 //   noise   [R, K] acc_t, or undefined: then Gumbel noise is drawn from (seed, offset), see csrc/philox.h
 //   out     [N] ys dtype;  z_out [R, K] acc_t (written only when softmax)
-//   grad_out [N] ys dtype, contiguous;  grad_z [R, K] acc_t or undefined;  dys K' x [N];  grad_w [R, K] acc_t
+//   grad_out [N] ys dtype, in the ys' layout;  grad_z [R, K] acc_t or undefined;  dys K' x [N] in the ys' layout;
+//   grad_w [R, K] acc_t
 #pragma once
 #include <ATen/ATen.h>
 

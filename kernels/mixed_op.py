@@ -5,7 +5,7 @@ csrc/mixed_op.h, as two plain Python launchers that write into caller-allocated 
     mixed_op_bwd(ys, live, w, grad_out, grad_z, jacobian, tau, hard, dys, grad_w)         -> one kernel launch
 
 Shapes (N = numel of one candidate, R rows of the weight table, M = N // R elements per row, K columns):
-    ys[j], dys[j], out, grad_out   N elements, contiguous, dtype f16 / bf16 / f32 / f64 (all the same)
+    ys[j], dys[j], out, grad_out   N elements, 1-d (a dense tensor's memory order), dtype f16 / bf16 / f32 / f64
     logits, noise, w, grad_z, z_out, grad_w   [R, K] contiguous, acc dtype (f32, or f64 when ys are f64)
 
 Both kernels run on a 2-D grid (R, P): program (r, p) recomputes the K weights of row r (K is small, padded to

@@ -49,6 +49,15 @@ def check_real(name: str, value) -> float:
     return value
 
 
+def check_memory_format(value):
+    """``value`` if it is ``torch.contiguous_format`` (NCHW) or ``torch.channels_last`` (NHWC); ValueError otherwise."""
+    import torch
+
+    if value not in (torch.contiguous_format, torch.channels_last):
+        raise ValueError(f"memory_format: expected torch.contiguous_format or torch.channels_last, got {value!r}")
+    return value
+
+
 def check_bool(name: str, value) -> bool:
     """``value`` if it is a bool (NumPy's too); TypeError otherwise (``"no"`` is not False)."""
     if isinstance(value, bool) or type(value).__name__ == "bool_":

@@ -229,3 +229,50 @@ def test_gradient_through_the_sample_alone(backend, device, hard):
     torch.testing.assert_close(grads[-1], soft * (cost - (soft * cost).sum()) / 0.8)
     for g in grads[:-1]:
         assert g is None or not g.any()
+
+
+def _copies(fn) -> int:
+    """How many tensor copies (aten::copy_ / aten::clone, however deep) ``fn()`` makes, by the profiler."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name in ("aten::copy_", "aten::clone"))
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES, ids=BACKEND_IDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("per_example", [False, True], ids=["w[K]", "w[B,K]"])
+def test_channels_last_is_read_in_place_and_kept(backend, device, dtype, per_example):
+    """NHWC candidates (odd sizes) give what NCHW ones give, the output and every gradient in NHWC, and no hidden
+    copy of a candidate or of grad_out; candidates in mixed layouts are copied (the counter sees copies)."""
+    g = torch.Generator().manual_seed(3)
+    shape = (3, 5, 7, 3)
+    nchw = [torch.randn(shape, generator=g).to(device, dtype) for _ in range(3)]
+    table = torch.randn((3, 4) if per_example else (4,), generator=g).to(device)
+    grad = torch.randn(shape, generator=g).to(device, dtype)
+
+    def run(ys, grad_out, gumbel):
+        ys = [y.detach().requires_grad_() for y in ys]
+        w = table.clone().requires_grad_()
+        live = [ys[0], None, ys[1], ys[2]]
+        with snas_fast.use_backend(backend):
+            out = (snas_fast.gumbel_mixed_op(live, w, 0.7, noise=torch.zeros_like(w)) if gumbel
+                   else snas_fast.mixed_op(live, w))
+        grads = torch.autograd.grad(out, ys + [w], grad_out)
+        return out, grads
+
+    for gumbel in (False, True):
+        nhwc = [y.contiguous(memory_format=torch.channels_last) for y in nchw]
+        grad_nhwc = grad.contiguous(memory_format=torch.channels_last)
+        out, grads = run(nhwc, grad_nhwc, gumbel)
+        want, want_grads = run(nchw, grad, gumbel)
+        assert out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+        torch.testing.assert_close(out, want, rtol=0, atol=0)  # the same sum per element, only elsewhere in memory
+        for name, a, b in zip(["ys[0]", "ys[2]", "ys[3]", "weights"], grads, want_grads):
+            if name != "weights":
+                assert a.is_contiguous(memory_format=torch.channels_last), name
+                torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+            else:  # a reduction over the elements, in another order
+                torch.testing.assert_close(a, b, rtol=1e-2 if dtype == torch.bfloat16 else 1e-5, atol=1e-3)
+        assert _copies(lambda: run(nhwc, grad_nhwc, gumbel)) == _copies(lambda: run(nchw, grad, gumbel))
+        mixed = [nchw[0]] + nhwc[1:]
+        assert _copies(lambda: run(mixed, grad_nhwc, gumbel)) > _copies(lambda: run(nhwc, grad_nhwc, gumbel))

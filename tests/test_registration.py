@@ -21,9 +21,15 @@ def _inputs(device, shape=(3, 5, 7), per_example=False, dtype=torch.float32):
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES, ids=BACKEND_IDS)
 @pytest.mark.parametrize("per_example", [False, True], ids=["w[K]", "w[B,K]"])
-def test_opcheck(backend, device, per_example):
-    ys, live, table = _inputs(device, per_example=per_example)
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_opcheck(backend, device, per_example, layout):
+    """Includes the fake kernels: their outputs must have the real ones' strides (channels_last kept)."""
+    ys, live, table = _inputs(device, shape=(2, 3, 5, 4), per_example=per_example)
+    if layout == "channels_last":
+        ys = [y.detach().contiguous(memory_format=torch.channels_last).requires_grad_() for y in ys]
     grad = torch.randn(ys[0].shape, device=device)
+    if layout == "channels_last":
+        grad = grad.contiguous(memory_format=torch.channels_last)
     z = torch.softmax(table.detach(), -1)
     noise = torch.rand(table.shape, device=device)
     rng = torch.tensor([5, 11], dtype=torch.int64)
@@ -85,6 +91,13 @@ def test_torch_compile_fullgraph(backend, device):
         want = torch.autograd.grad(step(ys, table, noise), live + [table])
         for a, b in zip(got, want):
             torch.testing.assert_close(a, b)
+        # channels_last candidates: the compiled graph keeps their layout, as the eager call does
+        nhwc = [torch.randn(2, 3, 4, 5, device=device).contiguous(memory_format=torch.channels_last)
+                for _ in range(3)]
+        nhwc = [nhwc[0], None, nhwc[1], nhwc[2]]
+        got, want = torch.compile(plain, fullgraph=True)(nhwc, table), plain(nhwc, table)
+        torch.testing.assert_close(got, want)
+        assert got.stride() == want.stride()
         # internal noise inside a compiled graph: the (seed, offset) draw is traced with the op
         torch.compile(lambda ys, la: snas_fast.gumbel_mixed_op(ys, la, 0.5), fullgraph=True, backend="aot_eager")(
             ys, table

@@ -229,3 +229,23 @@ def test_resume_reads_a_checkpoint_as_data_and_refuses_a_pickle_payload(tmp_path
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "not a snas-fast checkpoint" in err, err
     assert not marker.exists()
+
+
+def test_a_channels_last_search_and_retraining(tmp_path):
+    """--channels-last: the run's config says so, the saved weights are NHWC, it resumes, and train takes it too."""
+    from snas_fast.cli import main
+
+    out = tmp_path / "s"
+    assert main(["search", *TINY, "--epochs", "1", "--mixed", "fused_sum", "--channels-last", "--out", str(out)]) == 0
+    assert json.load(open(out / "config.json"))["channels_last"] is True
+    state = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    assert state["stem.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    config = json.load(open(out / "config.json"))
+    config["epochs"] = 2
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(["search", "--resume", str(out), "--quiet"]) == 0
+    assert len(open(out / "metrics.jsonl").read().splitlines()) == 2
+    train = tmp_path / "t"
+    assert main(["train", "--genotype", str(out), "--dataset", "digits", "--data-limit", "64", "--epochs", "1",
+                 "--layers", "3", "--channels", "4", "--channels-last", "--quiet", "--out", str(train)]) == 0
+    assert json.load(open(train / "config.json"))["channels_last"] is True

@@ -282,3 +282,39 @@ def test_lean_pre_bn_equals_the_module(name, stride, size, training):
     torch.testing.assert_close(u1, u0)
     for a, b in zip(g1 + tuple(b1), g0 + tuple(b0)):
         torch.testing.assert_close(a, b)
+
+
+def _grads_in(mixed, memory_format, dtype):
+    torch.manual_seed(0)
+    model = Supernet(4, 10, 5, in_channels=3, mixed=mixed, memory_format=memory_format).to(dtype)
+    torch.manual_seed(5)
+    x = torch.randn(4, 3, 12, 12).to(dtype)
+    torch.manual_seed(1)
+    logits = model(x, 0.7)
+    grads = torch.autograd.grad(logits.sum(), list(model.parameters()))
+    return model, logits.double(), [g.double() for g in grads]
+
+
+@pytest.mark.parametrize("mixed", ["eager", "fused_sum", "fused"])
+def test_channels_last_supernet_is_the_same_function(mixed):
+    """NHWC parameters and activations: the logits and every gradient as close to the float64 NCHW reference as
+    the float32 NCHW network's (flash-attention's rule: at most twice its error, plus one rounding)."""
+    model, logits, grads = _grads_in(mixed, torch.channels_last, torch.float32)
+    assert model.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    _, logits_nchw, grads_nchw = _grads_in(mixed, torch.contiguous_format, torch.float32)
+    _, logits_64, grads_64 = _grads_in(mixed, torch.contiguous_format, torch.float64)
+    scale = max(g.abs().max().item() for g in grads_64)
+    for name, got, plain, want in zip(["logits"] + [n for n, _ in model.named_parameters()], [logits] + grads,
+                                      [logits_nchw] + grads_nchw, [logits_64] + grads_64):
+        bound = 2 * (plain - want).abs().max().item() + 1e-6 * max(scale, want.abs().max().item())
+        assert (got - want).abs().max().item() <= bound, name
+
+
+def test_channels_last_is_kept_through_the_fused_sum_cells():
+    model = Supernet(4, 10, 5, in_channels=3, mixed="fused_sum", memory_format=torch.channels_last)
+    seen = []
+    model.cells[1].register_forward_hook(lambda m, i, out: seen.append(out))
+    model(torch.randn(2, 3, 8, 8), 1.0)  # an NCHW input is converted
+    assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
+    with pytest.raises(ValueError, match="memory_format: expected torch.contiguous_format or torch.channels_last"):
+        Supernet(4, 10, 5, memory_format=torch.channels_last_3d)

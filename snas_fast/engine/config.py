@@ -41,6 +41,11 @@ def _int_at_least(value, low: int) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and value >= low
 
 
+#: The help of ``channels_last``, a setting of the commands that build a network (search, train).
+CHANNELS_LAST_HELP = ("run the network in channels_last (NHWC) memory format: faster convolutions on CPU and "
+                      "cuDNN's layout in half precision (bench/RESULTS.md)")
+
+
 @dataclass
 class RunConfig:
     """Settings shared by the search and the retraining (the subclasses add theirs and may change defaults)."""

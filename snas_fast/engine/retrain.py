@@ -37,7 +37,7 @@ from ..spaces.darts import genotypes
 from ..spaces.darts.genotypes import Genotype
 from ..spaces.darts.networks import NetworkCIFAR, count_parameters
 from . import distributed
-from .config import RunConfig, RunError, setting
+from .config import CHANNELS_LAST_HELP, RunConfig, RunError, setting
 from .data import eval_loader, train_loader
 from .loop import Callback, Task, drop_path_prob, evaluate, fit
 from .rundir import RunDir
@@ -75,6 +75,7 @@ class TrainConfig(RunConfig):
     epochs: int = setting(10, "training epochs")
     layers: int = setting(8, "cells in the network (20 in the papers' CIFAR-10 setting)")
     channels: int = setting(16, "channels of the first cells, C (36 in the papers' CIFAR-10 setting)")
+    channels_last: bool = setting(False, CHANNELS_LAST_HELP)
     auxiliary_weight: float = setting(0.4, "weight of the auxiliary head's loss (0: no head)")
     cutout: Optional[int] = setting(None, "side of the cutout square, 0 for none (default: half the image side)",
                                     kind=int)
@@ -190,8 +191,10 @@ _AUGMENT_STREAM = 0x61756720  # "aug ": keeps the augmentation stream apart from
 def build_model(config: TrainConfig, genotype: Genotype, info) -> NetworkCIFAR:
     """The network :func:`train` trains; a genotype that cannot make one raises :class:`TrainError`."""
     try:
-        return get_space(config.space).network(genotype, config.channels, info.num_classes, config.layers,
-                                               config.auxiliary_weight > 0, in_channels=info.in_channels)
+        return get_space(config.space).network(
+            genotype, config.channels, info.num_classes, config.layers, config.auxiliary_weight > 0,
+            in_channels=info.in_channels,
+            memory_format=torch.channels_last if config.channels_last else torch.contiguous_format)
     except ValueError as error:
         raise TrainError(f"genotype: {config.genotype}: {error}") from None
 

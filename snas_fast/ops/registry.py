@@ -27,15 +27,49 @@ def _table(t: Tensor, acc: torch.dtype) -> Tensor:
     return t.to(acc).contiguous().view(-1, t.shape[-1])
 
 
+def _dense(t: Tensor) -> bool:
+    """Non-overlapping and dense: its elements fill ``numel`` consecutive places of memory (dims of size 1 aside)."""
+    expect = 1
+    for stride, size in sorted((s, n) for s, n in zip(t.stride(), t.shape) if n != 1):
+        if stride != expect:
+            return False
+        expect *= size
+    return True
+
+
+def keeps_layout(ys: List[Tensor]) -> bool:
+    """Whether the kernels read the candidates where they are: one dense layout shared by all (channels_last
+    included), first dimension outermost (a [B, K] table's row b weights one block of memory). The C++ twin:
+    csrc/mixed_op.cpp, keeps_layout."""
+    y0 = ys[0]
+    if y0.is_contiguous():
+        return all(y.is_contiguous() for y in ys)
+    if not _dense(y0):
+        return False
+    if y0.dim() >= 1 and y0.shape[0] > 1 and y0.stride(0) * y0.shape[0] != y0.numel():
+        return False
+    return all(y.stride() == y0.stride() for y in ys)
+
+
+def _in_layout(ys: List[Tensor]) -> List[Tensor]:
+    """The candidates as the kernels read them: as they are (:func:`keeps_layout`), else contiguous."""
+    return list(ys) if keeps_layout(ys) else [y.contiguous() for y in ys]
+
+
+def _flat(t: Tensor) -> Tensor:
+    """A dense tensor's elements in memory order, as a 1-d view."""
+    return t.as_strided((t.numel(),), (1,))
+
+
 def _triton_fwd(ys, live, logits, noise, rng, softmax: bool, tau: float, hard: bool) -> Tuple[Tensor, Tensor]:
     from ..kernels import mixed_op as kernels
 
-    ys = [y.contiguous() for y in ys]
+    ys = _in_layout(ys)
     acc = _acc_dtype(ys)
     table = _table(logits, acc)
     noise_table = _table(noise, acc) if (softmax and noise is not None) else None
     seed, offset = rng.tolist() if (softmax and noise is None) else (0, 0)
-    out = torch.empty(ys[0].shape, dtype=ys[0].dtype, device=ys[0].device)
+    out = torch.empty_like(ys[0])  # the candidates' layout
     z = torch.empty_like(table) if softmax else None
     if out.numel() == 0:  # no element: only the sample, from the same noise, in plain torch
         if softmax:
@@ -44,7 +78,8 @@ def _triton_fwd(ys, live, logits, noise, rng, softmax: bool, tau: float, hard: b
                 g = reference.philox_gumbel(table.shape, seed, offset, device=table.device, dtype=acc)
             z.copy_(reference.gumbel_softmax(table, tau, g.to(table)))
     else:
-        kernels.mixed_op_fwd(ys, list(live), table, noise_table, softmax, tau, hard, seed, offset, out.view(-1), z)
+        kernels.mixed_op_fwd([_flat(y) for y in ys], list(live), table, noise_table, softmax, tau, hard, seed, offset,
+                             _flat(out), z)
     z = z.view(logits.shape).to(logits.dtype) if softmax else torch.empty(0, device=logits.device)
     return out, z
 
@@ -52,10 +87,12 @@ def _triton_fwd(ys, live, logits, noise, rng, softmax: bool, tau: float, hard: b
 def _triton_bwd(ys, live, w, grad_out, grad_z, jacobian: bool, tau: float, hard: bool):
     from ..kernels import mixed_op as kernels
 
-    ys = [y.contiguous() for y in ys]
+    ys = _in_layout(ys)
     acc = _acc_dtype(ys)
     table = _table(w, acc)
-    grad_out = grad_out.to(ys[0].dtype).contiguous()
+    grad_out = grad_out.to(ys[0].dtype)
+    if grad_out.stride() != ys[0].stride():  # the candidates' layout (stride-0 grads are materialised)
+        grad_out = torch.empty_like(ys[0]).copy_(grad_out)
     gz = _table(grad_z, acc) if grad_z is not None else None
     dys = [torch.empty_like(y) for y in ys]
     grad_w = torch.empty_like(table)
@@ -63,8 +100,8 @@ def _triton_bwd(ys, live, w, grad_out, grad_z, jacobian: bool, tau: float, hard:
         dw = gz if gz is not None else torch.zeros_like(table)
         grad_w.copy_(table * (dw - (table * dw).sum(-1, keepdim=True)) / tau if jacobian else dw)
     else:
-        flat = [d.view(-1) for d in dys]
-        kernels.mixed_op_bwd(ys, list(live), table, grad_out.view(-1), gz, jacobian, tau, hard, flat, grad_w)
+        kernels.mixed_op_bwd([_flat(y) for y in ys], list(live), table, _flat(grad_out), gz, jacobian, tau, hard,
+                             [_flat(d) for d in dys], grad_w)
     return dys, grad_w.view(w.shape).to(w.dtype)
 
 
@@ -201,19 +238,19 @@ def triton_mixed_edge_bwd(
 # Fake kernels and autograd, the same for both families.
 # ---------------------------------------------------------------------------------------------------------
 def _fake_fwd(ys, live, weights):
-    return ys[0].new_empty(ys[0].shape)
+    return torch.empty_like(_in_layout(ys)[0])  # the layout the kernels write (keeps_layout)
 
 
 def _fake_bwd(ys, live, weights, grad_out):
-    return [y.new_empty(y.shape) for y in ys], weights.new_empty(weights.shape)
+    return [torch.empty_like(y) for y in _in_layout(ys)], weights.new_empty(weights.shape)
 
 
 def _fake_gumbel_fwd(ys, live, log_alpha, tau, noise, rng, hard):
-    return ys[0].new_empty(ys[0].shape), log_alpha.new_empty(log_alpha.shape)
+    return torch.empty_like(_in_layout(ys)[0]), log_alpha.new_empty(log_alpha.shape)
 
 
 def _fake_gumbel_bwd(ys, live, z, tau, hard, grad_out, grad_z):
-    return [y.new_empty(y.shape) for y in ys], z.new_empty(z.shape)
+    return [torch.empty_like(y) for y in _in_layout(ys)], z.new_empty(z.shape)
 
 
 def _fake_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps):

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from .._checks import check_bool, check_tau
 from ..engine import distributed
-from ..engine.config import RunConfig, RunError, setting
+from ..engine.config import CHANNELS_LAST_HELP, RunConfig, RunError, setting
 from ..engine.data import eval_loader, train_loader
 from ..engine.loop import Callback, EpochEnd, Task, drop_path_prob, evaluate, fit, recalibrate_bn
 from ..engine.seeds import make_generator, seed_everything
@@ -208,10 +208,11 @@ class SnasSupernet(Supernet):
 
     def __init__(self, C: int, num_classes: int, layers: int, in_channels: int = 3, steps: int = 4,
                  multiplier: int = 4, stem_multiplier: int = 3, mixed: str = "fused", pool_bn: bool = False,
-                 sampling: str = "step", estimator: str = "st", space: Optional[DartsSpace] = None):
+                 sampling: str = "step", estimator: str = "st", space: Optional[DartsSpace] = None,
+                 memory_format=torch.contiguous_format):
         samplers = (SnasSampler(sampling, False, estimator), SnasSampler(sampling, True, estimator))  # checked
         super().__init__(C, num_classes, layers, in_channels, steps, multiplier, stem_multiplier, mixed, pool_bn,
-                         space)
+                         space, memory_format)
         self._samplers = samplers  # soft, hard: made once (a torch.compile'd forward traces no construction)
         self.sampling, self.estimator = sampling, estimator
         self.last_sample: Optional[Tuple[Tensor, Tensor]] = None
@@ -281,6 +282,7 @@ class SearchConfig(RunConfig):
     mixed: str = setting("fused", "fused (deep-fused edges), fused_sum (fused weighted sum only) or eager (DARTS's "
                                   "sum)", choices=("fused", "fused_sum", "eager"))
     pool_bn: bool = setting(False, "BatchNorm after the pool candidates (DARTS)")
+    channels_last: bool = setting(False, CHANNELS_LAST_HELP)
     sampling: str = setting("step", "one Gumbel sample per step, cell or example (hard: per step, hard; the same "
                                     "as --hard true)", choices=GRANULARITIES + ("hard",))
     hard: bool = setting(False, "one-hot samples: only the sampled candidate of each edge runs")
@@ -509,7 +511,9 @@ class SnasSearch(Task):
         space = get_space(config.space)
         self.model = SnasSupernet(config.channels, info.num_classes, config.layers, in_channels=info.in_channels,
                                   mixed=config.mixed, pool_bn=config.pool_bn, sampling=self.sampler.granularity,
-                                  estimator=config.estimator, space=space).to(device)
+                                  estimator=config.estimator, space=space,
+                                  memory_format=torch.channels_last if config.channels_last else
+                                  torch.contiguous_format).to(device)
         if config.sync_bn:
             self.model = distributed.convert_sync_batchnorm(self.model, ctx)
         tables = latency_tables(config, self.model, info.image_size) if config.penalty == "latency" else \

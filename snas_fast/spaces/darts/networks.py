@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..._checks import check_int as _check_int
+from ..._checks import check_int as _check_int, check_memory_format
 from ...ops.zero import Zero, is_zero_op
 from ..base import count_module
 from .genotypes import Genotype, live_edges, load, nodes
@@ -230,7 +230,7 @@ class _Network(nn.Module):
     ``2 * layers // 3``, the auxiliary head after the second reduction."""
 
     def _setup(self, C: int, min_C: int, num_classes: int, layers: int, auxiliary: bool, genotype: GenotypeLike,
-               in_channels: int, space: Optional[DartsSpace]) -> None:
+               in_channels: int, space: Optional[DartsSpace], memory_format) -> None:
         _check_int("C", C, min_C)
         _check_int("num_classes", num_classes, 1)
         _check_int("layers", layers, 1)
@@ -240,6 +240,7 @@ class _Network(nn.Module):
         self._layers = layers
         self._auxiliary = bool(auxiliary)
         self.drop_path_prob = 0.0
+        self.memory_format = check_memory_format(memory_format)
 
     def _build_cells(self, genotype: Genotype, C: int, C_stem: int, layers: int, reduction_prev: bool) -> int:
         C_prev_prev, C_prev, C_curr = C_stem, C_stem, C
@@ -258,6 +259,10 @@ class _Network(nn.Module):
                 C_aux = C_prev
         self._C_aux = C_aux
         return C_prev
+
+    def _take_memory_format(self) -> None:
+        """The parameters in :attr:`memory_format` (4-d ones change; the input is converted in ``forward``)."""
+        self.to(memory_format=self.memory_format)
 
     def has_unused_parameters(self) -> bool:
         """Whether some parameter never reaches the logits (a cell input nobody reads, a node left out of the
@@ -284,6 +289,9 @@ class NetworkCIFAR(_Network):
         genotype: a :class:`Genotype`, a published name (``"DARTS_V2"``), or its dict; top-2 or edge_all cells.
         in_channels: image channels (3; 1 for digits).
         space: the :class:`~snas_fast.spaces.darts.DartsSpace` whose primitives the genotype names (DARTS's 8).
+        memory_format: ``torch.contiguous_format`` (NCHW) or ``torch.channels_last`` (NHWC: the parameters and
+            every activation; the input is converted; faster convolutions on CPU, and cuDNN's layout in half
+            precision).
 
     ``forward(x [B, in_channels, H, W])`` returns ``(logits [B, num_classes], logits_aux)``; ``logits_aux`` is the
     auxiliary head's ``[B, num_classes]`` in training mode with ``auxiliary=True``, else None. ``drop_path_prob``
@@ -291,9 +299,9 @@ class NetworkCIFAR(_Network):
     """
 
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: GenotypeLike,
-                 in_channels: int = 3, space: Optional[DartsSpace] = None):
+                 in_channels: int = 3, space: Optional[DartsSpace] = None, memory_format=torch.contiguous_format):
         super().__init__()
-        self._setup(C, 1, num_classes, layers, auxiliary, genotype, in_channels, space)
+        self._setup(C, 1, num_classes, layers, auxiliary, genotype, in_channels, space, memory_format)
         C_stem = 3 * C  # stem_multiplier
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
         C_prev = self._build_cells(self.genotype, C, C_stem, layers, reduction_prev=False)
@@ -301,9 +309,10 @@ class NetworkCIFAR(_Network):
             self.auxiliary_head = AuxiliaryHeadCIFAR(self._C_aux, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
+        self._take_memory_format()
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
-        s0 = s1 = self.stem(x)
+        s0 = s1 = self.stem(x.contiguous(memory_format=self.memory_format))
         s1, logits_aux = self._run_cells(s0, s1)
         return self.classifier(self.global_pooling(s1).flatten(1)), logits_aux
 
@@ -315,9 +324,9 @@ class NetworkImageNet(_Network):
     :class:`NetworkCIFAR`."""
 
     def __init__(self, C: int, num_classes: int, layers: int, auxiliary: bool, genotype: GenotypeLike,
-                 in_channels: int = 3, space: Optional[DartsSpace] = None):
+                 in_channels: int = 3, space: Optional[DartsSpace] = None, memory_format=torch.contiguous_format):
         super().__init__()
-        self._setup(C, 2, num_classes, layers, auxiliary, genotype, in_channels, space)
+        self._setup(C, 2, num_classes, layers, auxiliary, genotype, in_channels, space, memory_format)
         self.stem0 = nn.Sequential(
             nn.Conv2d(in_channels, C // 2, kernel_size=3, stride=2, padding=1, bias=False),
             nn.BatchNorm2d(C // 2),
@@ -335,9 +344,10 @@ class NetworkImageNet(_Network):
             self.auxiliary_head = AuxiliaryHeadImageNet(self._C_aux, num_classes)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_prev, num_classes)
+        self._take_memory_format()
 
     def forward(self, x: Tensor) -> Tuple[Tensor, Optional[Tensor]]:
-        s0 = self.stem0(x)
+        s0 = self.stem0(x.contiguous(memory_format=self.memory_format))
         s1 = self.stem1(s0)
         s1, logits_aux = self._run_cells(s0, s1)
         return self.classifier(self.global_pooling(s1).flatten(1)), logits_aux

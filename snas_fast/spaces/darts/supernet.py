@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..._checks import check_memory_format
 from ...ops.functional import mixed_edge, mixed_op
 from ...ops import reference
 from ...ops.zero import Zero, is_zero_op
@@ -234,6 +235,9 @@ class Supernet(nn.Module):
             function from the same parameters and buffers.
         pool_bn: DARTS's BatchNorm after each pool candidate (SNAS's official search uses bare pools).
         space: the :class:`~snas_fast.spaces.darts.DartsSpace` whose primitives every edge mixes (DARTS's 8).
+        memory_format: ``torch.contiguous_format`` (NCHW) or ``torch.channels_last`` (NHWC: parameters and
+            activations; the input is converted). ``"eager"`` and ``"fused_sum"`` stay NHWC throughout;
+            ``"fused"``'s ``mixed_edge`` takes NCHW, so its edges convert (bench/RESULTS.md has the step times).
 
     ``forward(x, weights, choices=None)``: ``x [B, in_channels, H, W]``, ``weights`` one architecture weight
     tensor per cell (:data:`CellWeights`, in cell order), ``choices`` None (soft) or one :data:`CellChoice` per cell
@@ -243,7 +247,7 @@ class Supernet(nn.Module):
 
     def __init__(self, C: int, num_classes: int, layers: int, in_channels: int = 3, steps: int = 4,
                  multiplier: int = 4, stem_multiplier: int = 3, mixed: str = "fused", pool_bn: bool = False,
-                 space: Optional[DartsSpace] = None):
+                 space: Optional[DartsSpace] = None, memory_format=torch.contiguous_format):
         super().__init__()
         for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("in_channels", in_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -255,6 +259,7 @@ class Supernet(nn.Module):
         self.space = space_of(space)
         self.C, self.num_classes, self.layers, self.in_channels = C, num_classes, layers, in_channels
         self.mixed, self.pool_bn = mixed, pool_bn
+        self.memory_format = check_memory_format(memory_format)
         self.drop_path_prob = 0.0
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
@@ -275,6 +280,7 @@ class Supernet(nn.Module):
         K = len(self.space.primitives)
         self.log_alpha_normal = nn.Parameter(torch.normal(1.0, 0.01, (NUM_EDGES, K)))
         self.log_alpha_reduce = nn.Parameter(torch.normal(1.0, 0.01, (NUM_EDGES, K)))
+        self.to(memory_format=self.memory_format)
 
     # -- parameters ------------------------------------------------------------------------------------------
     def arch_parameters(self) -> List[nn.Parameter]:
@@ -311,7 +317,7 @@ class Supernet(nn.Module):
         if len(weights) != len(self.cells) or (choices is not None and len(choices) != len(self.cells)):
             raise ValueError(f"weights, choices: expected one per cell ({len(self.cells)}), got {len(weights)} and "
                              f"{None if choices is None else len(choices)}")
-        s0 = s1 = self.stem(x)
+        s0 = s1 = self.stem(x.contiguous(memory_format=self.memory_format))
         for i, cell in enumerate(self.cells):
             s0, s1 = s1, cell(s0, s1, weights[i], self.drop_path_prob, None if choices is None else choices[i])
         return self.classifier(self.global_pooling(s1).flatten(1))
@@ -321,7 +327,7 @@ class Supernet(nn.Module):
         columns ``genotype_choice = (normal [14], reduce [14])``)."""
         if genotype_choice is None:
             genotype_choice = tuple(la.argmax(-1).tolist() for la in self.arch_parameters())
-        s0 = s1 = self.stem(x)
+        s0 = s1 = self.stem(x.contiguous(memory_format=self.memory_format))
         for cell in self.cells:
             s0, s1 = s1, cell.forward_child(s0, s1, genotype_choice[int(cell.reduction)])
         return self.classifier(self.global_pooling(s1).flatten(1))
