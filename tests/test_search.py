@@ -249,3 +249,22 @@ def test_a_channels_last_search_and_retraining(tmp_path):
     assert main(["train", "--genotype", str(out), "--dataset", "digits", "--data-limit", "64", "--epochs", "1",
                  "--layers", "3", "--channels", "4", "--channels-last", "--quiet", "--out", str(train)]) == 0
     assert json.load(open(train / "config.json"))["channels_last"] is True
+
+
+def test_a_pc_darts_search_runs_resumes_and_refuses_a_bad_k(tmp_path, capsys):
+    """--partial-channels 4 --edge-normalization: the betas are trained with log_alpha and saved; C % k is checked."""
+    from snas_fast.cli import main
+
+    out = tmp_path / "pc"
+    args = ["search", *TINY, "--epochs", "1", "--channels", "8", "--partial-channels", "4", "--edge-normalization"]
+    assert main([*args, "--out", str(out)]) == 0
+    config = json.load(open(out / "config.json"))
+    assert config["partial_channels"] == 4 and config["edge_normalization"] is True
+    state = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    assert state["beta_normal"].abs().max() > 1e-2  # moved from 1e-3 * randn by the arch optimiser
+    config["epochs"] = 2
+    (out / "config.json").write_text(json.dumps(config))
+    assert main(["search", "--resume", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["search", *TINY, "--channels", "6", "--partial-channels", "4", "--out", str(tmp_path / "x")]) == 2
+    assert "partial_channels: channels = 6 is not divisible by 4" in capsys.readouterr().err

@@ -318,3 +318,84 @@ def test_channels_last_is_kept_through_the_fused_sum_cells():
     assert seen[0].is_contiguous(memory_format=torch.channels_last) and not seen[0].is_contiguous()
     with pytest.raises(ValueError, match="memory_format: expected torch.contiguous_format or torch.channels_last"):
         Supernet(4, 10, 5, memory_format=torch.channels_last_3d)
+
+
+# -- PC-DARTS: partial channels and edge normalisation ------------------------------------------------------------
+
+def _pc_darts_edge(x, ops, weights, k, stride):
+    """PC-DARTS's MixedOp.forward and channel_shuffle as their model_search.py writes them (the test's oracle)."""
+    dim_2 = x.shape[1]
+    xtemp, xtemp2 = x[:, :dim_2 // k, :, :], x[:, dim_2 // k:, :, :]
+    temp1 = sum(w * op(xtemp) for w, op in zip(weights, ops))
+    if temp1.shape[2] == x.shape[2]:
+        ans = torch.cat([temp1, xtemp2], dim=1)
+    else:
+        ans = torch.cat([temp1, torch.nn.functional.max_pool2d(xtemp2, 2, 2)], dim=1)
+    batchsize, num_channels, height, width = ans.data.size()
+    ans = ans.view(batchsize, k, num_channels // k, height, width)
+    ans = torch.transpose(ans, 1, 2).contiguous()
+    return ans.view(batchsize, -1, height, width)
+
+
+def test_channel_shuffle_moves_channels_as_shufflenet_does():
+    from snas_fast import reference
+
+    x = torch.arange(8.0).view(1, 8, 1, 1)
+    assert reference.channel_shuffle(x, 4).flatten().tolist() == [0, 2, 4, 6, 1, 3, 5, 7]
+    assert reference.channel_shuffle(x, 1).flatten().tolist() == list(range(8))
+
+
+@pytest.mark.parametrize("k", [2, 4])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_partial_channel_edge_is_pc_darts_edge(k, stride):
+    from snas_fast.spaces.darts.supernet import MixedEdge
+
+    torch.manual_seed(0)
+    edge = MixedEdge(8, stride, "eager", partial_channels=k)
+    x = torch.randn(2, 8, 6, 6)
+    w = torch.softmax(torch.randn(8), -1)
+    torch.manual_seed(1)
+    got = edge(x, w)
+    torch.manual_seed(1)
+    want = _pc_darts_edge(x, edge.ops, w, k, stride)
+    torch.testing.assert_close(got, want)
+
+
+def _pc_state(mixed, k, norm):
+    torch.manual_seed(0)
+    model = Supernet(8, 10, 5, in_channels=3, mixed=mixed, partial_channels=k, edge_normalization=norm)
+    x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(1)
+    logits = model(x, 0.7)
+    names = [n for n, _ in model.named_parameters()]
+    grads = torch.autograd.grad(logits.sum(), list(model.parameters()))
+    return logits, dict(zip(names, grads)), {n: b.clone() for n, b in model.named_buffers()}
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+@pytest.mark.parametrize("mixed", ["fused", "fused_sum"])
+def test_partial_channel_supernet_matches_the_eager_one(k, mixed):
+    """Logits, every gradient (betas included) and every BatchNorm buffer, against the eager edges."""
+    logits, grads, buffers = _pc_state(mixed, k, norm=True)
+    want_logits, want_grads, want_buffers = _pc_state("eager", k, norm=True)
+    torch.testing.assert_close(logits, want_logits, rtol=1e-4, atol=1e-5)
+    assert set(grads) == set(want_grads) and "beta_normal" in grads
+    for name in grads:
+        torch.testing.assert_close(grads[name], want_grads[name], rtol=1e-3, atol=1e-5, msg=name)
+    for name in buffers:
+        torch.testing.assert_close(buffers[name], want_buffers[name], rtol=1e-4, atol=1e-5, msg=name)
+    assert grads["beta_normal"].abs().sum() > 0
+
+
+def test_partial_channels_shrink_the_edges_and_edge_weights_sum_to_one_per_node():
+    from snas_fast.spaces.darts.supernet import normalised_edge_weights
+
+    full, partial = Supernet(8, 10, 3), Supernet(8, 10, 3, partial_channels=4, edge_normalization=True)
+    conv = lambda m: m.cells[0].edges[0].ops[4].op[1].weight  # sep_conv_3x3's first depthwise conv
+    assert conv(full).shape[0] == 8 and conv(partial).shape[0] == 2
+    assert sum(p.numel() for p in partial.weight_parameters()) < sum(p.numel() for p in full.weight_parameters())
+    assert {id(p) for p in partial.beta_parameters()}.isdisjoint(id(p) for p in partial.weight_parameters())
+    w = normalised_edge_weights(torch.zeros(14))
+    assert torch.allclose(w, torch.tensor([1 / 2] * 2 + [1 / 3] * 3 + [1 / 4] * 4 + [1 / 5] * 5))
+    with pytest.raises(ValueError, match="partial_channels: C = 6 is not divisible by k = 4"):
+        Supernet(6, 10, 3, partial_channels=4)

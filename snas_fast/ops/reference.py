@@ -193,3 +193,33 @@ def mixed_edge(
         out = x.new_zeros(x.shape[0], x.shape[1], Ho, Wo)
         out.requires_grad_(torch.is_grad_enabled() and (x.requires_grad or weights.requires_grad))
     return out
+
+
+def channel_shuffle(x: Tensor, groups: int) -> Tensor:
+    """ShuffleNet's channel shuffle, as PC-DARTS writes it: ``x [B, C, H, W]`` viewed as ``[B, groups, C / groups,
+    H, W]``, the two channel axes swapped, flattened back: output channel ``j * groups + g`` is input channel
+    ``g * C / groups + j``."""
+    B, C, H, W = x.shape
+    return x.reshape(B, groups, C // groups, H, W).transpose(1, 2).reshape(B, C, H, W)
+
+
+def partial_channel_edge(x: Tensor, mix, k: int, stride: int) -> Tensor:
+    """PC-DARTS's edge (Xu et al. 2020, ``model_search.py``'s ``MixedOp``): the candidates see only the first
+    ``C / k`` channels, ``mix(x[:, :C/k])`` (None: every sampled candidate was the zero op), the other channels
+    bypass (max-pooled 2x2 at stride 2, with ``ceil_mode`` so that odd sizes match the candidates' ``ceil(H / 2)``;
+    PC-DARTS's even sizes are unchanged), and the edge returns ``channel_shuffle(cat(mixed, bypass), k)``.
+
+    Args:
+        x: ``[B, C, H, W]``, ``C`` divisible by ``k``.
+        mix: ``[B, C/k, H, W] -> [B, C/k, H', W']`` or None.
+    Returns:
+        ``[B, C, H', W']``.
+    """
+    c = x.shape[1] // k
+    bypass = x[:, c:]
+    if stride == 2:
+        bypass = torch.nn.functional.max_pool2d(bypass, 2, 2, ceil_mode=True)
+    mixed = mix(x[:, :c])
+    if mixed is None:
+        mixed = bypass.new_zeros((bypass.shape[0], c) + tuple(bypass.shape[2:]))
+    return channel_shuffle(torch.cat([mixed, bypass], dim=1), k)

@@ -209,10 +209,10 @@ class SnasSupernet(Supernet):
     def __init__(self, C: int, num_classes: int, layers: int, in_channels: int = 3, steps: int = 4,
                  multiplier: int = 4, stem_multiplier: int = 3, mixed: str = "fused", pool_bn: bool = False,
                  sampling: str = "step", estimator: str = "st", space: Optional[DartsSpace] = None,
-                 memory_format=torch.contiguous_format):
+                 memory_format=torch.contiguous_format, partial_channels: int = 1, edge_normalization: bool = False):
         samplers = (SnasSampler(sampling, False, estimator), SnasSampler(sampling, True, estimator))  # checked
         super().__init__(C, num_classes, layers, in_channels, steps, multiplier, stem_multiplier, mixed, pool_bn,
-                         space, memory_format)
+                         space, memory_format, partial_channels, edge_normalization)
         self._samplers = samplers  # soft, hard: made once (a torch.compile'd forward traces no construction)
         self.sampling, self.estimator = sampling, estimator
         self.last_sample: Optional[Tuple[Tensor, Tensor]] = None
@@ -283,6 +283,10 @@ class SearchConfig(RunConfig):
                                   "sum)", choices=("fused", "fused_sum", "eager"))
     pool_bn: bool = setting(False, "BatchNorm after the pool candidates (DARTS)")
     channels_last: bool = setting(False, CHANNELS_LAST_HELP)
+    partial_channels: int = setting(1, "PC-DARTS's k: each edge mixes 1/k of its channels, the rest bypass and are "
+                                       "shuffled in (1: all channels; memory falls about k-fold)")
+    edge_normalization: bool = setting(False, "PC-DARTS's edge normalisation: each edge's output weighted by a "
+                                              "softmax of beta over its node's incoming edges")
     sampling: str = setting("step", "one Gumbel sample per step, cell or example (hard: per step, hard; the same "
                                     "as --hard true)", choices=GRANULARITIES + ("hard",))
     hard: bool = setting(False, "one-hot samples: only the sampled candidate of each edge runs")
@@ -342,6 +346,10 @@ class SearchConfig(RunConfig):
                 raise SearchError(f"{name}: expected a temperature > 0, got {value!r}")
         if self.tau_end > self.tau_start:
             raise SearchError(f"tau_end: expected at most tau_start = {self.tau_start}, got {self.tau_end}")
+        self.check_ints(["partial_channels"], 1)
+        if self.channels % self.partial_channels:
+            raise SearchError(f"partial_channels: channels = {self.channels} is not divisible by "
+                              f"{self.partial_channels} (every edge mixes channels / k of them)")
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchConfig":
@@ -402,15 +410,17 @@ def cost_tables(model: Supernet, image_size: int) -> Tuple[Tensor, Tensor]:
 
 
 def make_optimizers(model: Supernet, config: SearchConfig):
-    """(SGD for the weights, SGD or Adam for log_alpha, the cosine schedule of the weights)."""
+    """(SGD for the weights, SGD or Adam for log_alpha and the edge-normalisation betas, the cosine schedule of the
+    weights)."""
     weights = torch.optim.SGD(model.weight_parameters(), config.lr, momentum=config.momentum,
                               weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weights, float(config.epochs), eta_min=config.lr_min)
+    arch_params = model.arch_parameters() + model.beta_parameters()
     if config.arch_optimizer == "adam":
-        arch = torch.optim.Adam(model.arch_parameters(), config.arch_lr, betas=config.arch_betas,
+        arch = torch.optim.Adam(arch_params, config.arch_lr, betas=config.arch_betas,
                                 weight_decay=config.arch_weight_decay)
     else:
-        arch = torch.optim.SGD(model.arch_parameters(), config.arch_lr, weight_decay=config.arch_weight_decay)
+        arch = torch.optim.SGD(arch_params, config.arch_lr, weight_decay=config.arch_weight_decay)
     return weights, arch, schedule
 
 
@@ -513,7 +523,8 @@ class SnasSearch(Task):
                                   mixed=config.mixed, pool_bn=config.pool_bn, sampling=self.sampler.granularity,
                                   estimator=config.estimator, space=space,
                                   memory_format=torch.channels_last if config.channels_last else
-                                  torch.contiguous_format).to(device)
+                                  torch.contiguous_format, partial_channels=config.partial_channels,
+                                  edge_normalization=config.edge_normalization).to(device)
         if config.sync_bn:
             self.model = distributed.convert_sync_batchnorm(self.model, ctx)
         tables = latency_tables(config, self.model, info.image_size) if config.penalty == "latency" else \

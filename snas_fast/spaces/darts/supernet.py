@@ -21,14 +21,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..._checks import check_memory_format
+from ..._checks import check_bool, check_memory_format
 from ...ops.functional import mixed_edge, mixed_op
 from ...ops import reference
 from ...ops.zero import Zero, is_zero_op
 from .genotypes import Genotype, derive
 from .networks import drop_path
 from .operations import FactorizedReduce, ReLUConvBN
-from .space import EDGES, NUM_EDGES, DartsSpace, is_reduction_edge, make_op, reduction_cells, space_of
+from .space import EDGES, NUM_EDGES, NUM_NODES, DartsSpace, is_reduction_edge, make_op, reduction_cells, space_of
 
 MIXED = ("fused", "fused_sum", "eager")
 
@@ -75,16 +75,19 @@ class MixedEdge(nn.Module):
     """One edge: the space's candidate operations, mixed by a weight vector ``[K]`` or ``[B, K]``.
 
     ``mixed``: see the module docstring. The modules, parameters and BatchNorm buffers are the same in all three
-    ways, so state dicts move between them.
+    ways, so state dicts move between them. ``partial_channels`` k > 1: PC-DARTS's edge, the candidates built for
+    and run on ``C / k`` channels, the rest bypassing (:func:`snas_fast.reference.partial_channel_edge`).
     """
 
-    def __init__(self, C: int, stride: int, mixed: str, pool_bn: bool = False, space: Optional[DartsSpace] = None):
+    def __init__(self, C: int, stride: int, mixed: str, pool_bn: bool = False, space: Optional[DartsSpace] = None,
+                 partial_channels: int = 1):
         super().__init__()
         space = space_of(space)
         self.mixed = mixed
         self.stride = stride
-        self.ops = nn.ModuleList([make_op(name, C, stride, affine=False, pool_bn=pool_bn, space=space)
-                                  for name in space.op_names])
+        self.partial_channels = partial_channels
+        self.ops = nn.ModuleList([make_op(name, C // partial_channels, stride, affine=False, pool_bn=pool_bn,
+                                          space=space) for name in space.op_names])
         folds = [_fold(space, k, stride, pool_bn) for k in range(len(self.ops))]
         # the identity is not dropped by drop-path (as SNAS and DARTS), the zero op has nothing to drop
         self.kept = [k for k, fold in enumerate(folds) if fold in ("identity", "zero")]
@@ -98,8 +101,17 @@ class MixedEdge(nn.Module):
         scale[:, self.kept] = 1.0
         return w * scale
 
+    def _partial(self, x: Tensor, mix) -> Optional[Tensor]:
+        """``mix(x)``, or with partial channels PC-DARTS's edge around it (then never None)."""
+        if self.partial_channels == 1:
+            return mix(x)
+        return reference.partial_channel_edge(x, mix, self.partial_channels, self.stride)
+
     def forward(self, x: Tensor, weights: Tensor, drop_prob: float = 0.0) -> Tensor:
         """``x``: ``[B, C, H, W]``; ``weights``: ``[K]`` or ``[B, K]``. Returns ``[B, C, H', W']``."""
+        return self._partial(x, lambda x: self._mix(x, weights, drop_prob))
+
+    def _mix(self, x: Tensor, weights: Tensor, drop_prob: float) -> Tensor:
         if drop_prob > 0.0 and self.training:
             weights = self._drop(weights, x.shape[0], drop_prob)
         if self.mixed == "eager":  # DARTS: every candidate runs, the zero op included
@@ -148,8 +160,12 @@ class MixedEdge(nn.Module):
 
         ``choice``: the sampled column, an int (one sample for the batch) or B ints (one per example; the examples
         are grouped by candidate). ``weights``: ``[K]`` or ``[B, K]``, one-hot valued, whose sampled column carries
-        the estimator's gradient. Returns ``[B, C, H', W']``, or None when every example sampled the zero op.
+        the estimator's gradient. Returns ``[B, C, H', W']``, or None when every example sampled the zero op (and
+        the channels are not partial).
         """
+        return self._partial(x, lambda x: self._hard(x, weights, choice, drop_prob))
+
+    def _hard(self, x: Tensor, weights: Tensor, choice, drop_prob: float) -> Optional[Tensor]:
         B = x.shape[0]
         w = weights.expand(B, -1) if weights.dim() == 1 else weights
         if drop_prob > 0.0 and self.training:
@@ -170,16 +186,16 @@ class MixedEdge(nn.Module):
         return out
 
     def forward_single(self, x: Tensor, k: int) -> Optional[Tensor]:
-        """Candidate k alone (the derived child's edge); None for the zero op."""
+        """Candidate k alone (the derived child's edge); None for the zero op (with full channels)."""
         op = self.ops[k]
-        return None if is_zero_op(op) else op(x)
+        return self._partial(x, lambda x: None if is_zero_op(op) else op(x))
 
 
 class SearchCell(nn.Module):
     """A DARTS cell: two preprocessed inputs, ``steps`` nodes, each the sum of one edge from every earlier node."""
 
     def __init__(self, steps, multiplier, C_pp, C_p, C, reduction, reduction_prev, mixed, pool_bn=False,
-                 space: Optional[DartsSpace] = None):
+                 space: Optional[DartsSpace] = None, partial_channels: int = 1):
         super().__init__()
         self.reduction = reduction
         self.C = C  # channels of every edge
@@ -189,17 +205,20 @@ class SearchCell(nn.Module):
         else:
             self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
-        self.edges = nn.ModuleList(MixedEdge(C, 2 if is_reduction_edge(reduction, j) else 1, mixed, pool_bn, space)
-                                   for _, j in EDGES)
+        self.edges = nn.ModuleList(MixedEdge(C, 2 if is_reduction_edge(reduction, j) else 1, mixed, pool_bn, space,
+                                             partial_channels) for _, j in EDGES)
 
-    def _nodes(self, s0: Tensor, s1: Tensor, edge) -> Tensor:
-        """The node loop: ``edge(e, h)`` is edge e's output on its input state ``h`` (None: nothing). A node with
-        no live input is zero, of the shape the edges give."""
+    def _nodes(self, s0: Tensor, s1: Tensor, edge, edge_weights: Optional[Tensor] = None) -> Tensor:
+        """The node loop: ``edge(e, h)`` is edge e's output on its input state ``h`` (None: nothing), times
+        ``edge_weights[e]`` when given (PC-DARTS's edge normalisation). A node with no live input is zero, of the
+        shape the edges give."""
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         for node in range(self.steps):
             total = None
             for e in (e for e, (n, _) in enumerate(EDGES) if n == node):
                 out = edge(e, states[EDGES[e][1]])
+                if out is not None and edge_weights is not None:
+                    out = edge_weights[e] * out
                 if out is not None:
                     total = out if total is None else total + out
             if total is None:
@@ -207,19 +226,29 @@ class SearchCell(nn.Module):
             states.append(total)
         return torch.cat(states[-self.multiplier:], dim=1)
 
-    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, drop_prob: float = 0.0, choice=None) -> Tensor:
+    def forward(self, s0: Tensor, s1: Tensor, weights: Tensor, drop_prob: float = 0.0, choice=None,
+                edge_weights: Optional[Tensor] = None) -> Tensor:
         """``weights``: ``[14, K]`` or ``[B, 14, K]``; returns ``[B, multiplier * C, H', W']``.
 
         ``choice``: None (soft: every candidate of every edge is mixed), or hard sampling's sampled column of each
-        edge (14 ints, or 14 lists of B ints), when only the sampled candidates run."""
+        edge (14 ints, or 14 lists of B ints), when only the sampled candidates run. ``edge_weights``: ``[14]``
+        or None, each edge's output multiplied by its weight (:func:`normalised_edge_weights`)."""
         if choice is None:
-            return self._nodes(s0, s1, lambda e, h: self.edges[e](h, weights[..., e, :], drop_prob))
+            return self._nodes(s0, s1, lambda e, h: self.edges[e](h, weights[..., e, :], drop_prob), edge_weights)
         return self._nodes(s0, s1, lambda e, h: self.edges[e].forward_hard(h, weights[..., e, :], choice[e],
-                                                                           drop_prob))
+                                                                           drop_prob), edge_weights)
 
-    def forward_child(self, s0: Tensor, s1: Tensor, choice: Sequence[int]) -> Tensor:
+    def forward_child(self, s0: Tensor, s1: Tensor, choice: Sequence[int],
+                      edge_weights: Optional[Tensor] = None) -> Tensor:
         """The derived child: edge e runs only candidate ``choice[e]``; a node with no live input is zero."""
-        return self._nodes(s0, s1, lambda e, h: self.edges[e].forward_single(h, choice[e]))
+        return self._nodes(s0, s1, lambda e, h: self.edges[e].forward_single(h, choice[e]), edge_weights)
+
+
+def normalised_edge_weights(beta: Tensor) -> Tensor:
+    """PC-DARTS's edge normalisation: ``beta [14]`` softmaxed over each node's incoming edges (2, 3, 4, 5 of them;
+    :data:`EDGES` lists a node's edges together). Returns ``[14]``."""
+    return torch.cat([F.softmax(beta[[e for e, (n, _) in enumerate(EDGES) if n == node]], dim=-1)
+                      for node in range(NUM_NODES)])
 
 
 class Supernet(nn.Module):
@@ -238,6 +267,11 @@ class Supernet(nn.Module):
         memory_format: ``torch.contiguous_format`` (NCHW) or ``torch.channels_last`` (NHWC: parameters and
             activations; the input is converted). ``"eager"`` and ``"fused_sum"`` stay NHWC throughout;
             ``"fused"``'s ``mixed_edge`` takes NCHW, so its edges convert (bench/RESULTS.md has the step times).
+        partial_channels: PC-DARTS's k (Xu et al. 2020): every edge mixes the first ``C / k`` channels of its
+            input, the others bypass, then a channel shuffle (:func:`snas_fast.reference.partial_channel_edge`);
+            1: every channel is mixed. ``C`` must be divisible by k.
+        edge_normalization: PC-DARTS's ``beta``: each edge's output times the softmax of ``beta`` over its node's
+            incoming edges (:meth:`beta_parameters`, :func:`normalised_edge_weights`).
 
     ``forward(x, weights, choices=None)``: ``x [B, in_channels, H, W]``, ``weights`` one architecture weight
     tensor per cell (:data:`CellWeights`, in cell order), ``choices`` None (soft) or one :data:`CellChoice` per cell
@@ -247,11 +281,16 @@ class Supernet(nn.Module):
 
     def __init__(self, C: int, num_classes: int, layers: int, in_channels: int = 3, steps: int = 4,
                  multiplier: int = 4, stem_multiplier: int = 3, mixed: str = "fused", pool_bn: bool = False,
-                 space: Optional[DartsSpace] = None, memory_format=torch.contiguous_format):
+                 space: Optional[DartsSpace] = None, memory_format=torch.contiguous_format,
+                 partial_channels: int = 1, edge_normalization: bool = False):
         super().__init__()
-        for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("in_channels", in_channels)):
+        for name, value in (("C", C), ("num_classes", num_classes), ("layers", layers), ("in_channels", in_channels),
+                            ("partial_channels", partial_channels)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an integer >= 1, got {value!r}")
+        if C % partial_channels:
+            raise ValueError(f"partial_channels: C = {C} is not divisible by k = {partial_channels} (every edge "
+                             f"mixes C / k channels)")
         if steps != 4:
             raise ValueError(f"steps: the 14-edge search space needs steps = 4, got {steps}")
         if mixed not in MIXED:
@@ -260,6 +299,8 @@ class Supernet(nn.Module):
         self.C, self.num_classes, self.layers, self.in_channels = C, num_classes, layers, in_channels
         self.mixed, self.pool_bn = mixed, pool_bn
         self.memory_format = check_memory_format(memory_format)
+        self.partial_channels, self.edge_normalization = partial_channels, check_bool("edge_normalization",
+                                                                                      edge_normalization)
         self.drop_path_prob = 0.0
         C_curr = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
@@ -271,7 +312,7 @@ class Supernet(nn.Module):
             if reduction:
                 C_curr *= 2
             cell = SearchCell(steps, multiplier, C_pp, C_p, C_curr, reduction, reduction_prev, mixed, pool_bn,
-                              self.space)
+                              self.space, partial_channels)
             self.cells.append(cell)
             reduction_prev = reduction
             C_pp, C_p = C_p, multiplier * C_curr
@@ -280,6 +321,9 @@ class Supernet(nn.Module):
         K = len(self.space.primitives)
         self.log_alpha_normal = nn.Parameter(torch.normal(1.0, 0.01, (NUM_EDGES, K)))
         self.log_alpha_reduce = nn.Parameter(torch.normal(1.0, 0.01, (NUM_EDGES, K)))
+        if edge_normalization:  # PC-DARTS's beta, initialised as theirs (1e-3 * randn)
+            self.beta_normal = nn.Parameter(1e-3 * torch.randn(NUM_EDGES))
+            self.beta_reduce = nn.Parameter(1e-3 * torch.randn(NUM_EDGES))
         self.to(memory_format=self.memory_format)
 
     # -- parameters ------------------------------------------------------------------------------------------
@@ -287,10 +331,22 @@ class Supernet(nn.Module):
         """``[log_alpha_normal, log_alpha_reduce]``, each ``[14, K]``."""
         return [self.log_alpha_normal, self.log_alpha_reduce]
 
+    def beta_parameters(self) -> List[nn.Parameter]:
+        """``[beta_normal, beta_reduce]`` (each ``[14]``) with ``edge_normalization``, else ``[]``: architecture
+        parameters too, trained with ``log_alpha``."""
+        return [self.beta_normal, self.beta_reduce] if self.edge_normalization else []
+
     def weight_parameters(self) -> List[nn.Parameter]:
-        """Every parameter but the architecture's."""
-        arch = {id(p) for p in self.arch_parameters()}
+        """Every parameter but the architecture's (``log_alpha`` and the betas)."""
+        arch = {id(p) for p in self.arch_parameters() + self.beta_parameters()}
         return [p for p in self.parameters() if id(p) not in arch]
+
+    def edge_weights(self) -> List[Optional[Tensor]]:
+        """Per cell, in order: its :func:`normalised_edge_weights` ``[14]``, or None without edge normalisation."""
+        if not self.edge_normalization:
+            return [None] * len(self.cells)
+        betas = [normalised_edge_weights(b) for b in self.beta_parameters()]
+        return [betas[t] for t in self.cell_types()]
 
     def cell_types(self) -> List[int]:
         """Per cell, in order: 0 (normal) or 1 (reduction), the index of its ``log_alpha``."""
@@ -318,8 +374,9 @@ class Supernet(nn.Module):
             raise ValueError(f"weights, choices: expected one per cell ({len(self.cells)}), got {len(weights)} and "
                              f"{None if choices is None else len(choices)}")
         s0 = s1 = self.stem(x.contiguous(memory_format=self.memory_format))
-        for i, cell in enumerate(self.cells):
-            s0, s1 = s1, cell(s0, s1, weights[i], self.drop_path_prob, None if choices is None else choices[i])
+        for i, (cell, edge_weights) in enumerate(zip(self.cells, self.edge_weights())):
+            s0, s1 = s1, cell(s0, s1, weights[i], self.drop_path_prob, None if choices is None else choices[i],
+                              edge_weights)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     def forward_child(self, x: Tensor, genotype_choice: Optional[Tuple[Sequence[int], Sequence[int]]] = None) -> Tensor:
@@ -328,8 +385,8 @@ class Supernet(nn.Module):
         if genotype_choice is None:
             genotype_choice = tuple(la.argmax(-1).tolist() for la in self.arch_parameters())
         s0 = s1 = self.stem(x.contiguous(memory_format=self.memory_format))
-        for cell in self.cells:
-            s0, s1 = s1, cell.forward_child(s0, s1, genotype_choice[int(cell.reduction)])
+        for cell, edge_weights in zip(self.cells, self.edge_weights()):
+            s0, s1 = s1, cell.forward_child(s0, s1, genotype_choice[int(cell.reduction)], edge_weights)
         return self.classifier(self.global_pooling(s1).flatten(1))
 
     # -- derivation ------------------------------------------------------------------------------------------
