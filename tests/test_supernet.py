@@ -399,3 +399,29 @@ def test_partial_channels_shrink_the_edges_and_edge_weights_sum_to_one_per_node(
     assert torch.allclose(w, torch.tensor([1 / 2] * 2 + [1 / 3] * 3 + [1 / 4] * 4 + [1 / 5] * 5))
     with pytest.raises(ValueError, match="partial_channels: C = 6 is not divisible by k = 4"):
         Supernet(6, 10, 3, partial_channels=4)
+
+
+@pytest.mark.parametrize("sampling", ["step", "example"])
+@pytest.mark.parametrize("mixed", ["fused", "eager"])
+def test_partial_channels_with_hard_samples_and_the_derived_child(sampling, mixed):
+    torch.manual_seed(0)
+    model = Supernet(8, 10, 3, partial_channels=2, edge_normalization=True, mixed=mixed, sampling=sampling)
+    x = torch.randn(4, 3, 8, 8)
+    model(x, 0.5, hard=True).sum().backward()
+    assert model.log_alpha_normal.grad.abs().sum() > 0 and model.beta_normal.grad.abs().sum() > 0
+    assert model.forward_child(x).shape == (4, 10)
+
+
+def test_edge_normalisation_weighs_the_top2_derivation():
+    """PC-DARTS derives with op weights times normalised beta: a beta that favours the input node 3's plain top-2
+    left out decides its top-2, while edge_all (per-edge argmax) is unchanged."""
+    torch.manual_seed(0)
+    model = Supernet(8, 10, 3, edge_normalization=True)
+    plain, plain_top2 = model.genotype("edge_all"), model.genotype("top2")
+    left_out = ({0, 1, 2} - {j for _, j in plain_top2.normal[2:4]}).pop()  # node 3: edges 2, 3, 4 from inputs 0-2
+    favoured = sorted({left_out, (left_out + 1) % 3})
+    with torch.no_grad():
+        model.beta_normal.zero_()
+        model.beta_normal[[2 + j for j in favoured]] = 10.0
+    assert sorted(j for _, j in model.genotype("top2").normal[2:4]) == favoured
+    assert model.genotype("edge_all") == plain

@@ -171,7 +171,7 @@ class MixedEdge(nn.Module):
         if drop_prob > 0.0 and self.training:
             w = self._drop(w, B, drop_prob)
         if isinstance(choice, int):
-            y = self.forward_single(x, choice)
+            y = self._single(x, choice)
             return None if y is None else w[:, choice].view(B, 1, 1, 1).to(y.dtype) * y
         out = None
         for k in sorted(set(choice)):
@@ -187,8 +187,11 @@ class MixedEdge(nn.Module):
 
     def forward_single(self, x: Tensor, k: int) -> Optional[Tensor]:
         """Candidate k alone (the derived child's edge); None for the zero op (with full channels)."""
+        return self._partial(x, lambda x: self._single(x, k))
+
+    def _single(self, x: Tensor, k: int) -> Optional[Tensor]:
         op = self.ops[k]
-        return self._partial(x, lambda x: None if is_zero_op(op) else op(x))
+        return None if is_zero_op(op) else op(x)
 
 
 class SearchCell(nn.Module):
@@ -395,6 +398,11 @@ class Supernet(nn.Module):
         return tuple(F.softmax(la.detach(), dim=-1) for la in self.arch_parameters())
 
     def genotype(self, rule: str = "edge_all") -> Genotype:
-        """The derived child: ``"edge_all"`` (argmax on every edge, SNAS) or ``"top2"`` (DARTS)."""
+        """The derived child: ``"edge_all"`` (argmax on every edge, SNAS) or ``"top2"`` (DARTS). With edge
+        normalisation an edge's strength is its op weights times its normalised beta (PC-DARTS's derivation; the
+        per-edge argmax of ``"edge_all"`` does not change)."""
         normal, reduce = self.alphas()
+        if self.edge_normalization:
+            normal, reduce = (a * normalised_edge_weights(b.detach())[:, None]
+                              for a, b in zip((normal, reduce), self.beta_parameters()))
         return derive(normal, reduce, rule=rule, space=self.space)
