@@ -1,6 +1,7 @@
 """Argument checks shared by every layer: one line each, naming the argument, what was expected and what came."""
 from __future__ import annotations
 
+import math
 import numbers
 
 
@@ -16,8 +17,6 @@ def check_int(name: str, value, minimum: int) -> int:
 def check_tau(tau) -> float:
     """A Gumbel-softmax temperature as a float: any real scalar (Python, NumPy) or one-element tensor, finite and
     ``> 0``. A tensor that requires grad is refused (no gradient reaches tau); TypeError / ValueError otherwise."""
-    import math
-
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a dependency
@@ -39,8 +38,6 @@ def check_tau(tau) -> float:
 
 def check_real(name: str, value) -> float:
     """``value`` as a float if it is a finite real scalar (Python, NumPy; not a bool); TypeError / ValueError."""
-    import math
-
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
     value = float(value)

@@ -61,8 +61,9 @@ def _parser(sub, name: str, help: str, cls) -> argparse.ArgumentParser:
     _add_flags(p, cls)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if "threads" not in {f.name for f in dataclasses.fields(cls)}:  # latency-table's threads are a setting
-        p.add_argument("--threads", type=int, metavar="N", help="CPU threads of torch's operators (default: "
-                       "torch's, one per core, or OMP_NUM_THREADS); 1 is often fastest on a busy machine")
+        p.add_argument("--threads", dest="torch_threads", type=int, metavar="N",
+                       help="CPU threads of torch's operators (default: torch's, one per core, or OMP_NUM_THREADS); "
+                            "1 is often fastest on a busy machine")
     return p
 
 
@@ -132,7 +133,7 @@ def _run(args, cls, load_data, run, report, prepare=None) -> int:
     from .engine.data import DatasetError
 
     config = None
-    threads = getattr(args, "threads", None) if "threads" not in {f.name for f in dataclasses.fields(cls)} else None
+    threads = getattr(args, "torch_threads", None)
     if threads is not None and threads < 1:
         return _fail(f"threads: expected an integer >= 1, got {threads}")
     try:

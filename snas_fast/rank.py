@@ -22,6 +22,7 @@ from typing import Dict, List
 
 import torch
 
+from ._progress import bar
 from .engine.config import RunConfig, RunError, setting
 from .engine.data import eval_loader
 from .engine.retrain import TrainConfig, train
@@ -94,8 +95,6 @@ def _supernet_scores(config: RankConfig, strategy_name: str, data, genotypes, ct
 def rank(config: RankConfig, progress: bool = True) -> List[dict]:
     """Scores ``config.archs`` architectures by every proxy and by training; writes ``rank.csv``, ``rank.md`` and
     the plots; returns the rows."""
-    from tqdm import tqdm
-
     from .engine import distributed
     from .search.naswot import score as naswot_score
     from .viz import plots
@@ -114,8 +113,7 @@ def rank(config: RankConfig, progress: bool = True) -> List[dict]:
     genotypes = [space.random_genotype(gen) for _ in range(config.archs)]
     x = data[0].tensors[0][torch.randperm(len(data[0]), generator=gen)[:128]].to(ctx.device)
     rows = [dict(arch=k, genotype=g.to_json()) for k, g in enumerate(genotypes)]
-    bars = dict(disable=None if progress else True, leave=False)
-    for k, (g, row) in enumerate(zip(tqdm(genotypes, desc="naswot", **bars), rows)):
+    for k, (g, row) in enumerate(zip(bar(genotypes, "naswot", progress), rows)):
         seed_everything(config.seed + k)
         net = space.network(g, config.channels, info.num_classes, config.layers, False,
                             in_channels=info.in_channels).to(ctx.device)
@@ -123,7 +121,7 @@ def rank(config: RankConfig, progress: bool = True) -> List[dict]:
     for name in ("rsws", "snas"):
         for row, s in zip(rows, _supernet_scores(config, name, data, genotypes, ctx)):
             row[name] = s
-    for k, (g, row) in enumerate(zip(tqdm(genotypes, desc="training", **bars), rows)):
+    for k, (g, row) in enumerate(zip(bar(genotypes, "training", progress), rows)):
         train_config = config.carried_to(TrainConfig, out=run.path(f"arch_{k:03d}"), genotype="rank", overwrite=True)
         row["trained"] = train(train_config, data, genotype=g, progress=False).test_acc  # search-validation
     with open(run.path("rank.csv"), "w", newline="") as f:

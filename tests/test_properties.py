@@ -110,30 +110,22 @@ def _compare(op, backend, args, finite_grads_only):
 
 
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES, ids=BACKEND_IDS)
-def test_gumbel_mixed_op_matches_the_reference_on_any_valid_input(backend, device):
+@pytest.mark.parametrize("which", ["mixed_op", "gumbel_mixed_op"])
+def test_the_op_matches_the_reference_on_any_valid_input(backend, device, which):
     @_settings(backend, device)
     @given(mixed_op_args())
     def check(args):
         args = _on(args, device)
 
         def op(ys, table):
+            if which == "mixed_op":
+                return snas_fast.mixed_op(ys, table)
             return snas_fast.gumbel_mixed_op(ys, table, args["tau"], noise=args["noise"], hard=args["hard"])
 
         # Through non-finite logits the softmax's backward is 0 * inf in some terms: the reference's autograd and
-        # the kernels' closed form may disagree there, so gradients are compared on finite input only; values
-        # (where a NaN sample must reach the output on every backend) always.
-        _compare(op, backend, args, finite_grads_only=True)
-
-    check()
-
-
-@pytest.mark.parametrize("backend,device", BACKEND_DEVICES, ids=BACKEND_IDS)
-def test_mixed_op_matches_the_reference_on_any_valid_input(backend, device):
-    @_settings(backend, device)
-    @given(mixed_op_args())
-    def check(args):
-        args = _on(args, device)
-        _compare(snas_fast.mixed_op, backend, args, finite_grads_only=False)
+        # the kernels' closed form may disagree there, so gumbel_mixed_op's gradients are compared on finite input
+        # only; values (where a NaN sample must reach the output on every backend) always.
+        _compare(op, backend, args, finite_grads_only=which == "gumbel_mixed_op")
 
     check()
 

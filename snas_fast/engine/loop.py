@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._progress import bar as progress_bar
 from . import distributed
 from .config import RunConfig, RunError
 from .rundir import RunDir
@@ -116,14 +117,10 @@ Callback = Callable[[EpochEnd], None]
 
 
 def _train_epoch(task: Task, epoch: int, head: Dict[str, float], progress: bool) -> Dict[str, float]:
-    from tqdm import tqdm
-
     config, device = task.config, task.ctx.device
     seen, correct, loss_sum, extra_sums = 0, 0, 0.0, {}
     start = time.perf_counter()
-    # disable None: no bar when stderr is not a terminal (a log file gets the epoch lines, not a flood of bars)
-    bar = tqdm(task.train_loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-               disable=None if progress else True, dynamic_ncols=True)
+    bar = progress_bar(task.train_loader, f"epoch {epoch + 1}/{config.epochs}", progress, dynamic_ncols=True)
     for step, (x, y) in enumerate(bar):
         x, y = x.to(device), y.to(device)
         loss, logits, extras = task.loss(x, y, epoch, step)

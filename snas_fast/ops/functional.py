@@ -5,7 +5,6 @@ They check their arguments (raising ``TypeError``/``ValueError`` that name the a
 """
 from __future__ import annotations
 
-import math
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch

@@ -23,6 +23,7 @@ from typing import List, Sequence
 import torch
 from torch import Tensor, nn
 
+from .._progress import bar
 from ..engine import distributed
 from ..engine.config import RunConfig, RunError, setting
 from ..engine.rundir import RunDir
@@ -131,8 +132,6 @@ class Naswot(Strategy):
 
     def run(self, config: NaswotConfig, data, resume: bool = False, progress: bool = True,
             callbacks: Sequence = ()) -> NaswotResult:
-        from tqdm import tqdm
-
         config.validate()
         train_set, _, info = data
         ctx = distributed.context(config.device)
@@ -142,7 +141,7 @@ class Naswot(Strategy):
         x = train_set.tensors[0][idx].to(ctx.device)
         start = time.perf_counter()
         genotypes, scores = [], []
-        for k in tqdm(range(config.archs), desc="naswot", disable=None if progress else True, leave=False):
+        for k in bar(range(config.archs), "naswot", progress):
             g = space.random_genotype(gen)
             seed_everything(config.seed + k)  # each network's initialisation, reproducible
             net = space.network(g, config.channels, info.num_classes, config.layers, False,

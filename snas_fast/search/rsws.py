@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._progress import bar
 from ..engine import distributed
 from ..engine.config import RunConfig, RunError, setting
 from ..engine.data import eval_loader, train_loader
@@ -163,8 +164,6 @@ class Rsws(Strategy):
 
     def run(self, config: RswsConfig, data, resume: bool = False, progress: bool = True,
             callbacks: Sequence = ()) -> RswsResult:
-        from tqdm import tqdm
-
         config.validate()
         ctx = distributed.context(config.device)
         start = time.perf_counter()
@@ -178,7 +177,7 @@ class Rsws(Strategy):
         shuffled = torch.utils.data.TensorDataset(*(t[order] for t in val.tensors))
         loader = eval_loader(shuffled, config.batch_size, ctx, config.num_workers)
         genotypes, scores = [], []
-        for _ in tqdm(range(config.archs), desc="rsws selection", disable=None if progress else True, leave=False):
+        for _ in bar(range(config.archs), "rsws selection", progress):
             g = model.space.random_genotype(gen, include_none=True)
             genotypes.append(g)
             scores.append(shared_weight_accuracy(model, g, loader, device, config.minibatches))

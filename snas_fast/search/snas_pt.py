@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._progress import bar
 from ..engine import distributed
 from ..engine.config import setting
 from ..engine.data import eval_loader, train_loader
@@ -128,8 +129,6 @@ def _accuracy(model: Supernet, weights: List[Tensor], loader, device) -> float:
 
 def select(model: Supernet, config: SnasPtConfig, data, ctx, progress: bool = False) -> Genotype:
     """DARTS-PT's selection on a trained supernet (module docstring); returns the top-2 genotype."""
-    from tqdm import tqdm
-
     train_set, val_set, _ = data
     device = ctx.device
     tloader = train_loader(train_set, config.batch_size, config.seed, ctx, config.num_workers)
@@ -146,7 +145,7 @@ def select(model: Supernet, config: SnasPtConfig, data, ctx, progress: bool = Fa
             recalibrate_bn(lambda x: model.run(x, [weights[t] for t in model.cell_types()]), model, tloader,
                            config.bn_recalibration, device)
 
-    for n, (t, e) in enumerate(tqdm(order, desc="perturbation", disable=None if progress else True, leave=False)):
+    for n, (t, e) in enumerate(bar(order, "perturbation", progress)):
         recalibrate()
         accs = {}
         for k in range(K):

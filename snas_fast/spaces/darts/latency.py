@@ -22,6 +22,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..._progress import bar
 from .costs import genotype_cost
 from .genotypes import CONCAT, Genotype
 from .space import EDGES, DartsSpace, make_op, reduction_cells, space_of
@@ -146,8 +147,6 @@ def measure(C: int, layers: int, size: int, in_channels: int = 3, num_classes: i
             device: str = "cpu", repeats: int = 20, warmup: int = 3, space: Optional[DartsSpace] = None,
             progress: bool = False) -> LatencyTable:
     """The latency table of the DARTS network (``C``, ``layers``, ``size``) on ``device`` (module docstring)."""
-    from tqdm import tqdm
-
     space = space_of(space)
     dev = torch.device(device)
     cache: Dict[Tuple[str, int, int, int], float] = {}
@@ -158,7 +157,7 @@ def measure(C: int, layers: int, size: int, in_channels: int = 3, num_classes: i
             stride = 2 if reduction and j < 2 else 1
             hin = h if j < 2 else ((h + 1) // 2 if reduction else h)
             jobs.extend((name, c, hin, stride) for name in space.op_names)
-    for key in tqdm(dict.fromkeys(jobs), desc="latency table", disable=None if progress else True, leave=False):
+    for key in bar(dict.fromkeys(jobs), "latency table", progress):
         name, c, hin, stride = key
         op = make_op(name, c, stride, affine=True, space=space)  # as the child builds it.to(dev).eval()
         x = torch.randn(batch, c, hin, hin, device=dev)
