@@ -14,11 +14,11 @@ Variants (the same parameters and initialisation from the same seed):
 - ``hard``: ``Supernet(mixed="fused")`` run with ``forward(x, tau, hard=True)``: one-hot samples, only the
   sampled candidate of each edge runs (``--estimator st`` or ``dsnas`` for the ``log_alpha`` gradient);
 - ``fused_cl``, ``fused_sum_cl``, ``eager_cl``: the same in channels_last (``Supernet(memory_format=
-  torch.channels_last)``: NHWC parameters and activations; ``fused``'s ``mixed_edge`` takes NCHW, so its edges
-  convert);
+  torch.channels_last)``: NHWC parameters and activations, read and written in place by the fused ops);
 - ``fused_pc4``, ``fused_sum_pc4``, ``eager_pc4``: PC-DARTS's partial channels, k = 4 (``Supernet(partial_channels=4)``:
-  each edge mixes a quarter of its channels; the slice, the bypass and the shuffle are torch ops around the fused
-  op);
+  each edge mixes a quarter of its channels; ``fused``'s edge is one ``mixed_edge(groups=4)`` call that writes the
+  mixed and the bypass channels where the shuffle puts them; ``fused_sum`` and ``eager`` slice, concatenate and
+  shuffle with torch ops); ``fused_pc4_cl``, ``eager_pc4_cl``: the same in channels_last;
 - ``compiled``: ``torch.compile(Supernet(mixed="eager"), dynamic=False)``: static shapes, as a search with a
   fixed batch size runs, so it is compiled once per batch size, by an untimed first step before the timing (rows
   ``compile_s`` and ``graph_breaks``; a warning is printed if anything recompiles while timing). Inductor took
@@ -45,6 +45,8 @@ bisection to ``--max-batch-granularity`` or 1/32; the process's CUDA allocator i
 ``torch.cuda.set_per_process_memory_fraction`` and a size fits when two steps run without
 ``torch.cuda.OutOfMemoryError`` and ``max_memory_allocated`` stays within the budget; the budget covers
 everything the training process holds on the GPU: parameters, gradients, optimizer state, activations).
+On CPU with ``--max-batch-only``: the same search against a resident-memory budget, each size measured in a
+child process as ``peak_mem_mb`` is (the step's peak resident memory above the resting process).
 
 Prints a Markdown table per configuration (with the issue's targets); --csv appends the rows (columns
 ``date, device, torch, variant, config, metric, value, unit``) after every configuration.
@@ -66,20 +68,23 @@ import torch.nn.functional as F  # noqa: E402
 import harness  # noqa: E402
 
 VARIANTS = ("fused", "fused_sum", "eager", "hard", "compiled", "fused_cl", "fused_sum_cl", "eager_cl", "fused_pc4",
-            "fused_sum_pc4", "eager_pc4")
+            "fused_sum_pc4", "eager_pc4", "fused_pc4_cl", "eager_pc4_cl")
 #: the supernet's ``mixed`` of each variant; a ``_cl`` suffix adds channels_last, ``_pc4`` partial channels k = 4
 _BASE = {v: v.removesuffix("_cl").removesuffix("_pc4") for v in VARIANTS}
 MIXED = {v: {"hard": "fused", "compiled": "eager"}.get(base, base) for v, base in _BASE.items()}
 RATIOS = (("fused", "eager"), ("fused_sum", "eager"), ("hard", "eager"), ("fused", "compiled"),
-          ("fused_cl", "eager"), ("fused_sum_cl", "eager"), ("fused_sum_cl", "eager_cl"), ("eager_cl", "eager"),
-          ("fused_pc4", "eager"), ("fused_sum_pc4", "eager"), ("eager_pc4", "eager"))
+          ("fused_cl", "eager"), ("fused_cl", "eager_cl"), ("fused_sum_cl", "eager"), ("fused_sum_cl", "eager_cl"),
+          ("eager_cl", "eager"),
+          ("fused_pc4", "eager"), ("fused_sum_pc4", "eager"), ("eager_pc4", "eager"), ("fused_pc4", "eager_pc4"),
+          ("fused_pc4_cl", "eager"), ("fused_pc4_cl", "eager_pc4_cl"), ("eager_pc4_cl", "eager"))
 # Targets of the deep-fusion issue (reported, never asserted): (ratio, metric, limit) per device.
 TARGETS = {
     "cpu": [("fused/eager", "saved_ratio", 0.5), ("fused/eager", "peak_mem_ratio", 0.5),
             ("fused/eager", "step_ratio", 0.8),
             # the layouts issue: fused in channels_last against the eager NCHW (DARTS's) and eager NHWC steps
             ("fused_sum_cl/eager", "step_ratio", 0.5), ("fused_sum_cl/eager_cl", "step_ratio", 0.8),
-            ("fused_cl/eager", "step_ratio", 0.5), ("fused_pc4/eager", "peak_mem_ratio", 0.35)],
+            ("fused_cl/eager", "step_ratio", 0.5), ("fused_cl/eager_cl", "step_ratio", 0.8),
+            ("fused_pc4/eager", "peak_mem_ratio", 0.35)],
     "cuda": [("fused/eager", "saved_ratio", 0.5), ("fused/eager", "peak_mem_ratio", 0.5),
              ("fused/eager", "step_ratio", 0.5), ("fused/compiled", "step_ratio", 0.8),
              ("hard/eager", "step_ratio", 0.3)],
@@ -101,7 +106,7 @@ class Step:
         self.device, self.size, self.hard = device, size, variant == "hard"
         torch.manual_seed(0)
         fmt = torch.channels_last if variant.endswith("_cl") else torch.contiguous_format
-        k = 4 if variant.endswith("_pc4") else 1
+        k = 4 if "_pc4" in variant else 1
         self.model = Supernet(C, 10, layers, in_channels=3, mixed=MIXED[variant], estimator=estimator,
                               memory_format=fmt, partial_channels=k).to(device)
         self.memory_format = fmt
@@ -231,6 +236,31 @@ def measure_batch(variants, args, batch, rows) -> str:
     return cfg
 
 
+def cpu_max_batch(variant: str, args, budget_mb: float, measure=None):
+    """(largest batch whose step's peak resident memory fits ``budget_mb``, first batch that did not or None, its
+    peak MiB) on the CPU, each size measured in a child process (``measure(batch) -> MiB``; a test passes a fake)."""
+
+    def child(batch: int) -> float:
+        return harness.run_child(os.path.abspath(__file__), [
+            "--child-memory", "--device", "cpu", "--variant", variant, "--batch", str(batch),
+            "--channels", str(args.channels), "--layers", str(args.layers), "--size", str(args.size),
+            "--threads", str(args.threads), "--estimator", args.estimator])["step"]
+
+    measure = measure or child
+    peaks = {}
+
+    def fits(batch: int) -> bool:
+        peaks[batch] = measure(batch)
+        ok = peaks[batch] <= budget_mb
+        print(f"#   {variant} batch {batch}: {'fits' if ok else 'does not fit'} (peak {peaks[batch]:.0f} MiB)",
+              flush=True)
+        return ok
+
+    n, first_fail = harness.largest_fitting(fits, args.max_batch_start, args.max_batch_granularity,
+                                            args.max_batch_limit)
+    return n, first_fail, peaks.get(n)
+
+
 def max_batch(variant: str, args, budget_mb: float, cuda=None):
     """(largest batch that fits, first batch that did not or None, peak MiB at the largest) on the GPU.
 
@@ -287,7 +317,7 @@ def measure_max_batch(variants, args, rows) -> str:
     cfg = f"search_step/C{args.channels}_L{args.layers}_{args.size}px/budget{args.budget_mb}MiB"
     for v in variants:
         t0 = time.perf_counter()
-        n, first_fail, peak = max_batch(v, args, args.budget_mb)
+        n, first_fail, peak = (max_batch if args.device == "cuda" else cpu_max_batch)(v, args, args.budget_mb)
         rows.add(v, cfg, "max_batch", n, "images")
         if first_fail is not None:
             rows.add(v, cfg, "max_batch_first_fail", first_fail, "images")
@@ -356,12 +386,15 @@ def main() -> None:
                         help="with --quick on CPU: include the torch.compile variant (compiling the supernet with "
                              "inductor took over 5 minutes on 2 cores, so --quick skips it by default)")
     parser.add_argument("--no-memory", action="store_true", help="skip peak memory and saved bytes")
-    parser.add_argument("--budget-mb", type=int, default=8192, help="GPU: memory budget of the max-batch search")
+    parser.add_argument("--budget-mb", type=int, default=8192,
+                        help="memory budget of the max-batch search (GPU: the allocator's; CPU: the step's peak "
+                             "resident memory)")
     parser.add_argument("--no-max-batch", action="store_true", help="GPU: skip the max-batch search")
-    parser.add_argument("--max-batch-only", action="store_true", help="GPU: only the max-batch search")
-    parser.add_argument("--max-batch-start", type=int, default=16, help="GPU: first batch size tried")
-    parser.add_argument("--max-batch-granularity", type=int, default=8, help="GPU: batch sizes are multiples of it")
-    parser.add_argument("--max-batch-limit", type=int, default=1 << 15, help="GPU: largest batch size tried")
+    parser.add_argument("--max-batch-only", action="store_true",
+                        help="only the max-batch search (the only way to run it on CPU: minutes per variant)")
+    parser.add_argument("--max-batch-start", type=int, default=16, help="first batch size tried")
+    parser.add_argument("--max-batch-granularity", type=int, default=8, help="batch sizes are multiples of it")
+    parser.add_argument("--max-batch-limit", type=int, default=1 << 15, help="largest batch size tried")
     parser.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="fused", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=8, help=argparse.SUPPRESS)
@@ -379,8 +412,6 @@ def main() -> None:
     if args.device == "cpu":
         harness.ensure_env(harness.TIMING_ENV, threads=args.threads, pin=not args.no_pin)
         torch.set_num_threads(args.threads)
-        if args.max_batch_only:
-            parser.error("--max-batch-only: the max-batch search needs --device cuda")
     elif not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     asked = [v for v in args.variants.split(",") if v]
@@ -399,7 +430,7 @@ def main() -> None:
             cfg = measure_batch(variants, args, batch, rows)
             print_config(rows, cfg, variants, args.device)
             rows.write_csv(args.csv)
-    if args.device == "cuda" and not args.no_max_batch:
+    if (args.device == "cuda" and not args.no_max_batch) or args.max_batch_only:
         print(f"\n# max-batch search within {args.budget_mb} MiB", flush=True)
         cfg = measure_max_batch(variants, args, rows)
         print_config(rows, cfg, variants, args.device)

@@ -135,6 +135,25 @@ def test_max_batch_search_with_faked_cuda_memory(monkeypatch):
     assert steps[:2] == [16, 16] and max(steps) <= 200  # two steps per size, none past the faked OOM
 
 
+def test_cpu_max_batch_search_against_a_resident_memory_budget():
+    """bench_search_step.cpu_max_batch with the child's measurement faked: 10 MiB per image plus 40."""
+    import types
+
+    import bench_search_step as bss
+
+    args = types.SimpleNamespace(max_batch_start=16, max_batch_granularity=8, max_batch_limit=1 << 12)
+    tried = []
+
+    def measure(batch):
+        tried.append(batch)
+        return 40.0 + 10.0 * batch
+
+    n, first_fail, peak = bss.cpu_max_batch("fused", args, budget_mb=1000, measure=measure)
+    assert n == 96 and peak == 1000.0 and first_fail is not None and first_fail > 96
+    assert tried[:4] == [16, 32, 64, 128]  # doubling, then bisection
+    assert bss.cpu_max_batch("eager", args, budget_mb=100, measure=measure)[:2] == (0, 8)  # not even 8 fits
+
+
 def test_plot_draws_search_step_and_max_batch(tmp_path):
     path = tmp_path / "rows.csv"
     rows = harness.Rows("cpu")

@@ -33,32 +33,47 @@ at::ScalarType acc_type(at::ScalarType t) { return t == at::kDouble ? at::kDoubl
 
 int64_t pooled(int64_t n, int64_t stride) { return (n - 1) / stride + 1; }
 
-// The checked geometry of one call.
+// The layout a [B, C, *, *] tensor is read in: channels_last when it is contiguous in it (and not in NCHW), else
+// NCHW (a copy when it is in neither). Outputs are allocated in the layout of the input they mirror. The Python
+// twin: snas_fast/ops/registry.py, edge_format.
+at::MemoryFormat edge_format(const at::Tensor& t) {
+  return !t.is_contiguous() && t.is_contiguous(at::MemoryFormat::ChannelsLast) ? at::MemoryFormat::ChannelsLast
+                                                                               : at::MemoryFormat::Contiguous;
+}
+
+// The checked geometry of one call. With partial channels (groups k > 1) the kernels see the first C / k channels
+// of x (a view of x_all) and write the output's channels 0, k, 2k, ... (a view of the output): see write_bypass.
 struct Edge {
-  at::Tensor x;                // contiguous
-  std::vector<at::Tensor> us;  // contiguous
+  at::Tensor x_all;            // in edge_format(x)
+  at::Tensor x;                // x_all, or its first C channels (groups > 1)
+  std::vector<at::Tensor> us;  // all in edge_format(us[0])
   at::Tensor table;            // [R, K] acc
   EdgeCols cols;
-  int64_t B, C, Ho, Wo;
+  int64_t B, C, Ho, Wo;        // C: the mixed channels, x_all.size(1) / groups
+  int64_t groups;
 };
 
 Edge check_edge(const at::Tensor& x, at::TensorList us, const at::Tensor& weights, at::IntArrayRef cols,
-                int64_t stride) {
+                int64_t stride, int64_t groups) {
   TORCH_CHECK_VALUE(x.dim() == 4, "x: expected the edge input [B, C, H, W], got shape ", x.sizes());
   TORCH_CHECK_TYPE(at::isFloatingType(x.scalar_type()), "x: expected a floating-point tensor, got ", x.scalar_type());
   TORCH_CHECK_VALUE(stride == 1 || stride == 2, "stride: expected 1 or 2, got ", stride);
   TORCH_CHECK_VALUE(static_cast<int64_t>(us.size()) <= kMaxEdgeBn, "us: at most ", kMaxEdgeBn,
                     " BatchNorm-ended candidates per edge, got ", us.size());
+  TORCH_CHECK_VALUE(groups >= 1 && x.size(1) % groups == 0, "groups: expected a divisor of x's channel count ",
+                    x.size(1), " (the candidates see C / groups channels), got ", groups);
   Edge e;
+  e.groups = groups;
   e.B = x.size(0);
-  e.C = x.size(1);
+  e.C = x.size(1) / groups;
   e.Ho = pooled(x.size(2), stride);
   e.Wo = pooled(x.size(3), stride);
   TORCH_CHECK_VALUE(x.size(2) >= 1 && x.size(3) >= 1, "x: expected H and W >= 1, got shape ", x.sizes());
   const std::vector<int64_t> out_shape{e.B, e.C, e.Ho, e.Wo};
   for (size_t m = 0; m < us.size(); ++m) {
     TORCH_CHECK_VALUE(us[m].sizes() == at::IntArrayRef(out_shape), "us[", m, "]: expected shape ", at::IntArrayRef(out_shape),
-                      " (the edge output for x of shape ", x.sizes(), " at stride ", stride, "), got ", us[m].sizes());
+                      " (the edge output for x of shape ", x.sizes(), " at stride ", stride, " with groups ", groups,
+                      "), got ", us[m].sizes());
     TORCH_CHECK_TYPE(us[m].scalar_type() == x.scalar_type(), "us[", m, "]: expected dtype ", x.scalar_type(),
                      " like x, got ", us[m].scalar_type());
     TORCH_CHECK_VALUE(us[m].device() == x.device(), "us[", m, "]: expected a tensor on ", x.device(), " like x, got ",
@@ -90,10 +105,42 @@ Edge check_edge(const at::Tensor& x, at::TensorList us, const at::Tensor& weight
   e.cols.avg_col = cols[1];
   e.cols.id_col = cols[2];
   e.cols.bn_cols.assign(cols.begin() + 3, cols.end());
-  e.x = x.contiguous();
-  for (const auto& u : us) e.us.push_back(u.contiguous());
+  e.x_all = x.contiguous(edge_format(x));
+  e.x = groups == 1 ? e.x_all : e.x_all.narrow(1, 0, e.C);
+  for (const auto& u : us) e.us.push_back(u.contiguous(edge_format(us[0])));
   e.table = weights.to(acc_type(x.scalar_type())).contiguous().view({-1, K});
   return e;
+}
+
+// Partial channels (PC-DARTS): the channels of x after the first C / k bypass the candidates (max-pooled 2x2 at
+// stride 2 with ceil_mode, as snas_fast.reference.partial_channel_edge) and the output is
+// channel_shuffle(cat(mixed, bypass), k): output channel j * k is mixed channel j (the kernels write it through the
+// strided view out_all[:, ::k]) and output channel j * k + g (g >= 1) is bypass channel (g - 1) * C / k + j.
+// shuffled_bypass is the view of those places as [B, k - 1, C / k, Ho, Wo], indexed like the bypass channels.
+at::Tensor shuffled_bypass(const at::Tensor& all, int64_t k) {
+  return all.unflatten(1, {all.size(1) / k, k}).narrow(2, 1, k - 1).transpose(1, 2);
+}
+
+at::Tensor bypass_input(const Edge& e) { return e.x_all.narrow(1, e.C, e.x_all.size(1) - e.C); }
+
+void write_bypass(const Edge& e, int64_t stride, const at::Tensor& out_all) {
+  auto xb = bypass_input(e);
+  if (stride == 2) xb = at::max_pool2d(xb, {2, 2}, {2, 2}, {0, 0}, {1, 1}, true);
+  shuffled_bypass(out_all, e.groups).copy_(xb.unflatten(1, {e.groups - 1, e.C}));
+}
+
+// dx of the bypass channels from grad_all (the whole output's gradient).
+void bypass_backward(const Edge& e, int64_t stride, const at::Tensor& grad_all, const at::Tensor& dx_all) {
+  const auto g = shuffled_bypass(grad_all, e.groups);
+  auto dxb = dx_all.narrow(1, e.C, dx_all.size(1) - e.C);
+  if (stride == 1) {
+    dxb.unflatten(1, {e.groups - 1, e.C}).copy_(g);
+    return;
+  }
+  const auto xb = bypass_input(e);
+  const auto pooled = at::max_pool2d_with_indices(xb, {2, 2}, {2, 2}, {0, 0}, {1, 1}, true);
+  dxb.copy_(at::max_pool2d_with_indices_backward(g.flatten(1, 2), xb, {2, 2}, {2, 2}, {0, 0}, {1, 1}, true,
+                                                 std::get<1>(pooled)));
 }
 
 void check_stats_list(const char* name, at::TensorList list, const Edge& e) {
@@ -114,8 +161,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixed_edge_fwd(const at::Tensor& 
                                                               int64_t stride, bool batch_stats,
                                                               at::TensorList running_mean,
                                                               at::TensorList running_var, double momentum,
-                                                              double eps) {
-  const Edge e = check_edge(x, us, weights, cols, stride);
+                                                              double eps, int64_t groups) {
+  const Edge e = check_edge(x, us, weights, cols, stride, groups);
   check_stats_list("running_mean", running_mean, e);
   check_stats_list("running_var", running_var, e);
   TORCH_CHECK_VALUE(running_mean.size() == running_var.size(), "running_var: expected as many tensors as running_mean (",
@@ -126,7 +173,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixed_edge_fwd(const at::Tensor& 
   const int64_t M = static_cast<int64_t>(e.us.size());
   const auto acc = acc_type(x.scalar_type());
   const auto acc_opts = e.x.options().dtype(acc);
-  auto out = at::empty({e.B, e.C, e.Ho, e.Wo}, e.x.options());
+  auto out_all = at::empty({e.B, e.C * groups, e.Ho, e.Wo}, e.x.options().memory_format(edge_format(e.x_all)));
+  auto out = groups == 1 ? out_all : out_all.slice(1, 0, e.C * groups, groups);
   at::Tensor mean, rstd;
   if (batch_stats) {
     const int64_t n = e.B * e.Ho * e.Wo;
@@ -145,7 +193,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixed_edge_fwd(const at::Tensor& 
       mean.zero_();
       rstd.fill_(1.0 / std::sqrt(eps));
     }
-    return {out, mean, rstd};
+    return {out_all, mean, rstd};
   }
   // The kernels update running statistics held in acc_t; other dtypes go through a copy.
   std::vector<at::Tensor> rm, rv;
@@ -168,36 +216,43 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixed_edge_fwd(const at::Tensor& 
       if (!rv[m].is_same(running_var[m])) running_var[m].copy_(rv[m]);
     }
   }
-  return {out, mean, rstd};
+  if (groups > 1) write_bypass(e, stride, out_all);
+  return {out_all, mean, rstd};
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor> mixed_edge_bwd(
     const at::Tensor& x, at::TensorList us, const at::Tensor& weights, at::IntArrayRef cols, int64_t stride,
-    bool batch_stats, const at::Tensor& mean, const at::Tensor& rstd, const at::Tensor& grad_out_in) {
-  const Edge e = check_edge(x, us, weights, cols, stride);
+    bool batch_stats, const at::Tensor& mean, const at::Tensor& rstd, const at::Tensor& grad_out_in,
+    int64_t groups) {
+  const Edge e = check_edge(x, us, weights, cols, stride, groups);
   const int64_t M = static_cast<int64_t>(e.us.size());
   const auto acc = acc_type(x.scalar_type());
   TORCH_CHECK_VALUE(mean.sizes() == at::IntArrayRef({M, e.C}) && rstd.sizes() == mean.sizes(),
                     "mean, rstd: expected shape [", M, ", ", e.C, "] (the forward's statistics), got ", mean.sizes(),
                     " and ", rstd.sizes());
-  TORCH_CHECK_VALUE(grad_out_in.sizes() == at::IntArrayRef({e.B, e.C, e.Ho, e.Wo}), "grad_out: expected shape ",
-                    at::IntArrayRef({e.B, e.C, e.Ho, e.Wo}), ", got ", grad_out_in.sizes());
+  const std::vector<int64_t> out_shape{e.B, e.C * groups, e.Ho, e.Wo};
+  TORCH_CHECK_VALUE(grad_out_in.sizes() == at::IntArrayRef(out_shape), "grad_out: expected shape ",
+                    at::IntArrayRef(out_shape), ", got ", grad_out_in.sizes());
   TORCH_CHECK_VALUE(grad_out_in.device() == x.device(), "grad_out: expected a tensor on ", x.device(), ", got ",
                     grad_out_in.device());
-  const auto grad_out = grad_out_in.to(x.scalar_type()).contiguous();  // stride-0 grads are materialised
+  // out's layout (stride-0 grads are materialised)
+  const auto grad_all = grad_out_in.to(x.scalar_type()).contiguous(edge_format(e.x_all));
+  const auto grad_out = groups == 1 ? grad_all : grad_all.slice(1, 0, e.C * groups, groups);
   const auto mean_acc = mean.to(acc).contiguous(), rstd_acc = rstd.to(acc).contiguous();
-  auto dx = at::empty_like(e.x);
+  auto dx_all = at::empty_like(e.x_all);  // x's strides: the kernels address x and dx with one PlaneLayout
+  auto dx = groups == 1 ? dx_all : dx_all.narrow(1, 0, e.C);
   std::vector<at::Tensor> dus;
-  for (const auto& u : e.us) dus.push_back(at::empty_like(u));
+  for (const auto& u : e.us) dus.push_back(at::empty_like(u));  // likewise the us and dus
   auto grad_w = at::empty(e.table.sizes(), e.table.options());
   if (grad_out.numel() == 0) {
-    dx.zero_();
+    dx_all.zero_();
     grad_w.zero_();
   } else {
     (e.x.is_cuda() ? kBwdCuda : &mixed_edge_bwd_cpu)(e.x, e.us, e.table, e.cols, stride, batch_stats, mean_acc,
                                                      rstd_acc, grad_out, dx, dus, grad_w);
+    if (groups > 1) bypass_backward(e, stride, grad_all, dx_all);
   }
-  return {dx, dus, grad_w.view(weights.sizes()).to(weights.scalar_type())};
+  return {dx_all, dus, grad_w.view(weights.sizes()).to(weights.scalar_type())};
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -211,15 +266,15 @@ class MixedEdgeFunction : public torch::autograd::Function<MixedEdgeFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList us,
                                const at::Tensor& weights, at::IntArrayRef cols, int64_t stride, bool batch_stats,
                                at::TensorList running_mean, at::TensorList running_var, double momentum,
-                               double eps) {
+                               double eps, int64_t groups) {
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("snas_fast::mixed_edge_fwd", "")
                          .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(
                              const at::Tensor&, at::TensorList, const at::Tensor&, at::IntArrayRef, int64_t, bool,
-                             at::TensorList, at::TensorList, double, double)>();
+                             at::TensorList, at::TensorList, double, double, int64_t)>();
     auto [out, mean, rstd] = op.call(x, us, weights, cols, stride, batch_stats, running_mean, running_var,
-                                     momentum, eps);
+                                     momentum, eps, groups);
     if (batch_stats) {  // the running statistics changed in place below autograd: say so to the version counters
       for (const auto& t : running_mean) torch::autograd::impl::bump_version(t);
       for (const auto& t : running_var) torch::autograd::impl::bump_version(t);
@@ -230,6 +285,7 @@ class MixedEdgeFunction : public torch::autograd::Function<MixedEdgeFunction> {
     ctx->saved_data["cols"] = cols.vec();
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["batch_stats"] = batch_stats;
+    ctx->saved_data["groups"] = groups;
     ctx->saved_data["stats_lists"] = static_cast<int64_t>(running_mean.size() + running_var.size());
     ctx->mark_non_differentiable({mean, rstd});
     return {out, mean, rstd};
@@ -240,27 +296,28 @@ class MixedEdgeFunction : public torch::autograd::Function<MixedEdgeFunction> {
                          .findSchemaOrThrow("snas_fast::mixed_edge_bwd", "")
                          .typed<std::tuple<at::Tensor, std::vector<at::Tensor>, at::Tensor>(
                              const at::Tensor&, at::TensorList, const at::Tensor&, at::IntArrayRef, int64_t, bool,
-                             const at::Tensor&, const at::Tensor&, const at::Tensor&)>();
+                             const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t)>();
     auto saved = ctx->get_saved_variables();
     const auto x = saved[0], weights = saved[1], mean = saved[2], rstd = saved[3];
     std::vector<at::Tensor> us(saved.begin() + 4, saved.end());
     auto [dx, dus, dw] = op.call(x, us, weights, ctx->saved_data["cols"].toIntVector(),
                                  ctx->saved_data["stride"].toInt(), ctx->saved_data["batch_stats"].toBool(), mean,
-                                 rstd, grad_outputs[0]);
+                                 rstd, grad_outputs[0], ctx->saved_data["groups"].toInt());
     // One gradient per forward argument, the tensors of each list counted one by one.
     variable_list grads{dx};
     grads.insert(grads.end(), dus.begin(), dus.end());
     grads.push_back(dw);
-    grads.resize(grads.size() + 3 + ctx->saved_data["stats_lists"].toInt() + 2);  // cols .. eps: none
+    grads.resize(grads.size() + 3 + ctx->saved_data["stats_lists"].toInt() + 3);  // cols .. groups: none
     return grads;
   }
 };
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> mixed_edge_fwd_autograd(
     const at::Tensor& x, at::TensorList us, const at::Tensor& weights, at::IntArrayRef cols, int64_t stride,
-    bool batch_stats, at::TensorList running_mean, at::TensorList running_var, double momentum, double eps) {
+    bool batch_stats, at::TensorList running_mean, at::TensorList running_var, double momentum, double eps,
+    int64_t groups) {
   auto outs = MixedEdgeFunction::apply(x, us, weights, cols, stride, batch_stats, running_mean, running_var,
-                                       momentum, eps);
+                                       momentum, eps, groups);
   return {outs[0], outs[1], outs[2]};
 }
 
@@ -268,13 +325,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> mixed_edge_fwd_autograd(
 
 TORCH_LIBRARY_FRAGMENT(snas_fast, m) {
   // out = w[max] maxpool(x) + w[avg] avgpool(x) + w[id] x + sum_m w[bn_m] BN(us[m]); cols = [max, avg, id, bn...].
-  // Returns (out, mean, rstd), the statistics [M, C] used (batch or running); updates the running statistics.
+  // Returns (out, mean, rstd), the statistics [M, C / groups] used (batch or running); updates the running
+  // statistics. groups > 1: partial channels (write_bypass).
   m.def(
       "mixed_edge_fwd(Tensor x, Tensor[] us, Tensor weights, int[] cols, int stride, bool batch_stats, "
-      "Tensor(a!)[] running_mean, Tensor(b!)[] running_var, float momentum, float eps) -> (Tensor, Tensor, Tensor)");
+      "Tensor(a!)[] running_mean, Tensor(b!)[] running_var, float momentum, float eps, int groups=1) "
+      "-> (Tensor, Tensor, Tensor)");
   m.def(
       "mixed_edge_bwd(Tensor x, Tensor[] us, Tensor weights, int[] cols, int stride, bool batch_stats, "
-      "Tensor mean, Tensor rstd, Tensor grad_out) -> (Tensor, Tensor[], Tensor)");
+      "Tensor mean, Tensor rstd, Tensor grad_out, int groups=1) -> (Tensor, Tensor[], Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(snas_fast, CPU, m) {

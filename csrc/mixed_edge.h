@@ -14,21 +14,38 @@
 // divisor, count_include_pad=False) and the identity are computed from x inside the kernel, never materialised.
 //
 // Shapes (B batch, C channels, H x W input, Ho = (H - 1) / s + 1, Wo likewise, s = stride in {1, 2}):
-//   x         [B, C, H, W] contiguous, dtype T in {f16, bf16, f32, f64}
-//   us        0 <= M <= 8 tensors [B, C, Ho, Wo], T, contiguous (M <= kMaxEdgeBn)
+//   x         [B, C, H, W], dtype T in {f16, bf16, f32, f64}
+//   us        0 <= M <= 8 tensors [B, C, Ho, Wo], T (M <= kMaxEdgeBn), all in one layout
 //   w         [R, K] contiguous, acc_t (f32, or f64 when T is f64); R = 1 (one weight per candidate) or B
 //   cols      EdgeCols: the column of w of each term; -1 marks an absent x-term; columns not named are zero ops
 //   mean,rstd [M, C] acc_t: batch statistics (written by the forward when batch_stats) or given (eval mode)
 //   running_mean, running_var   M tensors [C] acc_t, or empty lists (no running statistics)
 //   out       [B, C, Ho, Wo] T
-//   grad_out  [B, C, Ho, Wo] T contiguous;  dx [B, C, H, W] T;  dus M x [B, C, Ho, Wo] T;  grad_w [R, K] acc_t
+//   grad_out  [B, C, Ho, Wo] T, out's layout;  dx [B, C, H, W] T, x's layout;  dus M x [B, C, Ho, Wo] T, the us'
+//   layout;  grad_w [R, K] acc_t
+// Layouts: every [B, C, *, *] tensor is contiguous in NCHW or in channels_last (NHWC) and is read and written
+// where it is, through its PlaneLayout (below): x, the us and out may each be in either (csrc/mixed_edge.cpp picks
+// them, edge_format; outputs take the layout of the input they mirror).
 // Accumulation in acc_t, every output rounded to T once. id is only allowed at stride 1 (checked upstream).
 #pragma once
 #include <ATen/ATen.h>
+#include <c10/macros/Macros.h>
 
 #include <vector>
 
 namespace snas_fast {
+
+// Where the (b, c) plane of a [B, C, H, W] tensor lies: its element i = h * W + w is at b * sB + c * sC + i * es.
+// One formula for both layouts (NCHW: sC = H * W, es = 1; NHWC: sC = 1, es = C), because in either the H stride
+// is W times the W stride.
+struct PlaneLayout {
+  int64_t sB, sC, es;
+  C10_HOST_DEVICE int64_t at(int64_t b, int64_t c) const { return b * sB + c * sC; }
+};
+
+inline PlaneLayout plane_layout(const at::Tensor& t) {
+  return {t.stride(0), t.stride(1), t.size(3) > 1 ? t.stride(3) : t.stride(2)};
+}
 
 constexpr int64_t kMaxEdgeBn = 8;  // BatchNorm-ended candidates per edge
 

@@ -9,9 +9,11 @@ in csrc/mixed_edge.h, as two plain Python launchers that write into caller-alloc
     out = w[max] * maxpool3x3(x) + w[avg] * avgpool3x3(x) + w[id] * x + sum_m w[bn_m] * (u_m - mean[m, c]) * rstd[m, c]
 
 Shapes (B batch, C channels, H x W input, Ho x Wo output, s = stride in {1, 2}, M <= MAX_BN BatchNorm terms):
-    x, dx                 [B, C, H, W] contiguous, dtype T in {f16, bf16, f32, f64}
-    us[m], dus[m], out    [B, C, Ho, Wo] contiguous, T
-    grad_out              [B, C, Ho, Wo] contiguous, T
+    x, dx                 [B, C, H, W], dtype T in {f16, bf16, f32, f64}; dx has x's strides
+    us[m], dus[m]         [B, C, Ho, Wo] T, all with the strides of us[0]
+    out, grad_out         [B, C, Ho, Wo] T, one layout
+    (each contiguous in NCHW or channels_last: plane (b, c) at b * sB + c * sC, its element i = h * W + w at
+    i * es, the three strides of each role passed to the kernels; see PlaneLayout in csrc/mixed_edge.h)
     w, grad_w             [R, K] contiguous, acc dtype (f32, or f64 when T is f64); R = 1 or B
     mean, rstd            [M, C] acc dtype
     running_mean/var[m]   [C] acc dtype (or empty lists)
@@ -108,7 +110,13 @@ def _from_bits(bits, ACC: tl.constexpr):
 
 
 @triton.jit
-def _pool3x3(X, xbase, ho, wo, mask, H, W, STRIDE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
+def _plane(b, c, SB, SC):
+    # Offset of plane (b, c) of a tensor whose batch and channel strides are SB and SC.
+    return b.to(tl.int64) * SB + c.to(tl.int64) * SC
+
+
+@triton.jit
+def _pool3x3(X, xbase, XES, ho, wo, mask, H, W, STRIDE: tl.constexpr, BLOCK: tl.constexpr, ACC: tl.constexpr,
              DO_MAX: tl.constexpr, DO_AVG: tl.constexpr, DO_ARG: tl.constexpr):
     # 3x3 windows (padding 1) of x around the outputs (ho, wo) of one plane (x plane at X + xbase, H x W).
     # Returns (max, winning tap 0..8 as dh * 3 + dw, avg with count_include_pad=False, the centre tap x[ho*s, wo*s]).
@@ -125,7 +133,7 @@ def _pool3x3(X, xbase, ho, wo, mask, H, W, STRIDE: tl.constexpr, BLOCK: tl.const
         for dw in tl.static_range(3):
             iw = w0 + dw
             ok = okh & (iw >= 0) & (iw < W)
-            v = tl.load(X + xbase + ih * W + iw, mask=ok, other=0.0).to(ACC)
+            v = tl.load(X + xbase + (ih * W + iw) * XES, mask=ok, other=0.0).to(ACC)
             if dh == 1 and dw == 1:
                 xc = v
             if DO_MAX:
@@ -154,6 +162,7 @@ def _edge_stats_kernel(
     WS,  # [M, C, 2, B] acc dtype, written: WS[m, c, 0, b] = plane mean, WS[m, c, 1, b] = plane M2
     B, C,
     P,  # elements per plane (Ho * Wo)
+    USB, USC, UES,  # layout of the us
     M: tl.constexpr,  # number of BatchNorm terms (1..8)
     MB: tl.constexpr,  # next_pow2(M)
     BLOCK: tl.constexpr,
@@ -162,7 +171,7 @@ def _edge_stats_kernel(
     b = pid // C
     c = pid % C
     ACC = WS.dtype.element_ty
-    base = pid.to(tl.int64) * P
+    base = _plane(b, c, USB, USC)
     midx = tl.arange(0, MB)
     offs = tl.arange(0, BLOCK)
     mean_v = tl.zeros([MB], dtype=ACC)
@@ -176,7 +185,7 @@ def _edge_stats_kernel(
         bm2_v = tl.zeros([MB], dtype=ACC)
         for m in tl.static_range(M):
             up = _pick8(m, U0, U1, U2, U3, U4, U5, U6, U7)
-            u = tl.load(up + base + idx, mask=mask, other=0.0).to(ACC)
+            u = tl.load(up + base + idx * UES, mask=mask, other=0.0).to(ACC)
             bm = tl.sum(u, axis=0) / nb
             d = tl.where(mask, u - bm, 0.0)
             bmean_v = tl.where(midx == m, bm, bmean_v)
@@ -213,6 +222,7 @@ def _edge_fwd_kernel(
     WS,  # [M, C, 2, B] acc dtype: plane means and M2 from _edge_stats_kernel (BATCH_STATS)
     OUT,  # [B, C, Ho, Wo] T
     B, C, H, W, Ho, Wo,
+    XSB, XSC, XES, USB, USC, UES, OSB, OSC, OES,  # layouts of x, the us, out
     K,  # columns of w
     WSTRIDE,  # K when R = B (one row per example), 0 when R = 1
     max_col, avg_col, id_col,  # columns of the x-terms (used only when the HAS_* flag is set)
@@ -296,8 +306,9 @@ def _edge_fwd_kernel(
 
     # ---- out ----------------------------------------------------------------------------------------------------
     P = Ho * Wo
-    xbase = pid.to(tl.int64) * H * W
-    obase = pid.to(tl.int64) * P
+    xbase = _plane(b, c, XSB, XSC)
+    ubase = _plane(b, c, USB, USC)
+    obase = _plane(b, c, OSB, OSC)
     offs = tl.arange(0, BLOCK)
     for start in range(0, P, BLOCK):
         idx = start + offs
@@ -306,7 +317,8 @@ def _edge_fwd_kernel(
         if HAS_MAX or HAS_AVG:
             ho = idx // Wo
             wo = idx % Wo
-            mx, _arg, avg, xc = _pool3x3(X, xbase, ho, wo, mask, H, W, STRIDE, BLOCK, ACC, HAS_MAX, HAS_AVG, False)
+            mx, _arg, avg, xc = _pool3x3(X, xbase, XES, ho, wo, mask, H, W, STRIDE, BLOCK, ACC, HAS_MAX, HAS_AVG,
+                                         False)
             if HAS_MAX:
                 acc += w_max * mx
             if HAS_AVG:
@@ -314,14 +326,14 @@ def _edge_fwd_kernel(
             if HAS_ID:  # stride 1: x[ho, wo] is the centre tap
                 acc += w_id * xc
         elif HAS_ID:
-            acc += w_id * tl.load(X + xbase + idx, mask=mask, other=0.0).to(ACC)
+            acc += w_id * tl.load(X + xbase + idx * XES, mask=mask, other=0.0).to(ACC)
         for m in tl.static_range(M):
             up = _pick8(m, U0, U1, U2, U3, U4, U5, U6, U7)
             am = _pick8(m, a0, a1, a2, a3, a4, a5, a6, a7)
             mum = _pick8(m, mu0, mu1, mu2, mu3, mu4, mu5, mu6, mu7)
-            u = tl.load(up + obase + idx, mask=mask, other=0.0).to(ACC)
+            u = tl.load(up + ubase + idx * UES, mask=mask, other=0.0).to(ACC)
             acc += am * (u - mum)
-        tl.store(OUT + obase + idx, acc.to(OUT.dtype.element_ty), mask=mask)
+        tl.store(OUT + obase + idx * OES, acc.to(OUT.dtype.element_ty), mask=mask)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -350,8 +362,9 @@ def _edge_bwd_reduce_kernel(
     RSTD,  # [M, C] acc dtype
     G,  # [B, C, Ho, Wo] T: grad_out
     PART,  # [B * C, NT] acc dtype, written: the plane sums (columns T_SUM_G, T_MAX, T_AVG, T_ID, T_BN + m)
-    TAPE,  # [B, C, Ho, Wo] int8, written when HAS_MAX: winning tap of each max-pool window
+    TAPE,  # [B, C, Ho, Wo] int8 contiguous, written when HAS_MAX: winning tap of each max-pool window
     C, H, W, Ho, Wo,
+    XSB, XSC, XES, USB, USC, UES, GSB, GSC, GES,  # layouts of x, the us, grad_out
     M: tl.constexpr,
     MB: tl.constexpr,
     NT: tl.constexpr,  # next_pow2(4 + M)
@@ -372,35 +385,39 @@ def _edge_bwd_reduce_kernel(
     rs0, rs1, rs2, rs3, rs4, rs5, rs6, rs7 = _unpack8(rstd_v, midx)
 
     P = Ho * Wo
-    xbase = pid.to(tl.int64) * H * W
-    obase = pid.to(tl.int64) * P
+    b = pid // C
+    xbase = _plane(b, c, XSB, XSC)
+    ubase = _plane(b, c, USB, USC)
+    gbase = _plane(b, c, GSB, GSC)
+    tbase = pid.to(tl.int64) * P
     tidx = tl.arange(0, NT)
     sums = tl.zeros([NT], dtype=ACC)
     offs = tl.arange(0, BLOCK)
     for start in range(0, P, BLOCK):
         idx = start + offs
         mask = idx < P
-        g = tl.load(G + obase + idx, mask=mask, other=0.0).to(ACC)
+        g = tl.load(G + gbase + idx * GES, mask=mask, other=0.0).to(ACC)
         sums += tl.where(tidx == 0, tl.sum(g, axis=0), 0.0)
         if HAS_MAX or HAS_AVG:
             ho = idx // Wo
             wo = idx % Wo
-            mx, arg, avg, xc = _pool3x3(X, xbase, ho, wo, mask, H, W, STRIDE, BLOCK, ACC, HAS_MAX, HAS_AVG, HAS_MAX)
+            mx, arg, avg, xc = _pool3x3(X, xbase, XES, ho, wo, mask, H, W, STRIDE, BLOCK, ACC, HAS_MAX, HAS_AVG,
+                                        HAS_MAX)
             if HAS_MAX:
-                tl.store(TAPE + obase + idx, arg.to(tl.int8), mask=mask)
+                tl.store(TAPE + tbase + idx, arg.to(tl.int8), mask=mask)
                 sums += tl.where(tidx == 1, tl.sum(mx * g, axis=0), 0.0)
             if HAS_AVG:
                 sums += tl.where(tidx == 2, tl.sum(avg * g, axis=0), 0.0)
             if HAS_ID:
                 sums += tl.where(tidx == 3, tl.sum(xc * g, axis=0), 0.0)
         elif HAS_ID:
-            xv = tl.load(X + xbase + idx, mask=mask, other=0.0).to(ACC)
+            xv = tl.load(X + xbase + idx * XES, mask=mask, other=0.0).to(ACC)
             sums += tl.where(tidx == 3, tl.sum(xv * g, axis=0), 0.0)
         for m in tl.static_range(M):
             up = _pick8(m, U0, U1, U2, U3, U4, U5, U6, U7)
             mum = _pick8(m, mu0, mu1, mu2, mu3, mu4, mu5, mu6, mu7)
             rsm = _pick8(m, rs0, rs1, rs2, rs3, rs4, rs5, rs6, rs7)
-            u = tl.load(up + obase + idx, mask=mask, other=0.0).to(ACC)
+            u = tl.load(up + ubase + idx * UES, mask=mask, other=0.0).to(ACC)
             sums += tl.where(tidx == 4 + m, tl.sum((u - mum) * rsm * g, axis=0), 0.0)  # g = 0 off the plane
     tl.store(PART + pid.to(tl.int64) * NT + tidx, sums)
 
@@ -421,6 +438,7 @@ def _edge_bwd_kernel(
     DX,  # [B, C, H, W] T, written (zeros when there is no x-term)
     GW,  # [R, K] acc dtype, written: grad_w (program c == 0 of row b when PER_ROW, else program 0)
     B, C, H, W, Ho, Wo,
+    XSB, XSC, XES, USB, USC, UES, GSB, GSC, GES,  # layouts of x (and dx), the us (and dus), grad_out
     K,  # columns of w
     WSTRIDE,  # K when R = B, 0 when R = 1
     max_col, avg_col, id_col,
@@ -490,8 +508,10 @@ def _edge_bwd_kernel(
 
     P = Ho * Wo
     PI = H * W
-    xbase = pid.to(tl.int64) * PI
-    obase = pid.to(tl.int64) * P
+    xbase = _plane(b, c, XSB, XSC)
+    ubase = _plane(b, c, USB, USC)
+    gbase = _plane(b, c, GSB, GSC)
+    tbase = pid.to(tl.int64) * P
 
     # ---- dus ----------------------------------------------------------------------------------------------------
     if M > 0:
@@ -499,7 +519,7 @@ def _edge_bwd_kernel(
         for start in range(0, P, BLOCK_O):
             idx = start + offs
             mask = idx < P
-            g = tl.load(G + obase + idx, mask=mask, other=0.0).to(ACC)
+            g = tl.load(G + gbase + idx * GES, mask=mask, other=0.0).to(ACC)
             for m in tl.static_range(M):
                 up = _pick8(m, U0, U1, U2, U3, U4, U5, U6, U7)
                 dp = _pick8(m, D0, D1, D2, D3, D4, D5, D6, D7)
@@ -509,12 +529,12 @@ def _edge_bwd_kernel(
                     mum = _pick8(m, mu0, mu1, mu2, mu3, mu4, mu5, mu6, mu7)
                     s1 = _pick8(m, p0, p1, p2, p3, p4, p5, p6, p7)
                     s2 = _pick8(m, q0, q1, q2, q3, q4, q5, q6, q7)
-                    u = tl.load(up + obase + idx, mask=mask, other=0.0).to(ACC)
+                    u = tl.load(up + ubase + idx * UES, mask=mask, other=0.0).to(ACC)
                     xh = (u - mum) * rsm
                     du = rsm * (wm * g - s1 - xh * s2)
                 else:
                     du = (rsm * wm) * g
-                tl.store(dp + obase + idx, du.to(dp.dtype.element_ty), mask=mask)
+                tl.store(dp + ubase + idx * UES, du.to(dp.dtype.element_ty), mask=mask)
 
     # ---- dx: gather over the windows that contain each input element ---------------------------------------------
     offs_i = tl.arange(0, BLOCK_I)
@@ -537,9 +557,9 @@ def _edge_bwd_kernel(
                     tw = w - (wo * STRIDE - 1)
                     ok = okh & (wo >= 0) & (wo < Wo) & (tw <= 2)
                     gi = ho * Wo + wo
-                    gv = tl.load(G + obase + gi, mask=ok, other=0.0).to(ACC)
+                    gv = tl.load(G + gbase + gi * GES, mask=ok, other=0.0).to(ACC)
                     if HAS_MAX:
-                        code = tl.load(TAPE + obase + gi, mask=ok, other=-1).to(tl.int32)
+                        code = tl.load(TAPE + tbase + gi, mask=ok, other=-1).to(tl.int32)
                         dmax += tl.where(code == th * 3 + tw, gv, 0.0)
                     if HAS_AVG:
                         cntw = tl.minimum(wo * STRIDE + 1, W - 1) - tl.maximum(wo * STRIDE - 1, 0) + 1
@@ -549,8 +569,8 @@ def _edge_bwd_kernel(
             if HAS_AVG:
                 dx += w_avg * davg
         if HAS_ID:  # stride 1: the input and output planes coincide
-            dx += w_id * tl.load(G + obase + idx, mask=mask, other=0.0).to(ACC)
-        tl.store(DX + xbase + idx, dx.to(DX.dtype.element_ty), mask=mask)
+            dx += w_id * tl.load(G + gbase + idx * GES, mask=mask, other=0.0).to(ACC)
+        tl.store(DX + xbase + idx * XES, dx.to(DX.dtype.element_ty), mask=mask)
 
     # ---- grad_w: the row's plane sums, in a fixed tree --------------------------------------------------------
     if PER_ROW:
@@ -613,6 +633,11 @@ def _geometry(x: Tensor, stride: int) -> Tuple[int, int, int, int, int, int]:
     return B, C, H, W, (H - 1) // stride + 1, (W - 1) // stride + 1
 
 
+def _layout(t: Tensor) -> Tuple[int, int, int]:
+    # (sB, sC, es) of a [B, C, H, W] tensor contiguous in NCHW or channels_last: PlaneLayout in csrc/mixed_edge.h.
+    return t.stride(0), t.stride(1), t.stride(3) if t.shape[3] > 1 else t.stride(2)
+
+
 def _nonempty(t: Tensor, fill: Tensor) -> Tensor:
     # Empty tensors ([0, C] statistics when M = 0) are never read; pass a real pointer instead.
     return t if t.numel() else fill
@@ -632,7 +657,7 @@ def mixed_edge_fwd(x: Tensor, us: List[Tensor], w: Tensor, cols, stride: int, ba
     n = B * P
     stats = bool(batch_stats) and M > 0
     update = stats and len(running_mean) > 0
-    uslots = _slots(us, x)
+    uslots = _slots(us, x)  # slots >= M are never read: x stands in (its layout too, when M = 0)
     block = _block(P)
     mb = _next_pow2(M)
     mean_p, rstd_p = _nonempty(mean, w), _nonempty(rstd, w)
@@ -642,11 +667,11 @@ def mixed_edge_fwd(x: Tensor, us: List[Tensor], w: Tensor, cols, stride: int, ba
     with _on_device(x.device):
         if stats:
             _edge_stats_kernel[(B * C,)](
-                *uslots, ws, B, C, P, M=M, MB=mb, BLOCK=block, num_warps=_warps(block),
+                *uslots, ws, B, C, P, *_layout(uslots[0]), M=M, MB=mb, BLOCK=block, num_warps=_warps(block),
             )
         _edge_fwd_kernel[(B * C,)](
             x, *uslots, w, mean_p, rstd_p, *rm, *rv, ws, out,
-            B, C, H, W, Ho, Wo, K, K if R > 1 else 0,
+            B, C, H, W, Ho, Wo, *_layout(x), *_layout(uslots[0]), *_layout(out), K, K if R > 1 else 0,
             int(max_col), int(avg_col), int(id_col), *_bn_cols(bn_cols),
             _f64_bits(eps), _f64_bits(momentum), _f64_bits(P), _f64_bits(n), _f64_bits(n - 1),
             M=M, MB=mb, KB=_next_pow2(K), STRIDE=int(stride), HAS_MAX=max_col >= 0, HAS_AVG=avg_col >= 0,
@@ -680,12 +705,12 @@ def mixed_edge_bwd(x: Tensor, us: List[Tensor], w: Tensor, cols, stride: int, ba
     with _on_device(x.device):
         _edge_bwd_reduce_kernel[(B * C,)](
             x, *uslots, mean_p, rstd_p, grad_out, part, tape, C, H, W, Ho, Wo,
-            M=M, MB=mb, NT=nt, STRIDE=int(stride), HAS_MAX=has_max, HAS_AVG=has_avg, HAS_ID=has_id,
+            *_layout(x), *_layout(uslots[0]), *_layout(grad_out), M=M, MB=mb, NT=nt, STRIDE=int(stride), HAS_MAX=has_max, HAS_AVG=has_avg, HAS_ID=has_id,
             BLOCK=block_o, num_warps=_warps(block_o),
         )
         _edge_bwd_kernel[(B * C,)](
             *uslots, *dslots, w, mean_p, rstd_p, grad_out, part, tape, dx, grad_w,
-            B, C, H, W, Ho, Wo, K, K if per_row else 0,
+            B, C, H, W, Ho, Wo, *_layout(x), *_layout(uslots[0]), *_layout(grad_out), K, K if per_row else 0,
             int(max_col), int(avg_col), int(id_col), *_bn_cols(bn_cols), _f64_bits(n),
             M=M, MB=mb, NT=nt, KB=_next_pow2(K), STRIDE=int(stride), HAS_MAX=has_max, HAS_AVG=has_avg,
             HAS_ID=has_id, BATCH_STATS=bool(batch_stats), PER_ROW=per_row,

@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 
 import snas_fast
+import snas_fast.ops.registry  # torch.ops.snas_fast.* and their fake kernels, also when a test runs alone
 from snas_fast import reference
 
-from testing import BACKEND_DEVICES, BACKEND_IDS, DTYPES, assert_close, interpreted
+from testing import BACKEND_DEVICES, BACKEND_IDS, DTYPES, assert_close, copies, interpreted
 
 K = 8
 
@@ -190,6 +191,118 @@ def test_noncontiguous_inputs_and_stride0_grad(backend, device):
     torch.testing.assert_close(a, b)
 
 
+def _nhwc(t):
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES, ids=BACKEND_IDS)
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7, 1, 3), (3, 4, 7, 5, 2, 4), (2, 3, 1, 5, 1, 1)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_channels_last_is_read_in_place_and_kept(backend, device, shape, dtype):
+    """NHWC x, us and grad_out (odd sizes, stride 2, a 1-row plane) give exactly what NCHW ones give: out, dx and
+    every du in NHWC, the same running statistics, and no hidden copy of x, a u or grad_out (the profiler counts
+    the copies); an edge whose x and us are in different layouts is read in place too."""
+    B, C, H, W, stride, M = shape
+    small = interpreted(backend, device)
+    if small and (dtype != torch.float32 or H == 1):
+        pytest.skip("the interpreter runs float32 on two shapes (a minute of CI); the layouts are dtype-blind")
+    x, us, w, cols, rm, rv = make_case(B, C, H, W, stride, M, True, dtype, device)
+    grad = torch.randn((B, C, (H - 1) // stride + 1, (W - 1) // stride + 1), generator=torch.Generator().manual_seed(2))
+    grad = grad.to(device, dtype)
+
+    def call(x, us, grad_out, batch_stats=True):
+        x = x.detach().requires_grad_()
+        us = [u.detach().requires_grad_() for u in us]
+        wt = w.detach().requires_grad_()
+        rm_, rv_ = [t.clone() for t in rm], [t.clone() for t in rv]
+        with snas_fast.use_backend(backend):
+            out = snas_fast.mixed_edge(x, us, wt, cols, stride, running_mean=rm_, running_var=rv_,
+                                       batch_stats=batch_stats)
+        return [out, *torch.autograd.grad(out, [x] + us + [wt], grad_out)] + rm_ + rv_
+
+    names = ["out", "dx"] + [f"dus[{m}]" for m in range(M)] + ["dw"] + [f"running[{i}]" for i in range(2 * M)]
+    for batch_stats in (True,) if small else (True, False):
+        want = call(x, us, grad, batch_stats)
+        got = call(_nhwc(x), [_nhwc(u) for u in us], _nhwc(grad), batch_stats)
+        for name, a, b in zip(names, got, want):
+            if a.dim() == 4 and H * W > 1:
+                assert a.is_contiguous(memory_format=torch.channels_last) and not a.is_contiguous(), name
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)  # the same sums, elsewhere in memory
+        mixed = call(x, [_nhwc(u) for u in us], _nhwc(grad), batch_stats)  # x NCHW, us NHWC
+        for name, a, b in zip(names, mixed, want):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
+    xn, usn, gradn = _nhwc(x), [_nhwc(u) for u in us], _nhwc(grad)
+    n_nchw = copies(lambda: call(x, us, grad))
+    assert copies(lambda: call(xn, usn, gradn)) == n_nchw
+    assert copies(lambda: call(x, us, gradn)) > n_nchw  # grad_out into out's layout: the counter sees it
+
+
+def _events(fn, names) -> int:
+    """How many profiler events named in ``names`` ``fn()`` records."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name in names)
+
+
+@pytest.mark.parametrize("backend,device", BACKEND_DEVICES, ids=BACKEND_IDS)
+@pytest.mark.parametrize("groups,stride,layout", [(2, 1, "nchw"), (4, 2, "nchw"), (4, 1, "nhwc"), (2, 2, "nhwc")],
+                         ids=lambda v: str(v))
+def test_partial_channels_match_the_pc_darts_edge(backend, device, groups, stride, layout):
+    """groups = k: the edge on the first C / k channels, the rest bypassing, channel-shuffled
+    (reference.partial_channel_edge around reference.mixed_edge, in float64): out, dx, every du, dw and the running
+    statistics; odd sizes (the stride-2 bypass pool's ceil_mode); the output in x's layout; no cat, and no copy
+    but the bypass's own (one forward, one backward) at stride 1."""
+    B, C, H, W, M = 2, 8, 5, 7, 3
+    small = interpreted(backend, device)
+    if small and layout == "nhwc" and stride == 1:
+        pytest.skip("the interpreter runs three of the four cases (CI time)")
+    Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(B, C, H, W, generator=g, dtype=torch.float64)
+    us = [torch.randn(B, C // groups, Ho, Wo, generator=g, dtype=torch.float64) * (1 + m) for m in range(M)]
+    w = torch.rand(B, K, generator=g, dtype=torch.float64)
+    cols = ([1, 2, 3] if stride == 1 else [1, 2, -1]) + [4, 5, 6]
+    rm = [torch.zeros(1, dtype=torch.float64) for _ in range(M)]
+    rv = [torch.ones(1, dtype=torch.float64) for _ in range(M)]
+    grad = torch.randn(B, C, Ho, Wo, generator=g, dtype=torch.float64)
+    fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+
+    def call(backend, dtype, groups=groups, us=us):
+        xt = x.to(device, dtype).contiguous(memory_format=fmt).requires_grad_()
+        ut = [u.to(device, dtype).contiguous(memory_format=fmt).requires_grad_() for u in us]
+        wt = w.to(device).requires_grad_()
+        acc = torch.float64 if dtype == torch.float64 else torch.float32
+        c = C // groups
+        rm_ = [t.to(device, acc).clone().expand(c).contiguous() for t in rm]
+        rv_ = [t.to(device, acc).clone().expand(c).contiguous() for t in rv]
+        with snas_fast.use_backend(backend):
+            out = snas_fast.mixed_edge(xt, ut, wt, cols, stride, running_mean=rm_, running_var=rv_, groups=groups)
+        grads = torch.autograd.grad(out, [xt] + ut + [wt], grad.to(device, dtype))
+        return [out, *grads, *rm_, *rv_]
+
+    want = call("reference", torch.float64)
+    got = call(backend, torch.float32)
+    names = ["out", "dx"] + [f"dus[{m}]" for m in range(M)] + ["dw"] + [f"running[{i}]" for i in range(2 * M)]
+    for name, a, b in zip(names, got, want):
+        assert_close(name, a, b, torch.float32)
+    if layout == "nhwc":
+        assert got[0].is_contiguous(memory_format=torch.channels_last) and not got[0].is_contiguous()
+    if not small:
+        assert _events(lambda: call(backend, torch.float32), ("aten::cat",)) == 0
+        if stride == 1:
+            n1 = copies(lambda: call(backend, torch.float32, 1, [torch.randn(B, C, Ho, Wo, dtype=torch.float64)] * M))
+            assert copies(lambda: call(backend, torch.float32)) == n1 + 2
+
+
+def test_partial_channels_hand_case():
+    """Output channel j * k + g: mixed channel j for g = 0, bypass channel (g - 1) * C / k + j otherwise."""
+    x = torch.arange(8.0).view(1, 8, 1, 1).expand(2, 8, 3, 3).contiguous()
+    w = torch.tensor([0.0, 0.0, 0.0, 10.0])  # identity column 3, weight 10: the mixed channels are 10 * x
+    out = snas_fast.mixed_edge(x, [], w, [-1, -1, 3], 1, groups=4)
+    assert out[0, :, 0, 0].tolist() == [0.0, 2.0, 4.0, 6.0, 10.0, 3.0, 5.0, 7.0]
+
+
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES, ids=BACKEND_IDS)
 def test_deterministic(backend, device):
     """Two runs give bit-identical outputs, statistics and gradients."""
@@ -237,19 +350,25 @@ def test_gradcheck(backend, device, batch_stats):
 
 @pytest.mark.parametrize("backend,device", [p for p in BACKEND_DEVICES if p[0] != "triton"],
                          ids=[i for p, i in zip(BACKEND_DEVICES, BACKEND_IDS) if p[0] != "triton"])
-def test_opcheck(backend, device):
-    x, us, w, cols, rm, rv = make_case(2, 3, 5, 5, 1, 2, True, torch.float32, device)
+@pytest.mark.parametrize("layout,groups", [("nchw", 1), ("nhwc", 1), ("nhwc", 2)])
+def test_opcheck(backend, device, layout, groups):
+    x, us, w, cols, rm, rv = make_case(2, 4, 5, 5, 1, 2, True, torch.float32, device)
+    if groups > 1:
+        x = torch.cat([x, x.flip(1)], dim=1)  # 8 channels, the candidates see 4
+    if layout == "nhwc":
+        x, us = _nhwc(x), [_nhwc(u) for u in us]
     x.requires_grad_()
     w.requires_grad_()
     for u in us:
         u.requires_grad_()
     ops = torch.ops.snas_fast
     for batch_stats in (True, False):
-        torch.library.opcheck(ops.mixed_edge_fwd.default, (x, us, w, cols, 1, batch_stats, rm, rv, 0.1, 1e-5))
-    out, mean, rstd = ops.mixed_edge_fwd(x, us, w, cols, 1, True, [], [], 0.1, 1e-5)
+        torch.library.opcheck(ops.mixed_edge_fwd.default,
+                              (x, us, w, cols, 1, batch_stats, rm, rv, 0.1, 1e-5, groups))
+    out, mean, rstd = ops.mixed_edge_fwd(x, us, w, cols, 1, True, [], [], 0.1, 1e-5, groups)
     torch.library.opcheck(ops.mixed_edge_bwd.default,
                           (x.detach(), [u.detach() for u in us], w.detach(), cols, 1, True, mean, rstd,
-                           torch.randn_like(out)))
+                           torch.randn_like(out), groups))
 
 
 def test_opcheck_triton():
@@ -266,11 +385,16 @@ def test_opcheck_triton():
                           test_utils=("test_schema", "test_faketensor"))
 
 
-def test_torch_compile_fullgraph():
+@pytest.mark.parametrize("layout,groups", [("nchw", 1), ("nhwc", 2)])
+def test_torch_compile_fullgraph(layout, groups):
     x, us, w, cols, rm, rv = make_case(2, 3, 6, 6, 1, 2, True, torch.float32, "cpu")
+    if groups > 1:
+        x = torch.cat([x, x.flip(1)], dim=1)
+    if layout == "nhwc":
+        x, us = _nhwc(x), [_nhwc(u) for u in us]
 
     def f(x, us, w, rm, rv):
-        return snas_fast.mixed_edge(x, us, w, cols, 1, running_mean=rm, running_var=rv).relu().sum()
+        return snas_fast.mixed_edge(x, us, w, cols, 1, running_mean=rm, running_var=rv, groups=groups).relu().sum()
 
     rm_c, rv_c = [t.clone() for t in rm], [t.clone() for t in rv]
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
@@ -316,6 +440,10 @@ def _good():
     (dict(cols=[1, 2, 3.0, 4, 5]), TypeError, "cols: expected a list of ints"),
     (dict(running_mean=[torch.zeros(3)], running_var=[torch.ones(3)]), ValueError, "running_mean: expected an empty list or one"),
     (dict(running_mean=[torch.zeros(4)] * 2, running_var=[torch.ones(3)] * 2), ValueError, r"running_mean\[0\]: expected a tensor of shape \(3,\)"),
+    (dict(groups=2), ValueError, "groups: expected a divisor of x's channel count 3"),
+    (dict(groups=0), ValueError, "groups: expected a divisor of x's channel count 3 .*, got 0"),
+    (dict(groups="3"), TypeError, "groups: expected an int, got str"),
+    (dict(groups=3), ValueError, r"us\[0\]: expected shape \(2, 1, 5, 5\) .* with groups 3"),
 ])
 def test_bad_input(change, error, match):
     args = _good()

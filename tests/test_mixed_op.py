@@ -7,7 +7,7 @@ import torch
 import snas_fast
 from snas_fast import reference
 
-from testing import BACKEND_DEVICES, BACKEND_IDS, DTYPES, assert_close, interpreted
+from testing import BACKEND_DEVICES, BACKEND_IDS, DTYPES, assert_close, copies, interpreted
 
 # Odd sizes, primes, just past the CPU chunk (16384) and past power-of-two blocks; S[0] is the batch B.
 SHAPES = [(3, 5, 7), (13, 97), (2, 16385), (64, 3, 4, 4), (1,)]
@@ -231,13 +231,6 @@ def test_gradient_through_the_sample_alone(backend, device, hard):
         assert g is None or not g.any()
 
 
-def _copies(fn) -> int:
-    """How many tensor copies (aten::copy_ / aten::clone, however deep) ``fn()`` makes, by the profiler."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()
-    return sum(1 for e in prof.events() if e.name in ("aten::copy_", "aten::clone"))
-
-
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES, ids=BACKEND_IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
 @pytest.mark.parametrize("per_example", [False, True], ids=["w[K]", "w[B,K]"])
@@ -273,6 +266,6 @@ def test_channels_last_is_read_in_place_and_kept(backend, device, dtype, per_exa
                 torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
             else:  # a reduction over the elements, in another order
                 torch.testing.assert_close(a, b, rtol=1e-2 if dtype == torch.bfloat16 else 1e-5, atol=1e-3)
-        assert _copies(lambda: run(nhwc, grad_nhwc, gumbel)) == _copies(lambda: run(nchw, grad, gumbel))
+        assert copies(lambda: run(nhwc, grad_nhwc, gumbel)) == copies(lambda: run(nchw, grad, gumbel))
         mixed = [nchw[0]] + nhwc[1:]
-        assert _copies(lambda: run(mixed, grad_nhwc, gumbel)) > _copies(lambda: run(nhwc, grad_nhwc, gumbel))
+        assert copies(lambda: run(mixed, grad_nhwc, gumbel)) > copies(lambda: run(nhwc, grad_nhwc, gumbel))

@@ -217,8 +217,10 @@ def test_every_invalid_argument_is_a_named_error(backend, device, which):
 @st.composite
 def mixed_edge_args(draw):
     """Valid arguments of ``mixed_edge``: x [B, C, H, W] (NaN/+-inf sometimes), 0..3 BatchNorm-ended candidates,
-    a random subset of the pools and the identity, a [K] or [B, K] table, stride, batch or running statistics."""
-    B, C, H, W = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    a random subset of the pools and the identity, a [K] or [B, K] table, stride, batch or running statistics,
+    partial channels (groups dividing C), NCHW or channels_last."""
+    B, C, H, W = (draw(st.integers(1, 3)), draw(st.integers(1, 4)), draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    groups = draw(st.sampled_from([g for g in (1, 2, 3, 4) if C % g == 0]))
     stride = draw(st.sampled_from([1, 2]))
     Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
     batch_stats = draw(st.booleans())
@@ -236,13 +238,15 @@ def mixed_edge_args(draw):
         i += p
     cols += list(order[i:i + M])
     stats = draw(st.booleans()) or not batch_stats
+    c = C // groups
+    fmt = torch.channels_last if draw(st.booleans()) else torch.contiguous_format
     return dict(
-        x=draw(tensors((B, C, H, W), dtype, specials)), us=[draw(tensors((B, C, Ho, Wo), dtype, specials))
-                                                             for _ in range(M)],
+        x=draw(tensors((B, C, H, W), dtype, specials)).contiguous(memory_format=fmt),
+        us=[draw(tensors((B, c, Ho, Wo), dtype, specials)).contiguous(memory_format=fmt) for _ in range(M)],
         weights=draw(tensors((B, K) if draw(st.booleans()) else (K,), dtype, specials)), cols=cols, stride=stride,
-        running_mean=[torch.randn(C, dtype=dtype) for _ in range(M)] if stats else [],
-        running_var=[torch.rand(C, dtype=dtype) + 0.5 for _ in range(M)] if stats else [],
-        batch_stats=batch_stats, momentum=draw(st.sampled_from([0.0, 0.1, 1.0])),
+        running_mean=[torch.randn(c, dtype=dtype) for _ in range(M)] if stats else [],
+        running_var=[torch.rand(c, dtype=dtype) + 0.5 for _ in range(M)] if stats else [],
+        batch_stats=batch_stats, momentum=draw(st.sampled_from([0.0, 0.1, 1.0])), groups=groups,
     )
 
 
@@ -254,7 +258,7 @@ def _edge(backend, a, device, g_seed=0):
     rv = [t.to(device).clone() for t in a["running_var"]]
     with snas_fast.use_backend(backend):
         out = snas_fast.mixed_edge(x, us, w, a["cols"], a["stride"], running_mean=rm, running_var=rv,
-                                   batch_stats=a["batch_stats"], momentum=a["momentum"])
+                                   batch_stats=a["batch_stats"], momentum=a["momentum"], groups=a["groups"])
     g = torch.randn(out.shape, generator=torch.Generator().manual_seed(g_seed), dtype=torch.float64)
     grads = torch.autograd.grad((out.double() * g.to(device)).sum(), [x, w] + us, allow_unused=True)
     return [out.detach()] + [d for d in grads] + rm + rv

@@ -361,9 +361,10 @@ def test_partial_channel_edge_is_pc_darts_edge(k, stride):
     torch.testing.assert_close(got, want)
 
 
-def _pc_state(mixed, k, norm):
+def _pc_state(mixed, k, norm, memory_format=torch.contiguous_format):
     torch.manual_seed(0)
-    model = Supernet(8, 10, 5, in_channels=3, mixed=mixed, partial_channels=k, edge_normalization=norm)
+    model = Supernet(8, 10, 5, in_channels=3, mixed=mixed, partial_channels=k, edge_normalization=norm,
+                     memory_format=memory_format)
     x = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     torch.manual_seed(1)
     logits = model(x, 0.7)
@@ -372,11 +373,21 @@ def _pc_state(mixed, k, norm):
     return logits, dict(zip(names, grads)), {n: b.clone() for n, b in model.named_buffers()}
 
 
-@pytest.mark.parametrize("k", [1, 2, 4])
-@pytest.mark.parametrize("mixed", ["fused", "fused_sum"])
-def test_partial_channel_supernet_matches_the_eager_one(k, mixed):
-    """Logits, every gradient (betas included) and every BatchNorm buffer, against the eager edges."""
-    logits, grads, buffers = _pc_state(mixed, k, norm=True)
+@pytest.mark.parametrize("k,mixed,memory_format", [
+    (1, "fused", torch.contiguous_format), (2, "fused", torch.contiguous_format),
+    (4, "fused", torch.contiguous_format), (4, "fused", torch.channels_last),
+    (1, "fused_sum", torch.contiguous_format), (4, "fused_sum", torch.contiguous_format),
+], ids=str)
+def test_partial_channel_supernet_matches_the_eager_one(k, mixed, memory_format, monkeypatch):
+    """Logits, every gradient (betas included) and every BatchNorm buffer, against the eager NCHW edges (the fused
+    edges with k > 1 run as one mixed_edge(groups=k) call each, bypass and shuffle folded in: the eager
+    partial-channel wrapper is never called)."""
+    from snas_fast import reference
+
+    if mixed == "fused" and k > 1:
+        monkeypatch.setattr(reference, "partial_channel_edge", lambda *a: pytest.fail("the edge was not folded"))
+    logits, grads, buffers = _pc_state(mixed, k, norm=True, memory_format=memory_format)
+    monkeypatch.undo()
     want_logits, want_grads, want_buffers = _pc_state("eager", k, norm=True)
     torch.testing.assert_close(logits, want_logits, rtol=1e-4, atol=1e-5)
     assert set(grads) == set(want_grads) and "beta_normal" in grads

@@ -27,6 +27,13 @@ BACKEND_DEVICES = backend_devices()
 BACKEND_IDS = [f"{b}-{d}" for b, d in BACKEND_DEVICES]
 
 
+def copies(fn) -> int:
+    """How many tensor copies (aten::copy_ / aten::clone, however deep) ``fn()`` makes, by the profiler."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return sum(1 for e in prof.events() if e.name in ("aten::copy_", "aten::clone"))
+
+
 def interpreted(backend: str, device: str) -> bool:
     """Triton under its CPU interpreter: slow, so its tests use small shapes."""
     return backend == "triton" and device == "cpu"

@@ -2,7 +2,9 @@
 //
 // Everything works per (b, c) plane of the output: the pools, the identity and the normalisation of a plane need
 // only that plane of x and of each u_m, so at::parallel_for hands out whole planes and no two tasks write the
-// same element. The cross-plane reductions (batch statistics per channel, S1/S2 of the BatchNorm backward, the
+// same element. A plane of a channels_last tensor is strided (element stride C): a task's planes of one example
+// are transposed into a buffer together (and written back from one: PlaneReader, PlaneWriter), so the loops below
+// always see contiguous planes; NCHW planes are used in place. The cross-plane reductions (batch statistics per channel, S1/S2 of the BatchNorm backward, the
 // dot products of grad_w) are made of one partial per plane, combined afterwards in a fixed order: the results
 // are bit-identical whatever the number of threads.
 #include <ATen/Dispatch.h>
@@ -45,6 +47,82 @@ Geometry geometry(const at::Tensor& x, const at::Tensor& w, int64_t stride) {
   g.R = w.size(0);
   return g;
 }
+
+// The planes a task reads of one tensor, as contiguous runs of n elements. NCHW planes are used in place. An NHWC
+// tensor's planes are strided (element stride C), so the task's planes of one example are transposed into a buffer
+// together (reading runs of adjacent channels), on the first get() of that run; get(b, c, c_end): plane (b, c),
+// c_end = the end of the task's run of channels of example b.
+constexpr int64_t kTile = 64;  // pixels per tile of the NHWC transposes (64: 1.5x the NCHW edge time, a whole plane 2x)
+
+template <typename T>
+class PlaneReader {
+ public:
+  PlaneReader(const T* base, const PlaneLayout& l, int64_t n) : base_(base), l_(l), n_(n) {}
+  const T* get(int64_t b, int64_t c, int64_t c_end) {
+    if (l_.es == 1) return base_ + l_.at(b, c);
+    if (b != b_ || c < c0_ || c >= c1_) {
+      b_ = b;
+      c0_ = c;
+      c1_ = c_end;
+      buf_.resize(static_cast<size_t>((c1_ - c0_) * n_));
+      const T* src = base_ + l_.at(b, c0_);
+      for (int64_t i0 = 0; i0 < n_; i0 += kTile) {  // a tile of pixels stays in L1 across the channels
+        const int64_t i1 = std::min(n_, i0 + kTile);
+        for (int64_t k = 0; k < c1_ - c0_; ++k) {
+          T* dst = buf_.data() + k * n_;
+          for (int64_t i = i0; i < i1; ++i) dst[i] = src[i * l_.es + k * l_.sC];
+        }
+      }
+    }
+    return buf_.data() + (c - c0_) * n_;
+  }
+
+ private:
+  const T* base_;
+  PlaneLayout l_;
+  int64_t n_, b_ = -1, c0_ = 0, c1_ = 0;
+  std::vector<T> buf_;
+};
+
+// The writing twin: an NHWC run of planes is written into a buffer and transposed into place when the task moves
+// to another run, or ends (every plane of a run is written before that: tasks take their planes in order).
+template <typename T>
+class PlaneWriter {
+ public:
+  PlaneWriter(T* base, const PlaneLayout& l, int64_t n) : base_(base), l_(l), n_(n) {}
+  PlaneWriter(const PlaneWriter&) = delete;
+  PlaneWriter(PlaneWriter&& o) noexcept = default;
+  ~PlaneWriter() { flush(); }
+  T* get(int64_t b, int64_t c, int64_t c_end) {
+    if (l_.es == 1) return base_ + l_.at(b, c);
+    if (b != b_ || c < c0_ || c >= c1_) {
+      flush();
+      b_ = b;
+      c0_ = c;
+      c1_ = c_end;
+      buf_.resize(static_cast<size_t>((c1_ - c0_) * n_));
+    }
+    return buf_.data() + (c - c0_) * n_;
+  }
+  void flush() {
+    if (b_ < 0) return;
+    T* dst = base_ + l_.at(b_, c0_);
+    for (int64_t i0 = 0; i0 < n_; i0 += kTile) {
+      const int64_t i1 = std::min(n_, i0 + kTile);
+      for (int64_t k = 0; k < c1_ - c0_; ++k) {
+        const T* src = buf_.data() + k * n_;
+        for (int64_t i = i0; i < i1; ++i) dst[i * l_.es + k * l_.sC] = src[i];
+      }
+    }
+    b_ = -1;
+  }
+
+ private:
+  T* base_;
+  PlaneLayout l_;
+  int64_t n_, b_ = -1, c0_ = 0, c1_ = 0;
+  std::vector<T> buf_;
+};
 
 // Output i of a 3x3 window with padding 1 and stride s covers inputs [i*s - 1, i*s + 2) clipped to [0, n).
 inline int64_t lo(int64_t i, int64_t s) { return std::max<int64_t>(i * s - 1, 0); }
@@ -274,6 +352,7 @@ void fwd_impl(const at::Tensor& x, at::TensorList us, const at::Tensor& w_t, con
   const int64_t P = g.B * g.C, npl = g.plane_out();
   std::vector<const scalar_t*> u(M);
   for (int64_t m = 0; m < M; ++m) u[m] = us[m].const_data_ptr<scalar_t>();
+  const PlaneLayout lx = plane_layout(x), lu = M ? plane_layout(us[0]) : lx, lout = plane_layout(out);
   acc_t* mean = mean_t.data_ptr<acc_t>();
   acc_t* rstd = rstd_t.data_ptr<acc_t>();
 
@@ -281,9 +360,12 @@ void fwd_impl(const at::Tensor& x, at::TensorList us, const at::Tensor& w_t, con
     // Pass 1: plane mean and M2 (sum of squared deviations from the plane mean) of every u_m.
     std::vector<acc_t> part(static_cast<size_t>(M * P * 2));
     at::parallel_for(0, P, g.grain(), [&](int64_t p0, int64_t p1) {
+      std::vector<PlaneReader<scalar_t>> ur;
+      for (int64_t m = 0; m < M; ++m) ur.emplace_back(u[m], lu, npl);
       for (int64_t p = p0; p < p1; ++p) {
+        const int64_t b = p / g.C, c = p % g.C, c_end = std::min(g.C, p1 - b * g.C);
         for (int64_t m = 0; m < M; ++m) {
-          const scalar_t* up = u[m] + p * npl;
+          const scalar_t* up = ur[m].get(b, c, c_end);
           const acc_t mu = reduce_plane<Red::Sum>(up, up, acc_t(0), npl) / static_cast<acc_t>(npl);
           part[(m * P + p) * 2] = mu;
           part[(m * P + p) * 2 + 1] = reduce_plane<Red::M2>(up, up, mu, npl);
@@ -325,9 +407,13 @@ void fwd_impl(const at::Tensor& x, at::TensorList us, const at::Tensor& w_t, con
   at::parallel_for(0, P, g.grain(), [&](int64_t p0, int64_t p1) {
     std::vector<acc_t> acc(static_cast<size_t>(npl));
     PoolScratch<acc_t> scratch(g);
+    PlaneReader<scalar_t> xr(xd, lx, g.plane_in());
+    PlaneWriter<scalar_t> ow(od, lout, npl);
+    std::vector<PlaneReader<scalar_t>> ur;
+    for (int64_t m = 0; m < M; ++m) ur.emplace_back(u[m], lu, npl);
     for (int64_t p = p0; p < p1; ++p) {
-      const int64_t b = p / g.C, c = p % g.C;
-      const scalar_t* xp = xd + p * g.plane_in();
+      const int64_t b = p / g.C, c = p % g.C, c_end = std::min(g.C, p1 - b * g.C);
+      const scalar_t* xp = xr.get(b, c, c_end);
       const acc_t w_max = weight(w, g, b, cols.max_col), w_avg = weight(w, g, b, cols.avg_col);
       const acc_t w_id = weight(w, g, b, cols.id_col);
       // x-terms
@@ -347,10 +433,10 @@ void fwd_impl(const at::Tensor& x, at::TensorList us, const at::Tensor& w_t, con
         const acc_t wm = weight(w, g, b, cols.bn_cols[m]);
         const acc_t a = wm * rstd[m * g.C + c];
         const acc_t shift = -a * mean[m * g.C + c];
-        const scalar_t* up = u[m] + p * npl;
+        const scalar_t* up = ur[m].get(b, c, c_end);
         for (int64_t i = 0; i < npl; ++i) acc[i] += a * static_cast<acc_t>(up[i]) + shift;
       }
-      scalar_t* op = od + p * npl;
+      scalar_t* op = ow.get(b, c, c_end);
       for (int64_t i = 0; i < npl; ++i) op[i] = static_cast<scalar_t>(acc[i]);
     }
   });
@@ -373,6 +459,8 @@ void bwd_impl(const at::Tensor& x, at::TensorList us, const at::Tensor& w_t, con
     u[m] = us[m].const_data_ptr<scalar_t>();
     du[m] = dus[m].data_ptr<scalar_t>();
   }
+  // dx has x's strides and each du its u's (csrc/mixed_edge.cpp allocates them with empty_like)
+  const PlaneLayout lx = plane_layout(x), lu = M ? plane_layout(us[0]) : lx, lg = plane_layout(grad_out);
   const acc_t* mean = mean_t.const_data_ptr<acc_t>();
   const acc_t* rstd = rstd_t.const_data_ptr<acc_t>();
   const acc_t* w = w_t.const_data_ptr<acc_t>();
@@ -389,14 +477,18 @@ void bwd_impl(const at::Tensor& x, at::TensorList us, const at::Tensor& w_t, con
     PoolScratch<acc_t> scratch(g);
     const int64_t Wp = scratch.Wp;
     std::vector<acc_t> dxa(static_cast<size_t>((g.H + 2) * Wp));  // padded: the pools' scatters need no checks
+    PlaneReader<scalar_t> gr(gd, lg, npl), xr(xd, lx, nin);
+    PlaneWriter<scalar_t> dxw(dxd, lx, nin);
+    std::vector<PlaneReader<scalar_t>> ur;
+    for (int64_t m = 0; m < M; ++m) ur.emplace_back(u[m], lu, npl);
     for (int64_t p = p0; p < p1; ++p) {
-      const int64_t b = p / g.C, c = p % g.C;
-      const scalar_t* gp = gd + p * npl;
-      const scalar_t* xp = xd + p * nin;
+      const int64_t b = p / g.C, c = p % g.C, c_end = std::min(g.C, p1 - b * g.C);
+      const scalar_t* gp = gr.get(b, c, c_end);
+      const scalar_t* xp = xr.get(b, c, c_end);
       acc_t* pp = &part[p * S];
       pp[0] = reduce_plane<Red::Sum>(gp, gp, acc_t(0), npl);
       for (int64_t m = 0; m < M; ++m) {
-        const scalar_t* up = u[m] + p * npl;
+        const scalar_t* up = ur[m].get(b, c, c_end);
         pp[1 + m] = reduce_plane<Red::CDot>(up, gp, mean[m * g.C + c], npl) * rstd[m * g.C + c];
       }
       const acc_t w_max = weight(w, g, b, cols.max_col), w_avg = weight(w, g, b, cols.avg_col);
@@ -436,7 +528,7 @@ void bwd_impl(const at::Tensor& x, at::TensorList us, const at::Tensor& w_t, con
           avg_pool_backward(g, scratch, dxa.data());
         }
       }
-      scalar_t* dxp = dxd + p * nin;
+      scalar_t* dxp = dxw.get(b, c, c_end);
       for (int64_t r = 0; r < g.H; ++r) {
         const acc_t* d = &dxa[(r + 1) * Wp + 1];
         for (int64_t cc = 0; cc < g.W; ++cc) dxp[r * g.W + cc] = static_cast<scalar_t>(d[cc]);
@@ -479,14 +571,21 @@ void bwd_impl(const at::Tensor& x, at::TensorList us, const at::Tensor& w_t, con
   if (M == 0) return;
   const acc_t inv_n = acc_t(1) / static_cast<acc_t>(g.B * npl);
   at::parallel_for(0, P, g.grain(), [&](int64_t p0, int64_t p1) {
+    PlaneReader<scalar_t> gr(gd, lg, npl);
+    std::vector<PlaneReader<scalar_t>> ur;
+    std::vector<PlaneWriter<scalar_t>> dw;
+    for (int64_t m = 0; m < M; ++m) {
+      ur.emplace_back(u[m], lu, npl);
+      dw.emplace_back(du[m], lu, npl);
+    }
     for (int64_t p = p0; p < p1; ++p) {
-      const int64_t b = p / g.C, c = p % g.C;
-      const scalar_t* gp = gd + p * npl;
+      const int64_t b = p / g.C, c = p % g.C, c_end = std::min(g.C, p1 - b * g.C);
+      const scalar_t* gp = gr.get(b, c, c_end);
       for (int64_t m = 0; m < M; ++m) {
         const acc_t wb = weight(w, g, b, cols.bn_cols[m]);
         const acc_t r = rstd[m * g.C + c], mu = mean[m * g.C + c];
-        const scalar_t* up = u[m] + p * npl;
-        scalar_t* dp = du[m] + p * npl;
+        const scalar_t* up = ur[m].get(b, c, c_end);
+        scalar_t* dp = dw[m].get(b, c, c_end);
         if (batch_stats) {
           // rstd * (wb G - S1 / n - xhat * S2 / n), xhat = (u - mu) * rstd:  a G + k u + k0
           const acc_t a = r * wb, k = -r * r * s2[m * g.C + c] * inv_n;

@@ -28,8 +28,12 @@
 //              global memory, L1-cached); the backward's elementwise kernel also keeps G (acc_t) and each
 //              window's max-pool winner (1 byte) of the plane, or recomputes them from global memory when the
 //              plane is too large.
-// The caller (csrc/mixed_edge.cpp) has checked shapes, dtypes, devices and columns, made every input contiguous
-// and allocated every output; these functions only allocate their workspace (at::empty, no launch) and launch.
+// Layouts: each tensor's planes are addressed through its PlaneLayout (csrc/mixed_edge.h), so NCHW and
+// channels_last tensors are read and written in place. A channels_last plane is strided by C: its loads are not
+// coalesced (a block reads one element of each C-strided row). Not measured on a GPU yet.
+// The caller (csrc/mixed_edge.cpp) has checked shapes, dtypes, devices and columns, put every input in NCHW or
+// channels_last and allocated every output; these functions only allocate their workspace (at::empty, no launch)
+// and launch.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -61,6 +65,7 @@ template <typename scalar_t, typename acc_t>
 struct EdgeArgs {
   const scalar_t* x;         // [B, C, H, W]
   const scalar_t* u[kMaxM];  // M pointers, each [B, C, Ho, Wo]
+  PlaneLayout lx, lu, lo;    // where the planes of x (and dx), of the us (and dus), of out (or grad_out) lie
   const acc_t* w;            // [R, K], R = B (per_row) or 1
   int64_t planes;            // B * C
   int B, C, H, W, Ho, Wo;
@@ -128,9 +133,10 @@ __device__ __forceinline__ bool is_nan(acc_t v) {
 template <typename scalar_t, typename acc_t>
 struct PlaneIn {
   const acc_t* s;     // shared [H * W] or nullptr
-  const scalar_t* g;  // global [H * W]
+  const scalar_t* g;  // global: element i at g[i * es]
+  int64_t es;
   __device__ __forceinline__ acc_t operator[](int i) const {
-    return s != nullptr ? s[i] : static_cast<acc_t>(g[i]);
+    return s != nullptr ? s[i] : static_cast<acc_t>(g[i * es]);
   }
 };
 
@@ -227,14 +233,14 @@ edge_stats_kernel(EdgeArgs<scalar_t, acc_t> a,
   const acc_t Pa = static_cast<acc_t>(P);
 
   for (int64_t plane = blockIdx.x; plane < a.planes; plane += gridDim.x) {
-    const int64_t ob = plane * P;
+    const int64_t ob = a.lu.at(plane / a.C, plane % a.C), es = a.lu.es;
     acc_t v[MAXM];
 #pragma unroll
     for (int m = 0; m < MAXM; ++m) v[m] = acc_t(0);
     for (int i = t; i < P; i += nt) {
 #pragma unroll
       for (int m = 0; m < MAXM; ++m) {
-        if (m < a.M) v[m] += static_cast<acc_t>(a.u[m][ob + i]);
+        if (m < a.M) v[m] += static_cast<acc_t>(a.u[m][ob + i * es]);
       }
     }
     block_sum(v, a.M, s_red, s_sum);
@@ -249,7 +255,7 @@ edge_stats_kernel(EdgeArgs<scalar_t, acc_t> a,
 #pragma unroll
       for (int m = 0; m < MAXM; ++m) {
         if (m < a.M) {
-          const acc_t d = static_cast<acc_t>(a.u[m][ob + i]) - mu[m];
+          const acc_t d = static_cast<acc_t>(a.u[m][ob + i * es]) - mu[m];
           v[m] += d * d;
         }
       }
@@ -344,13 +350,13 @@ edge_fwd_kernel(EdgeArgs<scalar_t, acc_t> a,
     }
 
     // ---- stage the x plane ----
-    const scalar_t* xg = a.x + plane * HW;
+    const scalar_t* xg = a.x + a.lx.at(b, c);
     if (staged) {
-      for (int i = t; i < HW; i += nt) s_x[i] = static_cast<acc_t>(xg[i]);
+      for (int i = t; i < HW; i += nt) s_x[i] = static_cast<acc_t>(xg[i * a.lx.es]);
     }
     __syncthreads();
 
-    const PlaneIn<scalar_t, acc_t> X{staged ? s_x : nullptr, xg};
+    const PlaneIn<scalar_t, acc_t> X{staged ? s_x : nullptr, xg, a.lx.es};
     const acc_t w_max = weight_of(a.w, a.K, row, a.max_col);
     const acc_t w_avg = weight_of(a.w, a.K, row, a.avg_col);
     const acc_t w_id = weight_of(a.w, a.K, row, a.id_col);
@@ -364,7 +370,7 @@ edge_fwd_kernel(EdgeArgs<scalar_t, acc_t> a,
     }
 
     // ---- out ----
-    const int64_t ob = plane * P;
+    const int64_t ub = a.lu.at(b, c), ob = a.lo.at(b, c);
     for (int i = t; i < P; i += nt) {
       acc_t acc = acc_t(0);
       if (pools) {
@@ -376,9 +382,9 @@ edge_fwd_kernel(EdgeArgs<scalar_t, acc_t> a,
       if (a.id_col >= 0) acc += w_id * X[i];  // stride 1: output i is input i
 #pragma unroll
       for (int m = 0; m < MAXM; ++m) {
-        if (m < a.M) acc += w_bn[m] * ((static_cast<acc_t>(a.u[m][ob + i]) - mu[m]) * rs[m]);
+        if (m < a.M) acc += w_bn[m] * ((static_cast<acc_t>(a.u[m][ub + i * a.lu.es]) - mu[m]) * rs[m]);
       }
-      out[ob + i] = static_cast<scalar_t>(acc);
+      out[ob + i * a.lo.es] = static_cast<scalar_t>(acc);
     }
     __syncthreads();  // shared state is rewritten for the next plane
   }
@@ -420,13 +426,13 @@ edge_bwd_reduce_kernel(EdgeArgs<scalar_t, acc_t> a,
   const bool staged = pools && x_in_smem;
 
   for (int64_t plane = blockIdx.x; plane < a.planes; plane += gridDim.x) {
-    const int c = static_cast<int>(plane % a.C);
-    const scalar_t* xg = a.x + plane * HW;
+    const int b = static_cast<int>(plane / a.C), c = static_cast<int>(plane % a.C);
+    const scalar_t* xg = a.x + a.lx.at(b, c);
     if (staged) {
-      for (int i = t; i < HW; i += nt) s_x[i] = static_cast<acc_t>(xg[i]);
+      for (int i = t; i < HW; i += nt) s_x[i] = static_cast<acc_t>(xg[i * a.lx.es]);
     }
     __syncthreads();
-    const PlaneIn<scalar_t, acc_t> X{staged ? s_x : nullptr, xg};
+    const PlaneIn<scalar_t, acc_t> X{staged ? s_x : nullptr, xg, a.lx.es};
     acc_t mu[MAXM], rs[MAXM];
 #pragma unroll
     for (int m = 0; m < MAXM; ++m) {
@@ -437,13 +443,13 @@ edge_bwd_reduce_kernel(EdgeArgs<scalar_t, acc_t> a,
     acc_t v[NV];
 #pragma unroll
     for (int j = 0; j < NV; ++j) v[j] = acc_t(0);
-    const int64_t ob = plane * P;
+    const int64_t ub = a.lu.at(b, c), gb = a.lo.at(b, c);
     for (int i = t; i < P; i += nt) {
-      const acc_t g = static_cast<acc_t>(gout[ob + i]);
+      const acc_t g = static_cast<acc_t>(gout[gb + i * a.lo.es]);
       v[0] += g;
 #pragma unroll
       for (int m = 0; m < MAXM; ++m) {
-        if (m < a.M) v[1 + m] += g * ((static_cast<acc_t>(a.u[m][ob + i]) - mu[m]) * rs[m]);
+        if (m < a.M) v[1 + m] += g * ((static_cast<acc_t>(a.u[m][ub + i * a.lu.es]) - mu[m]) * rs[m]);
       }
       if (pools) {
         const int ho = i / a.Wo, wo = i - ho * a.Wo;
@@ -492,9 +498,9 @@ edge_bwd_kernel(EdgeArgs<scalar_t, acc_t> a,
   for (int64_t plane = blockIdx.x; plane < a.planes; plane += gridDim.x) {
     const int b = static_cast<int>(plane / a.C), c = static_cast<int>(plane % a.C);
     const int row = a.per_row ? b : 0;
-    const int64_t ob = plane * P, xb = plane * HW;
+    const int64_t ub = a.lu.at(b, c), xb = a.lx.at(b, c), ues = a.lu.es, xes = a.lx.es, ges = a.lo.es;
     const scalar_t* xg = a.x + xb;
-    const scalar_t* gp = gout + ob;
+    const scalar_t* gp = gout + a.lo.at(b, c);
 
     // ---- S1 / n, S2 / n of channel c (batch_stats) ----
     if (batch_stats) {
@@ -518,7 +524,7 @@ edge_bwd_kernel(EdgeArgs<scalar_t, acc_t> a,
     }
     // ---- stage the x plane (max pool only: the argmax needs x) ----
     if (staged && has_max) {
-      for (int i = t; i < HW; i += nt) s_x[i] = static_cast<acc_t>(xg[i]);
+      for (int i = t; i < HW; i += nt) s_x[i] = static_cast<acc_t>(xg[i * xes]);
     }
     __syncthreads();
 
@@ -537,21 +543,21 @@ edge_bwd_kernel(EdgeArgs<scalar_t, acc_t> a,
     }
 
     // ---- dus, and G / winner taps of the plane into shared memory ----
-    const PlaneIn<scalar_t, acc_t> X{staged && has_max ? s_x : nullptr, xg};
+    const PlaneIn<scalar_t, acc_t> X{staged && has_max ? s_x : nullptr, xg, xes};
     for (int i = t; i < P; i += nt) {
-      const acc_t g = static_cast<acc_t>(gp[i]);
+      const acc_t g = static_cast<acc_t>(gp[i * ges]);
 #pragma unroll
       for (int m = 0; m < MAXM; ++m) {
         if (m < a.M) {
           const acc_t wg = w_bn[m] * g;
           acc_t d;
           if (batch_stats) {
-            const acc_t xhat = (static_cast<acc_t>(a.u[m][ob + i]) - mu[m]) * rs[m];
+            const acc_t xhat = (static_cast<acc_t>(a.u[m][ub + i * ues]) - mu[m]) * rs[m];
             d = rs[m] * (wg - c1[m] - xhat * c2[m]);
           } else {
             d = rs[m] * wg;
           }
-          dus.p[m][ob + i] = static_cast<scalar_t>(d);
+          dus.p[m][ub + i * ues] = static_cast<scalar_t>(d);  // dus have the us' strides
         }
       }
       if (staged) {
@@ -580,7 +586,7 @@ edge_bwd_kernel(EdgeArgs<scalar_t, acc_t> a,
           for (int wo = wo_lo; wo <= wo_hi; ++wo) {
             const int o = ho * a.Wo + wo;
             const Window win = window_of(ho, wo, s, a.H, a.W);
-            const acc_t g = staged ? s_g[o] : static_cast<acc_t>(gp[o]);
+            const acc_t g = staged ? s_g[o] : static_cast<acc_t>(gp[o * ges]);
             if (has_max) {
               const int tap = staged ? static_cast<int>(s_tap[o]) : window_max(X, win, a.W).tap;
               if (tap == (h - win.hs) * 3 + (wi - win.ws)) smax += g;
@@ -591,8 +597,8 @@ edge_bwd_kernel(EdgeArgs<scalar_t, acc_t> a,
         if (has_max) d += w_max * smax;
         if (has_avg) d += w_avg * savg;
       }
-      if (has_id) d += w_id * (staged ? s_g[q] : static_cast<acc_t>(gp[q]));  // stride 1: input q is output q
-      dx[xb + q] = static_cast<scalar_t>(d);
+      if (has_id) d += w_id * (staged ? s_g[q] : static_cast<acc_t>(gp[q * ges]));  // stride 1: input q is output q
+      dx[xb + q * xes] = static_cast<scalar_t>(d);  // dx has x's strides
     }
 
     // ---- grad_w: row r is summed by the block of plane (r, 0) (plane 0 sums everything when R == 1) ----
@@ -661,7 +667,7 @@ EdgeArgs<scalar_t, acc_t> make_args(const at::Tensor& x, at::TensorList us, cons
               cols.bn_cols.size());
   TORCH_CHECK(stride == 1 || stride == 2, fn, ": expected stride 1 or 2, got ", stride);
   TORCH_CHECK(stride == 1 || cols.id_col < 0, fn, ": the identity term needs stride 1");
-  TORCH_CHECK(x.dim() == 4 && x.is_contiguous(), fn, ": expected a contiguous x [B, C, H, W], got ", x.sizes());
+  TORCH_CHECK(x.dim() == 4, fn, ": expected x [B, C, H, W], got ", x.sizes());
   TORCH_CHECK(w.dim() == 2 && w.is_contiguous(), fn, ": expected a contiguous weight table [R, K], got ", w.sizes());
   const int64_t B = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   TORCH_CHECK(B <= INT_MAX && C <= INT_MAX && H * W <= INT_MAX, fn,
@@ -671,8 +677,10 @@ EdgeArgs<scalar_t, acc_t> make_args(const at::Tensor& x, at::TensorList us, cons
   TORCH_CHECK(w.size(1) <= INT_MAX, fn, ": too many weight columns: ", w.size(1));
   EdgeArgs<scalar_t, acc_t> a{};
   a.x = x.data_ptr<scalar_t>();
+  a.lx = plane_layout(x);
+  a.lu = M > 0 ? plane_layout(us[0]) : a.lx;
   for (int64_t m = 0; m < M; ++m) {
-    TORCH_CHECK(us[m].is_contiguous(), fn, ": us[", m, "] must be contiguous");
+    TORCH_CHECK(us[m].strides() == us[0].strides(), fn, ": us[", m, "] must have the strides of us[0]");
     a.u[m] = us[m].data_ptr<scalar_t>();
     a.bn_col[m] = static_cast<int>(cols.bn_cols[m]);
   }
@@ -712,7 +720,8 @@ void mixed_edge_fwd_cuda(const at::Tensor& x, at::TensorList us, const at::Tenso
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mixed_edge_fwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto a = make_args<scalar_t, acc_t>(x, us, w, cols, stride, "mixed_edge_fwd_cuda");
+    auto a = make_args<scalar_t, acc_t>(x, us, w, cols, stride, "mixed_edge_fwd_cuda");
+    a.lo = plane_layout(out);
     PtrArray<acc_t> rm{}, rv{};
     if (update) {
       for (int64_t m = 0; m < M; ++m) {
@@ -757,16 +766,17 @@ void mixed_edge_bwd_cuda(const at::Tensor& x, at::TensorList us, const at::Tenso
   const int64_t M = static_cast<int64_t>(us.size());
   TORCH_CHECK(static_cast<int64_t>(dus.size()) == M, "mixed_edge_bwd_cuda: expected ", M, " dus tensors, got ",
               dus.size());
-  TORCH_CHECK(grad_out.is_contiguous() && dx.is_contiguous() && grad_w.is_contiguous(),
-              "mixed_edge_bwd_cuda: grad_out, dx and grad_w must be contiguous");
+  TORCH_CHECK(dx.strides() == x.strides() && grad_w.is_contiguous(),
+              "mixed_edge_bwd_cuda: dx must have the strides of x, grad_w must be contiguous");
   if (grad_out.numel() == 0) return;  // the caller handles empty gradients; nothing to launch
 
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "mixed_edge_bwd_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    const auto a = make_args<scalar_t, acc_t>(x, us, w, cols, stride, "mixed_edge_bwd_cuda");
+    auto a = make_args<scalar_t, acc_t>(x, us, w, cols, stride, "mixed_edge_bwd_cuda");
+    a.lo = plane_layout(grad_out);
     PtrArray<scalar_t> dp{};
     for (int64_t m = 0; m < M; ++m) {
-      TORCH_CHECK(dus[m].is_contiguous(), "mixed_edge_bwd_cuda: dus[", m, "] must be contiguous");
+      TORCH_CHECK(dus[m].strides() == us[m].strides(), "mixed_edge_bwd_cuda: dus[", m, "] must have the strides of us[", m, "]");
       dp.p[m] = dus[m].data_ptr<scalar_t>();
     }
     const acc_t* mp = M > 0 ? mean.data_ptr<acc_t>() : nullptr;

@@ -135,7 +135,7 @@ def gumbel_mixed_op(
     return out, (reference.straight_through(z) if hard else z)
 
 
-def _check_edge(x, us, weights, cols, stride, running_mean, running_var, batch_stats, momentum, eps
+def _check_edge(x, us, weights, cols, stride, running_mean, running_var, batch_stats, momentum, eps, groups
                 ) -> Tuple[List[Tensor], List[int]]:
     """The Python-side checks of :func:`mixed_edge` (the C++ op checks again, with the same words)."""
     if not isinstance(x, Tensor):
@@ -151,14 +151,20 @@ def _check_edge(x, us, weights, cols, stride, running_mean, running_var, batch_s
     us = list(us)
     if len(us) > MAX_EDGE_BN:
         raise ValueError(f"us: at most {MAX_EDGE_BN} BatchNorm-ended candidates per edge, got {len(us)}")
+    if isinstance(groups, bool) or not isinstance(groups, int):
+        raise TypeError(f"groups: expected an int, got {type(groups).__name__}")
+    if groups < 1 or x.shape[1] % groups:
+        raise ValueError(f"groups: expected a divisor of x's channel count {x.shape[1]} (the candidates see "
+                         f"C / groups channels), got {groups}")
     B, C, H, W = x.shape
+    C //= groups  # the channels the candidates see
     shape = (B, C, (H - 1) // stride + 1, (W - 1) // stride + 1)
     for m, u in enumerate(us):
         if not isinstance(u, Tensor):
             raise TypeError(f"us[{m}]: expected a tensor, got {type(u).__name__}")
         if tuple(u.shape) != shape:
             raise ValueError(f"us[{m}]: expected shape {shape} (the edge output for x of shape {tuple(x.shape)} at "
-                             f"stride {stride}), got {tuple(u.shape)}")
+                             f"stride {stride} with groups {groups}), got {tuple(u.shape)}")
         if u.dtype != x.dtype:
             raise TypeError(f"us[{m}]: expected dtype {x.dtype} like x, got {u.dtype}")
         if u.device != x.device:
@@ -225,6 +231,7 @@ def mixed_edge(
     batch_stats: bool = True,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    groups: int = 1,
 ) -> Tensor:
     """One search-space edge with its candidates' tails fused: the pools, the identity and the trailing
     affine-free BatchNorms, weighted and summed, in one kernel forward (after a statistics pass) and two backward.
@@ -244,15 +251,24 @@ def mixed_edge(
         weights: ``[K]`` or ``[B, K]`` (one row per example).
         cols: ``3 + M`` ints, see above.
         stride: 1 or 2 (2: the identity is not allowed; skip_connect is then a BatchNorm-ended candidate).
+        groups: partial channels (PC-DARTS) when > 1: the edge above runs on the first ``C / groups`` channels of
+            ``x`` (``us[m]`` are then ``[B, C / groups, Ho, Wo]``, the statistics per those channels), the other
+            channels bypass (max-pooled 2x2 at stride 2), and the output is
+            ``channel_shuffle(cat(edge, bypass), groups)`` (:func:`snas_fast.reference.partial_channel_edge`),
+            each channel written once where the shuffle puts it: no concatenated or shuffled copy.
     Returns:
-        ``[B, C, Ho, Wo]``, differentiable in ``x``, every ``us[m]`` and ``weights``.
+        ``[B, C, Ho, Wo]`` in ``x``'s layout (NCHW or channels_last), differentiable in ``x``, every ``us[m]`` and
+        ``weights``.
     """
     running_mean, running_var = list(running_mean), list(running_var)
-    us, cols = _check_edge(x, us, weights, cols, stride, running_mean, running_var, batch_stats, momentum, eps)
+    us, cols = _check_edge(x, us, weights, cols, stride, running_mean, running_var, batch_stats, momentum, eps, groups)
     backend = _backend.resolve(x.device)
     if backend == "reference":
-        return reference.mixed_edge(x, us, weights, cols, stride, running_mean=running_mean, running_var=running_var,
-                                    batch_stats=batch_stats, momentum=momentum, eps=eps)
+        def edge(x):
+            return reference.mixed_edge(x, us, weights, cols, stride, running_mean=running_mean,
+                                        running_var=running_var, batch_stats=batch_stats, momentum=momentum, eps=eps)
+
+        return edge(x) if groups == 1 else reference.partial_channel_edge(x, edge, groups, stride)
     out, _, _ = _ops.mixed_edge_fwd(backend)(x, us, weights, cols, stride, bool(batch_stats), running_mean,
-                                             running_var, float(momentum), float(eps))
+                                             running_var, float(momentum), float(eps), groups)
     return out

@@ -61,6 +61,21 @@ def _flat(t: Tensor) -> Tensor:
     return t.as_strided((t.numel(),), (1,))
 
 
+def edge_format(t: Tensor) -> torch.memory_format:
+    """The layout the edge kernels read a ``[B, C, *, *]`` tensor in: channels_last when it is contiguous in it (and
+    not in NCHW), else NCHW (a copy when it is in neither); outputs take the layout of the input they mirror. The
+    C++ twin: csrc/mixed_edge.cpp, edge_format."""
+    if not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
+def _edge_inputs(x: Tensor, us: List[Tensor]) -> Tuple[Tensor, List[Tensor]]:
+    """``x`` in its edge_format, the us all in the edge_format of ``us[0]``: in place when they already are."""
+    x = x.contiguous(memory_format=edge_format(x))
+    return x, ([u.contiguous(memory_format=edge_format(us[0])) for u in us] if us else [])
+
+
 def _triton_fwd(ys, live, logits, noise, rng, softmax: bool, tau: float, hard: bool) -> Tuple[Tensor, Tensor]:
     from ..kernels import mixed_op as kernels
 
@@ -147,18 +162,31 @@ def _split_cols(cols: List[int]) -> Tuple[int, int, int, List[int]]:
     return int(cols[0]), int(cols[1]), int(cols[2]), [int(c) for c in cols[3:]]
 
 
-def _triton_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps):
+def _shuffled_bypass(t: Tensor, k: int) -> Tensor:
+    """Partial channels: the bypass places of an output-shaped ``t`` (channels ``j * k + g``, ``g >= 1``) as a
+    ``[B, k - 1, C / k, Ho, Wo]`` view indexed like the bypass channels. The C++ twin: csrc/mixed_edge.cpp,
+    shuffled_bypass (which says why)."""
+    return t.unflatten(1, (t.shape[1] // k, k))[:, :, 1:].transpose(1, 2)
+
+
+def _pool_bypass(xb: Tensor) -> Tensor:
+    return torch.nn.functional.max_pool2d(xb, 2, 2, ceil_mode=True)
+
+
+def _triton_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps, groups):
     """The Triton twin of csrc/mixed_edge.cpp's mixed_edge_fwd (arguments checked by the public layer)."""
     from ..kernels import mixed_edge as kernels
 
-    x = x.contiguous()
-    us = [u.contiguous() for u in us]
+    x_all, us = _edge_inputs(x, us)
+    c = x_all.shape[1] // groups
+    x = x_all if groups == 1 else x_all[:, :c]
     acc = _acc_dtype([x])
     table = _table(weights, acc)
     B, C, H, W = x.shape
     Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
     M = len(us)
-    out = torch.empty((B, C, Ho, Wo), dtype=x.dtype, device=x.device)
+    out_all = torch.empty((B, C * groups, Ho, Wo), dtype=x.dtype, device=x.device, memory_format=edge_format(x_all))
+    out = out_all if groups == 1 else out_all[:, ::groups]
     if batch_stats:
         mean = torch.empty((M, C), dtype=acc, device=x.device)
         rstd = torch.empty((M, C), dtype=acc, device=x.device)
@@ -172,7 +200,7 @@ def _triton_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, ru
         if batch_stats:
             mean.zero_()
             rstd.fill_(1.0 / eps**0.5)
-        return out, mean, rstd
+        return out_all, mean, rstd
     update = batch_stats and len(running_mean) > 0
     rm = [t if (t.dtype == acc and t.is_contiguous()) else t.to(acc).contiguous() for t in running_mean] if update else []
     rv = [t if (t.dtype == acc and t.is_contiguous()) else t.to(acc).contiguous() for t in running_var] if update else []
@@ -180,27 +208,41 @@ def _triton_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, ru
     for src, dst in zip(rm + rv, list(running_mean if update else []) + list(running_var if update else [])):
         if src is not dst:
             dst.copy_(src)
-    return out, mean, rstd
+    if groups > 1:
+        xb = x_all[:, c:]
+        _shuffled_bypass(out_all, groups).copy_((_pool_bypass(xb) if stride == 2 else xb).unflatten(1, (groups - 1, c)))
+    return out_all, mean, rstd
 
 
-def _triton_edge_bwd(x, us, weights, cols, stride, batch_stats, mean, rstd, grad_out):
+def _triton_edge_bwd(x, us, weights, cols, stride, batch_stats, mean, rstd, grad_out, groups):
     from ..kernels import mixed_edge as kernels
 
-    x = x.contiguous()
-    us = [u.contiguous() for u in us]
+    x_all, us = _edge_inputs(x, us)
+    c = x_all.shape[1] // groups
+    x = x_all if groups == 1 else x_all[:, :c]
     acc = _acc_dtype([x])
     table = _table(weights, acc)
-    grad_out = grad_out.to(x.dtype).contiguous()
-    dx = torch.empty_like(x)
+    grad_all = grad_out.to(x.dtype).contiguous(memory_format=edge_format(x_all))  # out's layout
+    grad_out = grad_all if groups == 1 else grad_all[:, ::groups]
+    dx_all = torch.empty_like(x_all)  # x's strides: the kernels address x and dx alike (and each u and its du)
+    dx = dx_all if groups == 1 else dx_all[:, :c]
     dus = [torch.empty_like(u) for u in us]
     grad_w = torch.empty_like(table)
     if grad_out.numel() == 0:
-        dx.zero_()
+        dx_all.zero_()
         grad_w.zero_()
     else:
         kernels.mixed_edge_bwd(x, us, table, _split_cols(cols), stride, batch_stats, mean.to(acc).contiguous(),
                                rstd.to(acc).contiguous(), grad_out, dx, dus, grad_w)
-    return dx, dus, grad_w.view(weights.shape).to(weights.dtype)
+        if groups > 1:
+            g, xb = _shuffled_bypass(grad_all, groups), x_all[:, c:]
+            if stride == 1:
+                dx_all[:, c:].unflatten(1, (groups - 1, c)).copy_(g)
+            else:
+                _, idx = torch.ops.aten.max_pool2d_with_indices(xb, [2, 2], [2, 2], [0, 0], [1, 1], True)
+                dx_all[:, c:].copy_(torch.ops.aten.max_pool2d_with_indices_backward(
+                    g.flatten(1, 2), xb, [2, 2], [2, 2], [0, 0], [1, 1], True, idx))
+    return dx_all, dus, grad_w.view(weights.shape).to(weights.dtype)
 
 
 @torch.library.custom_op(f"{LIB}::triton_mixed_edge_fwd", mutates_args=("running_mean", "running_var"))
@@ -215,8 +257,10 @@ def triton_mixed_edge_fwd(
     running_var: List[Tensor],
     momentum: float,
     eps: float,
+    groups: int = 1,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    return _triton_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps)
+    return _triton_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps,
+                            groups)
 
 
 @torch.library.custom_op(f"{LIB}::triton_mixed_edge_bwd", mutates_args=())
@@ -230,8 +274,9 @@ def triton_mixed_edge_bwd(
     mean: Tensor,
     rstd: Tensor,
     grad_out: Tensor,
+    groups: int = 1,
 ) -> Tuple[Tensor, List[Tensor], Tensor]:
-    return _triton_edge_bwd(x, us, weights, cols, stride, batch_stats, mean, rstd, grad_out)
+    return _triton_edge_bwd(x, us, weights, cols, stride, batch_stats, mean, rstd, grad_out, groups)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -253,15 +298,17 @@ def _fake_gumbel_bwd(ys, live, z, tau, hard, grad_out, grad_z):
     return [torch.empty_like(y) for y in _in_layout(ys)], z.new_empty(z.shape)
 
 
-def _fake_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps):
+def _fake_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps, groups=1):
     B, C, H, W = x.shape
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
-    out = x.new_empty((B, C, (H - 1) // stride + 1, (W - 1) // stride + 1))
-    return out, x.new_empty((len(us), C), dtype=acc), x.new_empty((len(us), C), dtype=acc)
+    out = torch.empty((B, C, (H - 1) // stride + 1, (W - 1) // stride + 1), dtype=x.dtype, device=x.device,
+                      memory_format=edge_format(x))
+    return out, x.new_empty((len(us), C // groups), dtype=acc), x.new_empty((len(us), C // groups), dtype=acc)
 
 
-def _fake_edge_bwd(x, us, weights, cols, stride, batch_stats, mean, rstd, grad_out):
-    return x.new_empty(x.shape), [u.new_empty(u.shape) for u in us], weights.new_empty(weights.shape)
+def _fake_edge_bwd(x, us, weights, cols, stride, batch_stats, mean, rstd, grad_out, groups=1):
+    x, us = _edge_inputs(x, us)
+    return torch.empty_like(x), [torch.empty_like(u) for u in us], weights.new_empty(weights.shape)
 
 
 def _register_fake(prefix: str) -> None:
@@ -321,12 +368,12 @@ class _TritonEdgeFunction(torch.autograd.Function):
     ``register_autograd``, so its backward is wired here, to the one backward op."""
 
     @staticmethod
-    def forward(ctx, x, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps, *us):
+    def forward(ctx, x, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps, groups, *us):
         out, mean, rstd = torch.ops.snas_fast.triton_mixed_edge_fwd(
-            x, list(us), weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps
+            x, list(us), weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps, groups
         )
         ctx.save_for_backward(x, weights, mean, rstd, *us)
-        ctx.cols, ctx.stride, ctx.batch_stats = cols, stride, batch_stats
+        ctx.cols, ctx.stride, ctx.batch_stats, ctx.groups = cols, stride, batch_stats, groups
         ctx.mark_non_differentiable(mean, rstd)
         return out, mean, rstd
 
@@ -334,20 +381,20 @@ class _TritonEdgeFunction(torch.autograd.Function):
     def backward(ctx, grad_out, grad_mean, grad_rstd):
         x, weights, mean, rstd, *us = ctx.saved_tensors
         dx, dus, dw = torch.ops.snas_fast.triton_mixed_edge_bwd(
-            x, us, weights, ctx.cols, ctx.stride, ctx.batch_stats, mean, rstd, grad_out
+            x, us, weights, ctx.cols, ctx.stride, ctx.batch_stats, mean, rstd, grad_out, ctx.groups
         )
-        return (dx, dw, None, None, None, None, None, None, None, *dus)
+        return (dx, dw, None, None, None, None, None, None, None, None, *dus)
 
 
 def mixed_edge_fwd(backend: str):
-    """``mixed_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps)``
-    of ``backend``, differentiable: the extension's op (autograd in C++) or the Triton twin."""
+    """``mixed_edge_fwd(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps,
+    groups)`` of ``backend``, differentiable: the extension's op (autograd in C++) or the Triton twin."""
     if backend != "triton":
         return torch.ops.snas_fast.mixed_edge_fwd
 
-    def call(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps):
+    def call(x, us, weights, cols, stride, batch_stats, running_mean, running_var, momentum, eps, groups=1):
         return _TritonEdgeFunction.apply(x, weights, cols, stride, batch_stats, running_mean, running_var, momentum,
-                                         eps, *us)
+                                         eps, groups, *us)
 
     return call
 

@@ -109,16 +109,25 @@ class MixedEdge(nn.Module):
 
     def forward(self, x: Tensor, weights: Tensor, drop_prob: float = 0.0) -> Tensor:
         """``x``: ``[B, C, H, W]``; ``weights``: ``[K]`` or ``[B, K]``. Returns ``[B, C, H', W']``."""
+        if self.partial_channels > 1 and self._deep() and not self._opaque:
+            # one mixed_edge call writes the mixed and the bypass channels where the shuffle puts them
+            if drop_prob > 0.0 and self.training:
+                weights = self._drop(weights, x.shape[0], drop_prob)
+            return self._forward_folded(x, weights, self.partial_channels)
         return self._partial(x, lambda x: self._mix(x, weights, drop_prob))
+
+    def _deep(self) -> bool:
+        """Whether the candidates' tails fold into :func:`mixed_edge`: ``mixed="fused"`` and every BatchNorm a
+        ``BatchNorm2d``. A BatchNorm replaced by another kind (SyncBatchNorm under --sync-bn: statistics of the
+        global batch) must run as the module it is: the edge falls back to the fused sum of the candidates."""
+        return self.mixed == "fused" and all(type(self.ops[k].bn) is nn.BatchNorm2d for k in self._tails)
 
     def _mix(self, x: Tensor, weights: Tensor, drop_prob: float) -> Tensor:
         if drop_prob > 0.0 and self.training:
             weights = self._drop(weights, x.shape[0], drop_prob)
         if self.mixed == "eager":  # DARTS: every candidate runs, the zero op included
             return reference.mixed_op([op(x) for op in self.ops], weights)
-        if self.mixed == "fused_sum" or any(type(self.ops[k].bn) is not nn.BatchNorm2d for k in self._tails):
-            # A BatchNorm replaced by another kind (SyncBatchNorm under --sync-bn: statistics of the global batch)
-            # must run as the module it is: the edge falls back to the fused sum of the candidate modules.
+        if not self._deep():
             return mixed_op([None if is_zero_op(op) else op(x) for op in self.ops], weights)
         return self._forward_deep(x, weights)
 
@@ -131,13 +140,16 @@ class MixedEdge(nn.Module):
             out = rest if out is None else out + rest
         return out
 
-    def _forward_folded(self, x: Tensor, weights: Tensor) -> Tensor:
+    def _forward_folded(self, x: Tensor, weights: Tensor, groups: int = 1) -> Tensor:
+        """The folded candidates in one :func:`mixed_edge` call; ``groups`` > 1: partial channels, the
+        candidates run on the first ``C / groups`` channels."""
         tails = [self.ops[k] for k in self._tails]
+        xm = x if groups == 1 else x[:, : x.shape[1] // groups]
         relu_x = None
         if any(getattr(op, "relu_input", False) for op in tails):
             with torch.no_grad():  # one relu(x) for every convolution candidate, recomputed in their backward
-                relu_x = F.relu(x)
-        us = [op.pre_bn(x, relu_x if getattr(op, "relu_input", False) else None) for op in tails]
+                relu_x = F.relu(xm)
+        us = [op.pre_bn(xm, relu_x if getattr(op, "relu_input", False) else None) for op in tails]
         bns = [op.bn for op in tails]
         batch_stats = True
         running_mean, running_var = [], []
@@ -153,7 +165,7 @@ class MixedEdge(nn.Module):
             momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked.item())
             eps = bn.eps
         return mixed_edge(x, us, weights, self._cols + self._tails, self.stride, running_mean=running_mean,
-                          running_var=running_var, batch_stats=batch_stats, momentum=momentum, eps=eps)
+                          running_var=running_var, batch_stats=batch_stats, momentum=momentum, eps=eps, groups=groups)
 
     def forward_hard(self, x: Tensor, weights: Tensor, choice, drop_prob: float = 0.0) -> Optional[Tensor]:
         """Hard sampling: only the sampled candidate runs.
