@@ -6,6 +6,8 @@ NAS code base can take it alone. ``torch.ops.snas_fast.*`` exist once :mod:`snas
 - :func:`mixed_op` ``(ys [K x [*S]], weights [K] | [B, K]) -> [*S]``: the weighted sum of K candidate outputs.
 - :func:`gumbel_mixed_op`: the same under a Gumbel-softmax sample of ``log_alpha`` (soft or hard).
 - :func:`mixed_edge`: the deep-fused edge (pools, identity and affine-free BatchNorm tails folded in).
+- :func:`fuse_mixed_ops`, :func:`unfuse_mixed_ops`, :func:`fuse_summary`: the deep-fused edge in someone else's
+  DARTS-family search network, in place.
 - :class:`FusedMixedOp`, :class:`Zero`, :func:`is_zero_op`: module front ends.
 - :func:`use_backend`, :func:`available_backends`: ``cuda``, ``triton``, ``cpu`` or ``reference``.
 """
@@ -16,10 +18,13 @@ __all__ = [
     "Zero",
     "available_backends",
     "gumbel_mixed_op",
+    "fuse_mixed_ops",
+    "fuse_summary",
     "is_zero_op",
     "mixed_edge",
     "mixed_op",
     "reference",
+    "unfuse_mixed_ops",
     "use_backend",
 ]
 
@@ -34,6 +39,9 @@ __getattr__, __dir__ = lazy_attributes(__name__, {
     "mixed_op": ".functional:mixed_op",
     "gumbel_mixed_op": ".functional:gumbel_mixed_op",
     "mixed_edge": ".functional:mixed_edge",
+    "fuse_mixed_ops": ".fuse:fuse_mixed_ops",
+    "unfuse_mixed_ops": ".fuse:unfuse_mixed_ops",
+    "fuse_summary": ".fuse:fuse_summary",
     "FusedMixedOp": ".modules:FusedMixedOp",
     "Zero": ".zero:Zero",
     "is_zero_op": ".zero:is_zero_op",

@@ -219,6 +219,23 @@ def _check_edge(x, us, weights, cols, stride, running_mean, running_var, batch_s
 MAX_EDGE_BN = 8
 
 
+def batch_norm_args(bns: Sequence[torch.nn.BatchNorm2d]) -> dict:
+    """The BatchNorm keywords of :func:`mixed_edge` for the candidates' trailing BatchNorm modules ``bns`` (one
+    mode, momentum and eps, the first's): ``batch_stats``, ``running_mean``, ``running_var``, ``momentum``, ``eps``,
+    as the modules would use them; in training with running statistics it counts the step in every
+    ``num_batches_tracked`` (so ``momentum=None``, the cumulative average, sees the new count), as the modules do."""
+    if not bns:
+        return {}
+    bn = bns[0]
+    args = dict(batch_stats=bn.training or not bn.track_running_stats, eps=bn.eps)
+    if bn.track_running_stats:
+        args.update(running_mean=[b.running_mean for b in bns], running_var=[b.running_var for b in bns])
+        if bn.training:
+            torch._foreach_add_([b.num_batches_tracked for b in bns], 1)
+    args["momentum"] = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked.item())
+    return args
+
+
 def mixed_edge(
     x: Tensor,
     us: Sequence[Tensor],

@@ -6,7 +6,8 @@ A convolution candidate that starts ``ReLU -> conv`` (DARTS's SepConv, DilConv, 
 of the edge's size per candidate. Here the convolution keeps its *input's input* instead (``x``, which the fused edge
 keeps anyway, or the BatchNorm's input, which the BatchNorm keeps anyway) and recomputes the elementwise prefix in
 backward: the same gradients for one elementwise pass. Both functions take the same module objects as the eager
-path, so parameters, buffers and state dicts are shared.
+path, so parameters, buffers and state dicts are shared. :func:`max_pool` likewise keeps a max pool's input instead
+of its int64 argmax indices (used by :func:`snas_fast.fuse_mixed_ops` for pools that end in a BatchNorm).
 """
 from __future__ import annotations
 
@@ -96,3 +97,30 @@ def bn_relu_conv(u: Tensor, bn: nn.BatchNorm2d, conv: nn.Conv2d) -> Tensor:
     rm = bn.running_mean if bn.track_running_stats else None
     rv = bn.running_var if bn.track_running_stats else None
     return _BnReluConv.apply(u, conv.weight, rm, rv, _conv_args(conv), batch_stats, momentum, bn.eps)
+
+
+class _MaxPool(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, args):
+        ctx.save_for_backward(x)
+        ctx.args = args
+        return F.max_pool2d(x, *args)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        (x,) = ctx.saved_tensors
+        kernel, stride, padding, dilation, ceil_mode = ctx.args
+        _, idx = torch.ops.aten.max_pool2d_with_indices(x, kernel, stride, padding, dilation, ceil_mode)
+        gx = torch.ops.aten.max_pool2d_with_indices_backward(grad_y, x, kernel, stride, padding, dilation, ceil_mode,
+                                                             idx)
+        return gx, None
+
+
+def max_pool(x: Tensor, pool: nn.MaxPool2d) -> Tensor:
+    """``pool(x)`` keeping ``x`` (which the edge keeps anyway) for backward instead of the argmax indices (int64,
+    twice the output's bytes in float32): the backward recomputes them. ``[B, C, H, W] -> pool's output``."""
+    if pool.return_indices:
+        raise ValueError("pool: max_pool returns the pooled tensor only, got return_indices=True")
+    pair = lambda v: list(v) if isinstance(v, (tuple, list)) else [v, v]  # noqa: E731
+    return _MaxPool.apply(x, (pair(pool.kernel_size), pair(pool.stride), pair(pool.padding), pair(pool.dilation),
+                              pool.ceil_mode))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..._checks import check_bool, check_memory_format
-from ...ops.functional import mixed_edge, mixed_op
+from ...ops.functional import batch_norm_args, mixed_edge, mixed_op
 from ...ops import reference
 from ...ops.zero import Zero, is_zero_op
 from .genotypes import Genotype, derive
@@ -150,22 +150,8 @@ class MixedEdge(nn.Module):
             with torch.no_grad():  # one relu(x) for every convolution candidate, recomputed in their backward
                 relu_x = F.relu(xm)
         us = [op.pre_bn(xm, relu_x if getattr(op, "relu_input", False) else None) for op in tails]
-        bns = [op.bn for op in tails]
-        batch_stats = True
-        running_mean, running_var = [], []
-        momentum, eps = 0.1, 1e-5
-        if bns:
-            bn = bns[0]
-            batch_stats = bn.training or not bn.track_running_stats
-            if bn.track_running_stats:
-                running_mean = [b.running_mean for b in bns]
-                running_var = [b.running_var for b in bns]
-                if bn.training:
-                    torch._foreach_add_([b.num_batches_tracked for b in bns], 1)
-            momentum = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked.item())
-            eps = bn.eps
-        return mixed_edge(x, us, weights, self._cols + self._tails, self.stride, running_mean=running_mean,
-                          running_var=running_var, batch_stats=batch_stats, momentum=momentum, eps=eps, groups=groups)
+        return mixed_edge(x, us, weights, self._cols + self._tails, self.stride, groups=groups,
+                          **batch_norm_args([op.bn for op in tails]))
 
     def forward_hard(self, x: Tensor, weights: Tensor, choice, drop_prob: float = 0.0) -> Optional[Tensor]:
         """Hard sampling: only the sampled candidate runs.
