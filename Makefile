@@ -79,6 +79,7 @@ bench: build
 	rm -f bench/results.csv
 	$(VENV)/bin/python bench/bench_mixed_op.py --quick --csv bench/results.csv
 	$(VENV)/bin/python bench/bench_search_step.py --quick --csv bench/results.csv
+	$(VENV)/bin/python bench/bench_fuse.py --quick --csv bench/results.csv
 	$(VENV)/bin/python bench/plot.py bench/results.csv --out bench/plots
 
 # Compile-only check of the CUDA kernels: a CUDA build of torch in its own environment, the extension built

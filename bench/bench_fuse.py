@@ -5,6 +5,7 @@ network has them): one training step (forward, backward, SGD on weights and alph
 older drop-in), and fused by ``fuse_mixed_ops`` (``fused``), the variants interleaved in every repetition.
 
     python bench/bench_fuse.py --csv bench/results.csv            # CPU: batch 16, 32x32, 2 threads
+    python bench/bench_fuse.py --quick                            # C = 8, 5 cells, 16x16, batch 8
     python bench/bench_fuse.py --device cuda --batch 64 --csv bench/results_gpu.csv
 
 Rows: ``step_ms`` (median, p20, p80), ``saved_mb`` (bytes autograd keeps for backward, parameters excluded),
@@ -84,15 +85,21 @@ def saved_mb(step: Step) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--channels", type=int, default=16)
-    parser.add_argument("--layers", type=int, default=8)
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--reps", type=int, default=8)
+    parser.add_argument("--quick", action="store_true", help="C = 8, 5 cells, 16x16, batch 8, 4 reps (< 1 minute)")
+    parser.add_argument("--channels", type=int, default=None, help="default 16")
+    parser.add_argument("--layers", type=int, default=None, help="default 8")
+    parser.add_argument("--size", type=int, default=None, help="default 32")
+    parser.add_argument("--batch", type=int, default=None, help="default 16")
+    parser.add_argument("--reps", type=int, default=None, help="default 8")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads, pinned to as many CPUs (default 2)")
     parser.add_argument("--csv", help="append the rows to this CSV file")
     parser.add_argument("--child-memory", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    defaults = dict(channels=8, layers=5, size=16, batch=8, reps=4) if args.quick else \
+        dict(channels=16, layers=8, size=32, batch=16, reps=8)
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     if args.child_memory:  # a child of the CPU memory measurement: one variant's peak step memory
         torch.set_num_threads(args.threads)
         print(json.dumps({"step": harness.cpu_peak_mb(build(args.child_memory, args))}))

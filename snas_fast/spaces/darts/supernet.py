@@ -266,10 +266,11 @@ class Supernet(nn.Module):
         pool_bn: DARTS's BatchNorm after each pool candidate (SNAS's official search uses bare pools).
         space: the :class:`~snas_fast.spaces.darts.DartsSpace` whose primitives every edge mixes (DARTS's 8).
         memory_format: ``torch.contiguous_format`` (NCHW) or ``torch.channels_last`` (NHWC: parameters and
-            activations; the input is converted). ``"eager"`` and ``"fused_sum"`` stay NHWC throughout;
-            ``"fused"``'s ``mixed_edge`` takes NCHW, so its edges convert (bench/RESULTS.md has the step times).
+            activations; the input is converted); every way of mixing stays NHWC throughout (the fused ops read
+            and write it in place; bench/RESULTS.md has the step times).
         partial_channels: PC-DARTS's k (Xu et al. 2020): every edge mixes the first ``C / k`` channels of its
             input, the others bypass, then a channel shuffle (:func:`snas_fast.reference.partial_channel_edge`);
+            with ``mixed="fused"`` one ``mixed_edge(groups=k)`` call per edge, no concatenated or shuffled tensor;
             1: every channel is mixed. ``C`` must be divisible by k.
         edge_normalization: PC-DARTS's ``beta``: each edge's output times the softmax of ``beta`` over its node's
             incoming edges (:meth:`beta_parameters`, :func:`normalised_edge_weights`).
