@@ -179,8 +179,9 @@ def _bias_free_conv(m) -> bool:
 def _chain(modules: Sequence[nn.Module]) -> Callable[[Tensor], Tensor]:
     """The modules one after the other, each ``BatchNorm2d(affine=False) -> ReLU -> Conv2d`` run by
     :func:`~snas_fast.ops.recompute.bn_relu_conv` (the BatchNorm's input kept for backward, not its output nor the
-    ReLU's: SepConv's middle), a ``MaxPool2d`` by :func:`~snas_fast.ops.recompute.max_pool` (DARTS's pool before
-    its BatchNorm: no indices kept), the rest as they are."""
+    ReLU's: SepConv's middle), DARTS's 3x3 pools by :func:`mixed_edge` (one weight of 1: the kernel's pool, which
+    keeps ``x`` for backward and no indices), another ``MaxPool2d`` by :func:`~snas_fast.ops.recompute.max_pool`
+    (its indices recomputed in backward), the rest as they are."""
     steps, i = [], 0
     while i < len(modules):
         m = modules[i]
@@ -188,6 +189,11 @@ def _chain(modules: Sequence[nn.Module]) -> Callable[[Tensor], Tensor]:
                 and _bias_free_conv(modules[i + 2])):
             steps.append(lambda t, bn=m, conv=modules[i + 2]: bn_relu_conv(t, bn, conv))
             i += 3
+        elif _pool(m) is not None:  # DARTS's 3x3 pool before its BatchNorm: mixed_edge's pool, one weight of 1
+            kind, stride = _pool(m)
+            cols = [0, -1, -1] if kind == "max" else [-1, 0, -1]
+            steps.append(lambda t, cols=cols, stride=stride: mixed_edge(t, [], t.new_ones(1), cols, stride))
+            i += 1
         elif type(m) is nn.MaxPool2d and not m.return_indices:
             steps.append(lambda t, pool=m: max_pool(t, pool))  # its indices recomputed in backward
             i += 1

@@ -7,7 +7,8 @@ of the edge's size per candidate. Here the convolution keeps its *input's input*
 keeps anyway, or the BatchNorm's input, which the BatchNorm keeps anyway) and recomputes the elementwise prefix in
 backward: the same gradients for one elementwise pass. Both functions take the same module objects as the eager
 path, so parameters, buffers and state dicts are shared. :func:`max_pool` likewise keeps a max pool's input instead
-of its int64 argmax indices (used by :func:`snas_fast.fuse_mixed_ops` for pools that end in a BatchNorm).
+of its int64 argmax indices (used by :func:`snas_fast.fuse_mixed_ops` for a max pool before a BatchNorm that is
+not DARTS's 3x3 one, which the edge kernel's own pool computes).
 """
 from __future__ import annotations
 
