@@ -29,6 +29,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import harness  # noqa: E402
+from bench_search_step import saved_mb  # noqa: E402  (a Step: call() and state())
 from darts_style import MixedOp, Network  # noqa: E402
 
 VARIANTS = ("unfused", "mixed_op", "fused")
@@ -73,13 +74,6 @@ class Step:
 
     def state(self):
         return list(self.net.parameters()) + list(self.net.buffers())
-
-
-def saved_mb(step: Step) -> float:
-    step()
-    with harness.SavedTensors(exclude=step.state()) as saved:
-        F.cross_entropy(step.net(step.x), step.y)
-    return saved.mb
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import snas_fast
 import snas_fast.ops.registry  # torch.ops.snas_fast.* and their fake kernels, also when a test runs alone
 from snas_fast import reference
 
-from testing import BACKEND_DEVICES, BACKEND_IDS, DTYPES, assert_close, copies, interpreted
+from testing import BACKEND_DEVICES, BACKEND_IDS, DTYPES, assert_close, copies, events, interpreted
 
 K = 8
 
@@ -238,13 +238,6 @@ def test_channels_last_is_read_in_place_and_kept(backend, device, shape, dtype):
     assert copies(lambda: call(x, us, gradn)) > n_nchw  # grad_out into out's layout: the counter sees it
 
 
-def _events(fn, names) -> int:
-    """How many profiler events named in ``names`` ``fn()`` records."""
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        fn()
-    return sum(1 for e in prof.events() if e.name in names)
-
-
 @pytest.mark.parametrize("backend,device", BACKEND_DEVICES, ids=BACKEND_IDS)
 @pytest.mark.parametrize("groups,stride,layout", [(2, 1, "nchw"), (4, 2, "nchw"), (4, 1, "nhwc"), (2, 2, "nhwc")],
                          ids=lambda v: str(v))
@@ -289,7 +282,7 @@ def test_partial_channels_match_the_pc_darts_edge(backend, device, groups, strid
     if layout == "nhwc":
         assert got[0].is_contiguous(memory_format=torch.channels_last) and not got[0].is_contiguous()
     if not small:
-        assert _events(lambda: call(backend, torch.float32), ("aten::cat",)) == 0
+        assert events(lambda: call(backend, torch.float32), ("aten::cat",)) == 0
         if stride == 1:
             n1 = copies(lambda: call(backend, torch.float32, 1, [torch.randn(B, C, Ho, Wo, dtype=torch.float64)] * M))
             assert copies(lambda: call(backend, torch.float32)) == n1 + 2

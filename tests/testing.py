@@ -27,11 +27,16 @@ BACKEND_DEVICES = backend_devices()
 BACKEND_IDS = [f"{b}-{d}" for b, d in BACKEND_DEVICES]
 
 
-def copies(fn) -> int:
-    """How many tensor copies (aten::copy_ / aten::clone, however deep) ``fn()`` makes, by the profiler."""
+def events(fn, names) -> int:
+    """How many profiler events named in ``names`` (however deep) ``fn()`` records."""
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         fn()
-    return sum(1 for e in prof.events() if e.name in ("aten::copy_", "aten::clone"))
+    return sum(1 for e in prof.events() if e.name in names)
+
+
+def copies(fn) -> int:
+    """How many tensor copies (aten::copy_ / aten::clone) ``fn()`` makes."""
+    return events(fn, ("aten::copy_", "aten::clone"))
 
 
 def interpreted(backend: str, device: str) -> bool:

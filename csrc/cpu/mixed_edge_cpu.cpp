@@ -4,8 +4,8 @@
 // only that plane of x and of each u_m, so at::parallel_for hands out whole planes and no two tasks write the
 // same element. A plane of a channels_last tensor is strided (element stride C): a task's planes of one example
 // are transposed into a buffer together (and written back from one: PlaneReader, PlaneWriter), so the loops below
-// always see contiguous planes; NCHW planes are used in place. The cross-plane reductions (batch statistics per channel, S1/S2 of the BatchNorm backward, the
-// dot products of grad_w) are made of one partial per plane, combined afterwards in a fixed order: the results
+// always see contiguous planes; NCHW planes are used in place. The cross-plane reductions (batch statistics per
+// channel, S1/S2 of the BatchNorm backward, the dot products of grad_w) are made of one partial per plane, combined afterwards in a fixed order: the results
 // are bit-identical whatever the number of threads.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -54,6 +54,18 @@ Geometry geometry(const at::Tensor& x, const at::Tensor& w, int64_t stride) {
 // c_end = the end of the task's run of channels of example b.
 constexpr int64_t kTile = 64;  // pixels per tile of the NHWC transposes (64: 1.5x the NCHW edge time, a whole plane 2x)
 
+// dst[i * di + k * dk] = src[i * si + k * sk] for n pixels i and nc channels k, a tile of pixels at a time (the tile
+// stays in L1 across the channels): the transpose both ways between an NHWC run of planes and its buffer.
+template <typename T>
+void transpose_run(const T* src, int64_t si, int64_t sk, T* dst, int64_t di, int64_t dk, int64_t n, int64_t nc) {
+  for (int64_t i0 = 0; i0 < n; i0 += kTile) {
+    const int64_t i1 = std::min(n, i0 + kTile);
+    for (int64_t k = 0; k < nc; ++k) {
+      for (int64_t i = i0; i < i1; ++i) dst[i * di + k * dk] = src[i * si + k * sk];
+    }
+  }
+}
+
 template <typename T>
 class PlaneReader {
  public:
@@ -65,14 +77,7 @@ class PlaneReader {
       c0_ = c;
       c1_ = c_end;
       buf_.resize(static_cast<size_t>((c1_ - c0_) * n_));
-      const T* src = base_ + l_.at(b, c0_);
-      for (int64_t i0 = 0; i0 < n_; i0 += kTile) {  // a tile of pixels stays in L1 across the channels
-        const int64_t i1 = std::min(n_, i0 + kTile);
-        for (int64_t k = 0; k < c1_ - c0_; ++k) {
-          T* dst = buf_.data() + k * n_;
-          for (int64_t i = i0; i < i1; ++i) dst[i] = src[i * l_.es + k * l_.sC];
-        }
-      }
+      transpose_run(base_ + l_.at(b, c0_), l_.es, l_.sC, buf_.data(), 1, n_, n_, c1_ - c0_);
     }
     return buf_.data() + (c - c0_) * n_;
   }
@@ -106,14 +111,7 @@ class PlaneWriter {
   }
   void flush() {
     if (b_ < 0) return;
-    T* dst = base_ + l_.at(b_, c0_);
-    for (int64_t i0 = 0; i0 < n_; i0 += kTile) {
-      const int64_t i1 = std::min(n_, i0 + kTile);
-      for (int64_t k = 0; k < c1_ - c0_; ++k) {
-        const T* src = buf_.data() + k * n_;
-        for (int64_t i = i0; i < i1; ++i) dst[i * l_.es + k * l_.sC] = src[i];
-      }
-    }
+    transpose_run(buf_.data(), 1, n_, base_ + l_.at(b_, c0_), l_.es, l_.sC, n_, c1_ - c0_);
     b_ = -1;
   }
 

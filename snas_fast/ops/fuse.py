@@ -185,12 +185,13 @@ def _chain(modules: Sequence[nn.Module]) -> Callable[[Tensor], Tensor]:
     steps, i = [], 0
     while i < len(modules):
         m = modules[i]
+        pool = _pool(m)
         if (_affine_free_bn(m) and i + 2 < len(modules) and type(modules[i + 1]) is nn.ReLU
                 and _bias_free_conv(modules[i + 2])):
             steps.append(lambda t, bn=m, conv=modules[i + 2]: bn_relu_conv(t, bn, conv))
             i += 3
-        elif _pool(m) is not None:  # DARTS's 3x3 pool before its BatchNorm: mixed_edge's pool, one weight of 1
-            kind, stride = _pool(m)
+        elif pool is not None:  # DARTS's 3x3 pool before its BatchNorm: mixed_edge's pool, one weight of 1
+            kind, stride = pool
             cols = [0, -1, -1] if kind == "max" else [-1, 0, -1]
             steps.append(lambda t, cols=cols, stride=stride: mixed_edge(t, [], t.new_ones(1), cols, stride))
             i += 1

@@ -95,7 +95,10 @@ class MixedEdge(nn.Module):
 
     def _drop(self, weights: Tensor, batch: int, drop_prob: float) -> Tensor:
         """Drop-path of candidate k on example b as a per-example weight: ``w[b, k] * mask[b, k] / keep``
-        (:func:`~snas_fast.spaces.darts.networks.drop_path`'s mask), the identity and the zero op kept."""
+        (:func:`~snas_fast.spaces.darts.networks.drop_path`'s mask), the identity and the zero op kept; ``weights``
+        as they are outside training or at ``drop_prob`` 0."""
+        if not (drop_prob > 0.0 and self.training):
+            return weights
         w = weights.expand(batch, -1) if weights.dim() == 1 else weights
         scale = drop_path(torch.ones(batch, len(self.ops), device=w.device, dtype=w.dtype), drop_prob)
         scale[:, self.kept] = 1.0
@@ -111,9 +114,7 @@ class MixedEdge(nn.Module):
         """``x``: ``[B, C, H, W]``; ``weights``: ``[K]`` or ``[B, K]``. Returns ``[B, C, H', W']``."""
         if self.partial_channels > 1 and self._deep() and not self._opaque:
             # one mixed_edge call writes the mixed and the bypass channels where the shuffle puts them
-            if drop_prob > 0.0 and self.training:
-                weights = self._drop(weights, x.shape[0], drop_prob)
-            return self._forward_folded(x, weights, self.partial_channels)
+            return self._forward_folded(x, self._drop(weights, x.shape[0], drop_prob), self.partial_channels)
         return self._partial(x, lambda x: self._mix(x, weights, drop_prob))
 
     def _deep(self) -> bool:
@@ -123,8 +124,7 @@ class MixedEdge(nn.Module):
         return self.mixed == "fused" and all(type(self.ops[k].bn) is nn.BatchNorm2d for k in self._tails)
 
     def _mix(self, x: Tensor, weights: Tensor, drop_prob: float) -> Tensor:
-        if drop_prob > 0.0 and self.training:
-            weights = self._drop(weights, x.shape[0], drop_prob)
+        weights = self._drop(weights, x.shape[0], drop_prob)
         if self.mixed == "eager":  # DARTS: every candidate runs, the zero op included
             return reference.mixed_op([op(x) for op in self.ops], weights)
         if not self._deep():
@@ -166,8 +166,7 @@ class MixedEdge(nn.Module):
     def _hard(self, x: Tensor, weights: Tensor, choice, drop_prob: float) -> Optional[Tensor]:
         B = x.shape[0]
         w = weights.expand(B, -1) if weights.dim() == 1 else weights
-        if drop_prob > 0.0 and self.training:
-            w = self._drop(w, B, drop_prob)
+        w = self._drop(w, B, drop_prob)
         if isinstance(choice, int):
             y = self._single(x, choice)
             return None if y is None else w[:, choice].view(B, 1, 1, 1).to(y.dtype) * y
