@@ -5,9 +5,9 @@ VENV ?= .venv
 TORCH_CPU ?= torch==2.13.0
 TORCH_CUDA ?= torch==2.14.1
 CUDA_HOME ?= /usr/local/cuda
-DEPS = "triton>=3.6,<3.10" numpy ninja pytest expecttest hypothesis tqdm matplotlib scikit-learn scipy pytest-benchmark
+DEPS = "triton>=3.6,<3.10" numpy ninja pytest expecttest hypothesis tqdm matplotlib scikit-learn scipy pytest-benchmark torch_geometric
 
-.PHONY: all env build test search compare pareto latency-table compare-cells sweep bench cuda-check clean
+.PHONY: all env build test search compare pareto latency-table compare-cells sweep morph compare-morph gnn-compare bench cuda-check clean
 
 all: test
 
@@ -73,6 +73,36 @@ compare-cells: build
 # The evidence for the short recipe's settings: a sweep of log_alpha's optimiser, rate and run length.
 sweep: build
 	$(VENV)/bin/python bench/sweep_digits.py --out runs/digits-sweep --jobs 2
+
+# Auto-Keras's network-morphism search on the digits (README, "Network morphism"): 10 minutes of Bayesian
+# optimisation over the edit-distance kernel, one thread. Run again, it continues (or reports) runs/morph.
+morph: build
+	$(VENV)/bin/snas-fast morph --threads 1 $(if $(wildcard runs/morph/history.csv),--resume runs/morph,		--dataset digits --budget 10 --out runs/morph)
+
+# morph-bo against its ablations (morph-random, morph-bfs), 3 seeds, MORPH_BUDGET minutes of search each, every
+# result trained again from scratch with the comparison's recipe. Resumable.
+MORPH_BUDGET ?= 3
+compare-morph: build
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(COMPARE_PROCS) -m snas_fast compare \
+		$(if $(wildcard runs/compare-morph/config.json),--resume runs/compare-morph,--out runs/compare-morph \
+		--dataset digits --strategies morph-bo,morph-random,morph-bfs --seeds 3 --morph-budget $(MORPH_BUDGET))
+
+# EGNAS's graph space (README, "Graph networks (EGNAS)"): an SNAS search on sbm-cluster, the derived genotype
+# retrained from scratch, and three PyG baselines (GCN, GIN, gated GCN) at its parameter count and epochs; then the
+# table. One thread each; each step continues (or reports) its run when run again.
+GNN_TRAIN = --space gnn --dataset sbm-cluster --channels 16 --epochs 15 --batch-size 16 --threads 1 --quiet
+gnn-compare: build
+	$(VENV)/bin/snas-fast search --space gnn --threads 1 --quiet $(if $(wildcard runs/gnn-sbm/checkpoint.pt),\
+		--resume runs/gnn-sbm,--dataset sbm-cluster --channels 16 --epochs 10 --data-limit 200 --batch-size 8 \
+		--out runs/gnn-sbm)
+	$(VENV)/bin/snas-fast train $(if $(wildcard runs/gnn-sbm-derived/checkpoint.pt),--resume runs/gnn-sbm-derived \
+		--threads 1 --quiet,$(GNN_TRAIN) --genotype runs/gnn-sbm --out runs/gnn-sbm-derived)
+	for b in gcn gin gated; do \
+		if [ -f runs/gnn-sbm-$$b/checkpoint.pt ]; then $(VENV)/bin/snas-fast train --resume runs/gnn-sbm-$$b \
+			--threads 1 --quiet; else $(VENV)/bin/snas-fast train $(GNN_TRAIN) --baseline $$b \
+			--param-budget runs/gnn-sbm-derived --out runs/gnn-sbm-$$b; fi || exit 1; done
+	$(VENV)/bin/python -m snas_fast.search.gnn table runs/gnn-sbm-derived runs/gnn-sbm-gcn runs/gnn-sbm-gin \
+		runs/gnn-sbm-gated | tee runs/gnn-sbm-table.md
 
 # The CPU suite, quick settings (each script under 3 minutes on 2 idle cores); the full runs drop --quick.
 bench: build

@@ -122,6 +122,8 @@ def _what_is_saved(config, command: str) -> str:
         return f"the last finished epoch is saved: resume with `snas-fast {command} --resume {out}`"
     if os.path.isdir(cells) and os.listdir(cells):
         return f"the finished cells are saved: resume with `snas-fast {command} --resume {out}`"
+    if os.path.exists(os.path.join(out, "history.csv")):
+        return f"the trained networks are saved: resume with `snas-fast {command} --resume {out}`"
     return "it stopped before anything was saved (no finished epoch): start it again"
 
 
@@ -209,6 +211,90 @@ def _train(args) -> int:
     return _run(args, TrainConfig, load_train_data, run, report, prepare)
 
 
+def _space_requested(args) -> Optional[str]:
+    """The space a search or train command asks for: ``--space``, else the one in ``--resume DIR``'s config.json,
+    else the one in the ``--config`` file (None when none says; unreadable files are reported later)."""
+    if getattr(args, "space", None):
+        return args.space
+    paths = [os.path.join(args.resume, "config.json") if args.resume else None, args.config]
+    for path in filter(None, paths):
+        try:
+            settings = _read_json(path)
+        except (OSError, ValueError):
+            continue
+        if isinstance(settings, dict) and isinstance(settings.get("space"), str):
+            return settings["space"]
+    return None
+
+
+def _gnn(command: str, argv: List[str]) -> int:
+    """``snas-fast search|train --space gnn``: EGNAS's graph search and retraining (:mod:`snas_fast.search.gnn`),
+    with the flags of their own config classes, through the same :func:`_run`."""
+    from .search import gnn
+    from .viz.callbacks import train_plots
+    from .viz.gnn import gnn_search_plots
+
+    parser = _Parser(prog="snas-fast", allow_abbrev=False)
+    sub = parser.add_subparsers(dest="command", required=True)
+    if command == "search":
+        _parser(sub, "search", "run a graph architecture search (EGNAS's space)", gnn.GnnSearchConfig)
+    else:
+        _parser(sub, "train", "train a graph genotype or a PyG baseline from scratch", gnn.GnnTrainConfig)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        sub.choices[command].error(f"unrecognized arguments: {' '.join(unknown)}")
+
+    if command == "search":
+        def run(config, data, resume, progress):
+            with warnings.catch_warnings():  # printed by report, as one line
+                warnings.simplefilter("ignore", SearchWarning)
+                return gnn.search(config, data, resume, progress, callbacks=[gnn_search_plots])
+
+        def report(config, result):
+            print(f"\nsearch done: {config.out}")
+            print(f"  supernet val acc {result.val_acc:.4f}, derived child val acc {result.child_val_acc:.4f} "
+                  f"(search-validation)")
+            print(f"  architecture: {gnn.describe_arch(result.arch)}")
+            print(f"  genotype: {result.genotype.to_json()}")
+            if result.warning:
+                print(f"snas-fast: warning: {result.warning}", file=sys.stderr)
+
+        return _run(args, gnn.GnnSearchConfig, lambda config: config.load_data("search"), run, report)
+
+    def report(config, result):
+        print(f"\ntraining done: {config.out}")
+        print(f"  {result.model_name}: test acc {result.test_acc:.4f}, test loss {result.test_loss:.4f}, "
+              f"params {result.params}")
+
+    return _run(args, gnn.GnnTrainConfig, lambda config: config.load_data("train_test"),
+                lambda config, data, resume, progress: gnn.train(config, data, resume, progress, [train_plots]), report)
+
+
+def _morph(args) -> int:
+    from .search.morph import MorphConfig
+    from .search.registry import get_strategy
+    from .viz.callbacks import morph_plots
+
+    def load_data(config: MorphConfig):
+        return config.load_data()
+
+    def run(config, data, resume, progress):
+        strategy = get_strategy(f"morph-{config.strategy}")
+        return strategy.run(config, data, resume=resume, progress=progress, callbacks=[morph_plots])
+
+    def report(config, result):
+        print(f"\nmorph search done: {config.out}")
+        print(f"  {len(result.history)} networks in {result.seconds / 60:.1f} min; choosing took "
+              f"{100 * result.choose_seconds / max(result.seconds, 1e-9):.1f} % of it")
+        best = next(r for r in result.history if r["model_id"] == result.best_id)
+        print(f"  best: model {result.best_id} ({best['params']:,} params), search-validation acc "
+              f"{result.val_acc:.4f}, test acc {result.test_acc:.4f}")
+        print(f"  description: {os.path.join(config.out, 'best.json')}; retrain it with `snas-fast train "
+              f"--genotype {config.out}`")
+
+    return _run(args, MorphConfig, load_data, run, report)
+
+
 def _summarised(args, cls, fn, done: str, summary: str, cut: Optional[str] = None) -> int:
     """A command that writes the Markdown ``summary`` in its run directory (``fn(config, resume, progress)``) and
     prints it at the end (the part before ``cut``)."""
@@ -280,14 +366,25 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     _parser(sub, "pareto", "the accuracy-cost front of SNAS (lambda sweep), MONAS (reward sweep) and random "
                            "sampling, every architecture retrained with one recipe", ParetoConfig)
+    from .search.morph import MorphConfig
+
+    _parser(sub, "morph", "grow networks by function-preserving morphisms, chosen by Bayesian optimisation "
+                          "(Auto-Keras), at random or breadth-first, within a time budget", MorphConfig)
     from .latency_table import LatencyConfig
 
     _parser(sub, "latency-table", "time every candidate on every edge of one network and write the lookup table",
             LatencyConfig)
+    words = sys.argv[1:] if argv is None else list(argv)
+    if words[:1] in (["search"], ["train"]) and ("--space=gnn" in words or any(  # before parsing: --help too
+            a == "--space" and b == "gnn" for a, b in zip(words, words[1:]))):
+        return _gnn(words[0], words)
     args, unknown = parser.parse_known_args(argv)
+    if args.command in ("search", "train") and _space_requested(args) == "gnn":  # --resume DIR or --config FILE
+        return _gnn(args.command, words)
     if unknown:  # reported by the subcommand's parser, which lists its own flags
         sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
-    commands = {"train": _train, "compare": _compare, "rank": _rank, "pareto": _pareto, "latency-table": _latency}
+    commands = {"train": _train, "compare": _compare, "rank": _rank, "pareto": _pareto, "latency-table": _latency,
+                "morph": _morph}
     return commands.get(args.command, _search)(args)
 
 

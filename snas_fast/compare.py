@@ -1,9 +1,10 @@
 """``snas-fast compare``: strategies side by side on one budget and one retraining recipe (Bag of Tricks for NAS).
 
 Every strategy x seed searches on the search-train / search-validation parts (its own settings: the defaults of its
-config, with ``--search-epochs`` for the supernet strategies and ``--archs`` for the sampling ones), then its result
-is retrained from scratch with the same recipe and seed (:func:`snas_fast.engine.retrain.train`) and reported on the
-test part, which no search sees. Written to ``out``:
+config, with ``--search-epochs`` for the supernet strategies, ``--archs`` for the sampling ones and
+``--morph-budget`` minutes for the network-morphism ones), then its result is retrained from scratch with the same
+recipe and seed (:func:`snas_fast.engine.retrain.train`; a morphism search's result is its best network, trained
+again from a fresh initialisation) and reported on the test part, which no search sees. Written to ``out``:
 
     cells/<strategy>-seed<k>.json   one finished strategy x seed (kept: --resume skips it)
     <strategy>/seed<k>/search, .../train   the run directories
@@ -48,7 +49,8 @@ FIELDS = ["strategy", "seed", "test_acc", "params", "flops", "search_s", "score"
 
 #: seconds of one cell (search and retraining) at the defaults on the digits, 2 cores (README, "Comparing
 #: strategies"): only how evenly :func:`share` loads the ranks depends on it
-WORK = {"snas": 285.0, "snas-pt": 560.0, "random": 60.0, "rsws": 76.0, "naswot": 60.0}
+WORK = {"snas": 285.0, "snas-pt": 560.0, "random": 60.0, "rsws": 76.0, "naswot": 60.0, "morph-bo": 200.0,
+        "morph-random": 200.0, "morph-bfs": 200.0}
 
 
 class CompareError(RunError):
@@ -71,6 +73,8 @@ class CompareConfig(RunConfig):
     archs: int = setting(100, "architectures a sampling strategy scores (naswot; rsws's selection)")
     random_archs: int = setting(8, "candidates random search trains")
     random_epochs: int = setting(3, "training epochs of each random-search candidate")
+    morph_budget: float = setting(2.0, "minutes of search of each network-morphism strategy (morph-bo, "
+                                       "morph-random, morph-bfs)")
     epochs: int = setting(10, "retraining epochs of every result")
     layers: int = setting(8, "cells of the retrained network")
     channels: int = setting(16, "channels of the retrained network's first cells")
@@ -97,6 +101,9 @@ class CompareConfig(RunConfig):
         if len(set(names)) < len(names):
             raise CompareError(f"strategies: expected each at most once, got {self.strategies!r}")
         self.check_ints(("seeds", "search_epochs", "archs", "random_archs", "random_epochs"), 1)
+        if isinstance(self.morph_budget, bool) or not (isinstance(self.morph_budget, (int, float))
+                                                       and self.morph_budget > 0):
+            raise CompareError(f"morph_budget: expected minutes > 0, got {self.morph_budget!r}")
 
     def search_config(self, strategy, seed: int, out: str, overrides: Optional[dict] = None):
         """The strategy's own settings for one seed: its defaults, the shared data and device settings, the budget
@@ -109,7 +116,9 @@ class CompareConfig(RunConfig):
         budget = {"snas": dict(epochs=self.search_epochs), "snas-pt": dict(epochs=self.search_epochs),
                   "rsws": dict(epochs=self.search_epochs, archs=self.archs),
                   "naswot": dict(archs=self.archs), "monas": dict(epochs=self.search_epochs),
-                  "random": dict(archs=self.random_archs, epochs=self.random_epochs)}.get(strategy.name, {})
+                  "random": dict(archs=self.random_archs, epochs=self.random_epochs),
+                  **{name: dict(budget=self.morph_budget) for name in ("morph-bo", "morph-random", "morph-bfs")},
+                  }.get(strategy.name, {})
         settings.update(budget)
         settings.update(overrides or {})
         return cls(**{k: v for k, v in settings.items() if k in fields})

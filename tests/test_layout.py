@@ -40,7 +40,8 @@ def test_the_darts_policy_modules_load_no_compiled_extension(module):
 
 
 def test_spaces_load_no_strategy_engine_or_plot():
-    modules = loaded_after("import snas_fast.spaces.darts.supernet, snas_fast.spaces.darts.networks")
+    modules = loaded_after("import snas_fast.spaces.darts.supernet, snas_fast.spaces.darts.networks, "
+                           "snas_fast.spaces.morph")
     assert layers_in(modules) == {"ops", "spaces"}
 
 
@@ -54,7 +55,8 @@ def test_the_engine_loads_no_plot_and_no_strategy():
 def test_a_strategy_loads_no_plot():
     modules = loaded_after("import snas_fast.search.snas, snas_fast.search.snas_pt, snas_fast.search.random, "
                            "snas_fast.search.rsws, "
-                           "snas_fast.search.naswot, snas_fast.search.registry")
+                           "snas_fast.search.naswot, snas_fast.search.morph, snas_fast.search.bayes, "
+                           "snas_fast.search.registry")
     assert "viz" not in layers_in(modules) and not any(m.startswith("matplotlib") for m in modules)
 
 

@@ -434,26 +434,31 @@ class ShardSampler(Sampler):
         return len(range(self.rank, self.n, self.world_size))
 
 
-def train_loader(dataset, batch_size: int, seed: int, ctx: "Context", num_workers: int = 0, drop_last: bool = False):
+def train_loader(dataset, batch_size: int, seed: int, ctx: "Context", num_workers: int = 0, drop_last: bool = False,
+                 collate_fn=None):
     """A shuffled training loader of this rank's shard: a ``DistributedSampler`` (``num_replicas = world_size``,
     shuffled by ``seed + epoch``: call ``loader.sampler.set_epoch(epoch)``; each rank gets ``ceil(n / N)`` examples,
     the permutation's first ones repeated to fill the last shard). With N ranks and per-rank batch b, the union of
     the ranks' k-th batches is the k-th batch of one process with batch N * b. ``drop_last``: drop the last,
-    incomplete batch of each epoch, unless the shard holds less than one batch."""
+    incomplete batch of each epoch, unless the shard holds less than one batch. ``collate_fn``: the loader's
+    (None: torch's default; graphs: :func:`snas_fast.search.gnn.collate`)."""
     from torch.utils.data import DataLoader
     from torch.utils.data.distributed import DistributedSampler
 
     sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank, shuffle=True, seed=int(seed),
                                  drop_last=False)
     return DataLoader(dataset, batch_size=int(batch_size), sampler=sampler, num_workers=int(num_workers),
-                      drop_last=bool(drop_last) and len(sampler) >= batch_size, persistent_workers=num_workers > 0)
+                      drop_last=bool(drop_last) and len(sampler) >= batch_size, persistent_workers=num_workers > 0,
+                      collate_fn=collate_fn)
 
 
-def eval_loader(dataset, batch_size: int, ctx: "Context", num_workers: int = 0):
-    """An in-order loader of this rank's share of ``dataset`` (:class:`ShardSampler`)."""
+def eval_loader(dataset, batch_size: int, ctx: "Context", num_workers: int = 0, collate_fn=None):
+    """An in-order loader of this rank's share of ``dataset`` (:class:`ShardSampler`); ``collate_fn`` as
+    :func:`train_loader`'s."""
     from torch.utils.data import DataLoader
 
     return DataLoader(dataset, batch_size=int(batch_size), sampler=ShardSampler(len(dataset), ctx.rank, ctx.world_size),
-                      num_workers=int(num_workers), drop_last=False, persistent_workers=num_workers > 0)
+                      num_workers=int(num_workers), drop_last=False, persistent_workers=num_workers > 0,
+                      collate_fn=collate_fn)
 
 

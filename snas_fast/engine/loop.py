@@ -64,8 +64,9 @@ def recalibrate_bn(forward: Callable[[Tensor], Tensor], model: nn.Module, loader
 class Task:
     """What a run trains and how; :func:`fit` runs it. Attributes the loop reads: ``config`` (a
     :class:`~snas_fast.engine.config.RunConfig`), ``ctx`` (:class:`~snas_fast.engine.distributed.Context`),
-    ``model`` (the unwrapped module), ``train_loader`` (a DistributedSampler loader), ``bar_columns`` (columns of
-    :meth:`begin_epoch` shown on the progress bar), ``nan_hint`` (advice when the loss is not finite)."""
+    ``model`` (the unwrapped module), ``train_loader`` (a DistributedSampler loader), ``optimizer`` (what the
+    default :meth:`update` steps), ``bar_columns`` (columns of :meth:`begin_epoch` shown on the progress bar),
+    ``nan_hint`` (advice when the loss is not finite)."""
 
     bar_columns: Sequence[str] = ()
     nan_hint = "lower the learning rate"
@@ -90,8 +91,15 @@ class Task:
         raise NotImplementedError
 
     def update(self, loss: Tensor, epoch: int) -> None:
-        """The backward pass and the optimiser steps of one batch."""
-        raise NotImplementedError
+        """The backward pass and the optimiser steps of one batch; by default ``loss.backward()``, the gradient norm
+        of :meth:`clipped_parameters` clipped at ``config.grad_clip``, ``self.optimizer.step()``."""
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.clipped_parameters(), self.config.grad_clip)
+        self.optimizer.step()
+
+    def clipped_parameters(self):
+        """The parameters whose gradient norm :meth:`update` clips (default: all of ``model``'s)."""
+        return self.model.parameters()
 
     def end_epoch(self, epoch: int) -> Dict[str, object]:
         """After the epoch's steps (schedules, evaluation); returns the rest of the metrics row."""
@@ -100,6 +108,10 @@ class Task:
     def describe(self, row: dict) -> str:
         """The epoch's console line."""
         return f"train_acc {row['train_acc']:.3f}"
+
+    def should_stop(self, row: dict) -> bool:
+        """Whether the run ends after the epoch of ``row`` (early stopping), its row and checkpoint written."""
+        return False
 
 
 @dataclass
@@ -153,8 +165,8 @@ def fit(task: Task, resume: bool = False, progress: bool = True, callbacks: Sequ
 
     Every epoch: seeds from (seed, epoch, rank) (:func:`~snas_fast.engine.seeds.seed_epoch`), the loader's epoch,
     the task's steps (a non-finite loss raises ``config.Error`` before the step is applied), then on the main process
-    the metrics line, the checkpoint (atomic) and the ``callbacks``. ``on_start(run)`` writes a fresh run's own
-    files (after ``config.json``).
+    the metrics line, the checkpoint (atomic) and the ``callbacks``; the run ends early when
+    :meth:`Task.should_stop` says so. ``on_start(run)`` writes a fresh run's own files (after ``config.json``).
     """
     config: RunConfig = task.config
     ctx = task.ctx
@@ -202,5 +214,7 @@ def fit(task: Task, resume: bool = False, progress: bool = True, callbacks: Sequ
                 callback(EpochEnd(epoch, row, run, task))
             if progress:
                 print(f"epoch {epoch + 1}/{config.epochs}: {task.describe(row)}", flush=True)
+        if task.should_stop(row):
+            break
     return run.metrics() if ctx.is_main else rows
 

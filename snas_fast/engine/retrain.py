@@ -30,12 +30,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..spaces import get_space
 from ..spaces.darts import genotypes
 from ..spaces.darts.genotypes import Genotype
 from ..spaces.darts.networks import NetworkCIFAR, count_parameters
+from ..spaces.morph.net import MorphNet
+from ..spaces.morph.spec import FORMAT as MORPH_FORMAT, Spec
 from . import distributed
 from .config import CHANNELS_LAST_HELP, RunConfig, RunError, setting
 from .data import eval_loader, train_loader
@@ -93,6 +95,14 @@ class TrainConfig(RunConfig):
 # ------------------------------------------------------------------------------------------------------------
 # Policy: small pure functions
 # ------------------------------------------------------------------------------------------------------------
+def genotype_from_dict(d, space=None):
+    """The genotype of a JSON object: a morphable network's description (its ``format`` is
+    :data:`snas_fast.spaces.morph.spec.FORMAT`), else a DARTS-family :class:`Genotype` of ``space``."""
+    if isinstance(d, dict) and d.get("format") == MORPH_FORMAT:
+        return Spec.from_dict(d)
+    return Genotype.from_dict(d, space)
+
+
 def resolve_genotype(spec: str, space=None) -> Tuple[Genotype, str]:
     """``(genotype, source)`` for ``--genotype spec``: a published name (:func:`snas_fast.genotypes.available`),
     a JSON file (a genotype dict, or a run directory's ``genotype.json`` whose ``"genotype"`` entry is one), or a
@@ -120,7 +130,7 @@ def resolve_genotype(spec: str, space=None) -> Tuple[Genotype, str]:
     if isinstance(data, dict) and "genotype" in data:  # a run directory's genotype.json
         data = data["genotype"]
     try:
-        return Genotype.from_dict(data, space), str(path)
+        return genotype_from_dict(data, space), str(path)
     except (TypeError, ValueError) as error:
         raise TrainError(f"genotype: {path} is not a genotype ({' '.join(str(error).split())})") from None
 
@@ -189,7 +199,16 @@ _AUGMENT_STREAM = 0x61756720  # "aug ": keeps the augmentation stream apart from
 
 
 def build_model(config: TrainConfig, genotype: Genotype, info) -> NetworkCIFAR:
-    """The network :func:`train` trains; a genotype that cannot make one raises :class:`TrainError`."""
+    """The network :func:`train` trains; a genotype that cannot make one raises :class:`TrainError`. A morphable
+    network's description (:class:`snas_fast.spaces.morph.Spec`) is its own network (the cell settings unused)."""
+    if isinstance(genotype, Spec):
+        ours = (info.in_channels, info.num_classes, info.image_size)
+        if (genotype.in_channels, genotype.num_classes, genotype.image_size) != ours:
+            raise TrainError(f"genotype: {config.genotype}: a network for (in_channels, num_classes, image_size) "
+                             f"{(genotype.in_channels, genotype.num_classes, genotype.image_size)}, the data has "
+                             f"{ours}")
+        return MorphNet(genotype).to(memory_format=torch.channels_last if config.channels_last
+                                     else torch.contiguous_format)
     try:
         return get_space(config.space).network(
             genotype, config.channels, info.num_classes, config.layers, config.auxiliary_weight > 0,
@@ -216,7 +235,12 @@ def _run_genotype(config: TrainConfig, ctx, genotype: Optional[Genotype], resume
             g, source = resolve_genotype(config.genotype, space)
             chosen = (g.to_dict(), source)
     d, source = distributed.broadcast_object(chosen)
-    return Genotype.from_dict(d, space), source
+    return genotype_from_dict(d, space), source
+
+
+def _heads(out) -> Tuple[Tensor, Optional[Tensor]]:
+    """``(logits, auxiliary logits or None)`` of a network's output (a DARTS network's pair, or logits alone)."""
+    return out if isinstance(out, tuple) else (out, None)
 
 
 class Retraining(Task):
@@ -263,21 +287,17 @@ class Retraining(Task):
     def loss(self, x: Tensor, y: Tensor, epoch: int, step: int):
         x = augment(x, self.generator, self.crop, self.flip, self.cutout)
         self.optimizer.zero_grad(set_to_none=True)
-        logits, logits_aux = self.net(x)
+        logits, logits_aux = _heads(self.net(x))
         loss = F.cross_entropy(logits, y)
         if logits_aux is not None:
             loss = loss + self.config.auxiliary_weight * F.cross_entropy(logits_aux, y)
         return loss, logits, {}
 
-    def update(self, loss: Tensor, epoch: int) -> None:
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
-        self.optimizer.step()
-
     def end_epoch(self, epoch: int) -> Dict[str, object]:
         self.schedule.step()
         distributed.broadcast_buffers(self.model)  # every rank evaluates (and rank 0 saves) rank 0's BN statistics
-        test_loss, test_acc = evaluate(lambda x: self.model(x)[0], self.model, self.test_loader, self.ctx.device)
+        test_loss, test_acc = evaluate(lambda x: _heads(self.model(x))[0], self.model, self.test_loader,
+                                       self.ctx.device)
         return dict(test_loss=test_loss, test_acc=test_acc)
 
     def legend(self) -> str:

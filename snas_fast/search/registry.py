@@ -13,6 +13,9 @@ _STRATEGIES = {
     "rsws": "snas_fast.search.rsws:Rsws",
     "naswot": "snas_fast.search.naswot:Naswot",
     "monas": "snas_fast.search.monas:Monas",
+    "morph-bo": "snas_fast.search.morph:MorphSearch",
+    "morph-random": "snas_fast.search.morph:MorphRandom",
+    "morph-bfs": "snas_fast.search.morph:MorphBfs",
 }
 
 

@@ -16,7 +16,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .._progress import bar
 from ..engine import distributed
@@ -120,10 +120,8 @@ class RswsTraining(Task):
         logits = self.net(x, weights, choices)
         return F.cross_entropy(logits, y), logits, {}
 
-    def update(self, loss: Tensor, epoch: int) -> None:
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.model.weight_parameters(), self.config.grad_clip)
-        self.optimizer.step()
+    def clipped_parameters(self):
+        return self.model.weight_parameters()
 
     def end_epoch(self, epoch: int) -> Dict[str, object]:
         self.schedule.step()

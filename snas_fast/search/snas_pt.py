@@ -27,7 +27,7 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from .._progress import bar
 from ..engine import distributed
@@ -113,10 +113,8 @@ class _FineTune(Task):
         logits = self.model.run(x, [self.weights[t] for t in self.model.cell_types()])
         return F.cross_entropy(logits, y), logits, {}
 
-    def update(self, loss: Tensor, epoch: int) -> None:
-        loss.backward()
-        nn.utils.clip_grad_norm_(self.model.weight_parameters(), self.config.grad_clip)
-        self.optimizer.step()
+    def clipped_parameters(self):
+        return self.model.weight_parameters()
 
     def end_epoch(self, epoch: int) -> Dict[str, object]:
         self.schedule.step()

@@ -239,6 +239,7 @@ class SearchSpace(ABC):
 
 _REGISTRY: Dict[str, Union[str, Callable[[], SearchSpace]]] = {
     "darts": "snas_fast.spaces.darts:DartsSpace",
+    "gnn": "snas_fast.spaces.gnn:GnnSpace",
 }
 
 

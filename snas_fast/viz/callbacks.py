@@ -6,7 +6,7 @@ from ..engine.loop import EpochEnd
 from ..search import convergence
 from . import plots
 
-__all__ = ["search_plots", "train_plots"]
+__all__ = ["morph_plots", "search_plots", "train_plots"]
 
 
 def search_plots(end: EpochEnd) -> None:
@@ -27,3 +27,10 @@ def train_plots(end: EpochEnd) -> None:
     """``curves.png`` of a retraining."""
     plots.plot_curves(end.run.metrics(), end.run.path("curves.png"),
                       keys=["train_loss", "test_loss", "train_acc", "test_acc"])
+
+
+def morph_plots(out: str, rows) -> None:
+    """``search_tree.png`` of a morphism search (:mod:`snas_fast.search.morph`), after every trained network."""
+    import os
+
+    plots.plot_morph_tree(rows, os.path.join(out, "search_tree.png"))

@@ -26,9 +26,11 @@ __all__ = [
     "cell_figure",
     "curves_figure",
     "edge_names",
+    "morph_tree_figure",
     "plot_alphas",
     "plot_cell",
     "plot_curves",
+    "plot_morph_tree",
 ]
 
 from ..spaces.darts.space import NUM_EDGES, NUM_NODES, PRIMITIVES, DartsSpace, space_of  # noqa: E402  (the columns of log_alpha)
@@ -506,4 +508,64 @@ def pareto_figure(points: Mapping[str, Sequence[Tuple[float, float, bool]]], xla
     ax.legend(fontsize=8, frameon=False)
     if title:
         ax.set_title(title, fontsize=9)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The morph tree of a network-morphism search
+
+
+def plot_morph_tree(rows: Sequence[Mapping], path: PathLike, title: Optional[str] = None) -> Path:
+    """Write :func:`morph_tree_figure` to the PNG ``path`` and return the path."""
+    return _save(morph_tree_figure(rows, title), path)
+
+
+def morph_tree_figure(rows: Sequence[Mapping], title: Optional[str] = None) -> Figure:
+    """The tree of a morphism search (:mod:`snas_fast.search.morph`): one node per trained network (``rows``:
+    ``model_id``, ``parent`` (None for the root), ``val_acc``), an edge from each father to its child (one or
+    more morphisms), generations downwards, coloured by validation accuracy; the best network ringed."""
+    rows = list(rows)
+    if not rows or any(not {"model_id", "parent", "val_acc"} <= set(r) for r in rows):
+        raise ValueError("rows: expected a non-empty list of {model_id, parent, val_acc} (history.csv's rows)")
+    children: Dict[object, List[int]] = {}
+    for r in rows:
+        children.setdefault(r["parent"], []).append(r["model_id"])
+    x: Dict[int, float] = {}
+    depth: Dict[int, int] = {}
+    leaves = [0]
+
+    def place(node: int, d: int) -> float:  # leaves left to right, a father above the middle of its children
+        depth[node] = d
+        kids = children.get(node, [])
+        if kids:
+            x[node] = sum(place(k, d + 1) for k in kids) / len(kids)
+        else:
+            x[node], leaves[0] = float(leaves[0]), leaves[0] + 1
+        return x[node]
+
+    for root in children.get(None, []):
+        place(root, 0)
+    acc = {r["model_id"]: float(r["val_acc"]) for r in rows}
+    fig = _new_figure(figsize=(max(6.0, 0.25 * leaves[0] + 2), max(3.0, 0.6 * (max(depth.values()) + 1) + 1.5)),
+                      layout="constrained")
+    ax = fig.add_subplot()
+    for r in rows:
+        if r["parent"] is not None and r["parent"] in x:
+            ax.plot([x[r["parent"]], x[r["model_id"]]], [-depth[r["parent"]], -depth[r["model_id"]]],
+                    color="0.6", lw=0.8, zorder=1)
+    ids = [i for i in x]
+    points = ax.scatter([x[i] for i in ids], [-depth[i] for i in ids], c=[acc[i] for i in ids], cmap="viridis",
+                        s=60, zorder=2, edgecolors="none")
+    best = max(acc, key=acc.get)
+    ax.scatter([x[best]], [-depth[best]], s=180, facecolors="none", edgecolors="red", lw=1.5, zorder=3)
+    if len(ids) <= 60:
+        for i in ids:
+            ax.annotate(str(i), (x[i], -depth[i]), xytext=(0, 7), textcoords="offset points", fontsize=6,
+                        ha="center", va="bottom", zorder=4)
+    fig.colorbar(points, ax=ax, label="validation accuracy")
+    ax.set_yticks([-d for d in range(max(depth.values()) + 1)], [str(d) for d in range(max(depth.values()) + 1)])
+    ax.set_ylabel("generation (trained ancestors)")
+    ax.set_xticks([])
+    ax.set_title(title or f"morph tree: {len(rows)} networks; best (ringed): model {best}, {acc[best]:.4f}",
+                 fontsize=9)
     return fig

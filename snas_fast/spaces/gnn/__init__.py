@@ -1,0 +1,26 @@
+"""EGNAS's graph search space (Cai et al. 2021): node operations gated by edge features and edge operations with
+their own mixed operations, over PyG graphs, every mixed operation one call of the fused op.
+
+- :mod:`.operations`: the candidate modules (``NODE_OPS``, ``EDGE_OPS``).
+- :mod:`.supernet`: :class:`GraphSupernet` (``mixed="fused" | "fused_edge" | "eager"``) and :class:`GraphNetwork`.
+- :mod:`.genotype`: :class:`GraphGenotype` and its JSON form. Pure policy.
+- :mod:`.space`: :class:`GnnSpace`, the :class:`~snas_fast.spaces.SearchSpace` protocol.
+- :mod:`.datasets`: ``digits-graph``, ``sbm-cluster``, ``karate`` (:func:`load_dataset`), offline and seeded.
+
+The search, retraining and PyG baselines: :mod:`snas_fast.search.gnn`.
+"""
+from ..._lazy import lazy_attributes
+
+__all__ = ["DATASETS", "EDGE_OPS", "GnnSpace", "GraphGenotype", "GraphNetwork", "GraphSupernet", "NODE_OPS",
+           "load_dataset"]
+
+__getattr__, __dir__ = lazy_attributes(__name__, {
+    "DATASETS": ".datasets:DATASETS",
+    "EDGE_OPS": ".operations:EDGE_OPS",
+    "NODE_OPS": ".operations:NODE_OPS",
+    "GnnSpace": ".space:GnnSpace",
+    "GraphGenotype": ".genotype:GraphGenotype",
+    "GraphNetwork": ".supernet:GraphNetwork",
+    "GraphSupernet": ".supernet:GraphSupernet",
+    "load_dataset": ".datasets:load_dataset",
+})

@@ -1,0 +1,165 @@
+"""Offline graph datasets, deterministic under a seed (nothing is downloaded). Each is three disjoint parts: search-
+train, search-validation (split by ``seed``) and a test part (fixed, whatever the seed) that no search sees.
+
+- ``digits-graph``: scikit-learn's 8x8 digits, each a 64-node grid graph (4-neighbourhood, both directions; node
+  features: intensity / 16 and the position (row, column) / 7; edge feature: intensity(target) - intensity(source),
+  / 16); graph classification, 10 classes. The parts are the CNN digits' (:func:`snas_fast.engine.data.
+  digits_split_indices`): the offline analogue of the MNIST-superpixel task of benchmarking-gnns.
+- ``sbm-cluster``: benchmarking-gnns' CLUSTER generator: 6 clusters of 5-35 nodes (uniform), an edge within a
+  cluster with probability p = 0.55 and across with q = 0.25 (undirected, no self-loops); the input feature of a node
+  is 0, except one random seed node per cluster whose feature is its cluster + 1 (one-hot over 7 values); node
+  classification of the cluster. Edge feature: 1. 500 / 100 / 200 graphs.
+- ``karate``: PyG's KarateClub (bundled in PyG; 34 nodes, 4 classes, one labelled node per class for training), the
+  other 30 nodes split in half by ``seed`` into validation and test; identity node features, edge feature 1.
+
+Node tasks mark the nodes a part is scored on with ``target_mask`` (all nodes for sbm-cluster).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Tuple
+
+import numpy as np
+import torch
+from torch_geometric.data import Data
+
+__all__ = ["DATASETS", "GraphData", "GraphInfo", "load_dataset", "sbm_cluster_graph"]
+
+DATASETS = ("digits-graph", "sbm-cluster", "karate")
+
+# Streams of snas_fast.engine.seeds.make_generator, kept apart from the other uses of seed_for.
+_SBM_STREAM = 0x73626D  # "sbm"
+_SBM_TEST_SEED = 20210101
+_KARATE_STREAM = 0x6B6172  # "kar"
+SBM_SIZES = dict(train=500, val=100, test=200)
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """What a network needs to know of a dataset: ``in_dim``, ``edge_dim``, ``num_classes``, ``task`` ("node" or
+    "graph") and its ``name``."""
+
+    name: str
+    in_dim: int
+    edge_dim: int
+    num_classes: int
+    task: str
+
+    def to_dict(self) -> dict:
+        return dict(name=self.name, in_dim=self.in_dim, edge_dim=self.edge_dim, num_classes=self.num_classes,
+                    task=self.task)
+
+
+@dataclass
+class GraphData:
+    """The three parts of a dataset, lists of PyG ``Data``."""
+
+    train: List[Data]
+    val: List[Data]
+    test: List[Data]
+    info: GraphInfo
+
+    def split(self, split: str = "search") -> Tuple[List[Data], List[Data], GraphInfo]:
+        """``(search_train, search_val, info)`` (``"search"``) or ``(search_train + search_val, test, info)``
+        (``"train_test"``, a retraining's)."""
+        if split == "search":
+            return self.train, self.val, self.info
+        if split == "train_test":
+            if self.info.task == "node" and self.info.name == "karate":  # one graph: the two masks joined
+                g = self.train[0].clone()
+                g.target_mask = self.train[0].target_mask | self.val[0].target_mask
+                return [g], self.test, self.info
+            return self.train + self.val, self.test, self.info
+        raise ValueError(f"split: expected search or train_test, got {split!r}")
+
+
+def _digits_graphs() -> Tuple[List[Data], np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.as_tensor(digits.images, dtype=torch.float32) / 16.0  # [n, 8, 8]
+    rows, cols = torch.meshgrid(torch.arange(8), torch.arange(8), indexing="ij")
+    idx = (rows * 8 + cols)
+    right = torch.stack([idx[:, :-1].reshape(-1), idx[:, 1:].reshape(-1)])
+    down = torch.stack([idx[:-1, :].reshape(-1), idx[1:, :].reshape(-1)])
+    edge_index = torch.cat([right, down, right.flip(0), down.flip(0)], dim=1)  # [2, 224]
+    pos = torch.stack([rows.reshape(-1), cols.reshape(-1)], dim=1).float() / 7.0  # [64, 2]
+    graphs = []
+    for image, label in zip(images, digits.target):
+        v = image.reshape(64)
+        x = torch.cat([v[:, None], pos], dim=1)  # [64, 3]
+        edge_attr = (v[edge_index[1]] - v[edge_index[0]])[:, None]  # [224, 1]
+        graphs.append(Data(x=x, edge_index=edge_index, edge_attr=edge_attr, y=torch.tensor([int(label)])))
+    return graphs, digits.target
+
+
+def sbm_cluster_graph(generator: torch.Generator, clusters: int = 6, min_size: int = 5, max_size: int = 35,
+                      p: float = 0.55, q: float = 0.25) -> Data:
+    """One CLUSTER graph (benchmarking-gnns' generator), drawn from ``generator``: ``x [N, clusters + 1]`` (one-hot
+    of 0, or of cluster + 1 for each cluster's seed node), ``edge_index [2, E]`` (both directions),
+    ``edge_attr [E, 1]`` (ones), ``y [N]`` the cluster of each node, ``target_mask [N]`` all true."""
+    sizes = torch.randint(min_size, max_size + 1, (clusters,), generator=generator)
+    y = torch.repeat_interleave(torch.arange(clusters), sizes)
+    n = int(sizes.sum())
+    same = y[:, None] == y[None, :]
+    prob = torch.where(same, torch.tensor(p), torch.tensor(q))
+    upper = (torch.rand(n, n, generator=generator) < prob).triu(1)
+    adj = upper | upper.T
+    edge_index = adj.nonzero().T.contiguous()  # [2, E], both directions
+    feature = torch.zeros(n, dtype=torch.long)
+    starts = torch.cumsum(sizes, 0) - sizes
+    seeds = starts + (torch.rand(clusters, generator=generator) * sizes).long()
+    feature[seeds] = torch.arange(clusters) + 1
+    x = torch.nn.functional.one_hot(feature, clusters + 1).float()
+    return Data(x=x, edge_index=edge_index, edge_attr=torch.ones(edge_index.shape[1], 1), y=y,
+                target_mask=torch.ones(n, dtype=torch.bool))
+
+
+def _sbm(seed: int) -> GraphData:
+    from ...engine.seeds import make_generator  # the one place seeded streams are made
+
+    g_search = make_generator(_SBM_STREAM, seed)
+    g_test = make_generator(_SBM_STREAM, _SBM_TEST_SEED)
+    train = [sbm_cluster_graph(g_search) for _ in range(SBM_SIZES["train"])]
+    val = [sbm_cluster_graph(g_search) for _ in range(SBM_SIZES["val"])]
+    test = [sbm_cluster_graph(g_test) for _ in range(SBM_SIZES["test"])]
+    return GraphData(train, val, test, GraphInfo("sbm-cluster", 7, 1, 6, "node"))
+
+
+def _karate(seed: int) -> GraphData:
+    from torch_geometric.datasets import KarateClub
+
+    from ...engine.seeds import make_generator
+
+    g = KarateClub()[0]
+    n = g.num_nodes
+    base = Data(x=g.x, edge_index=g.edge_index, edge_attr=torch.ones(g.edge_index.shape[1], 1), y=g.y)
+    rest = (~g.train_mask).nonzero().flatten()
+    rest = rest[torch.randperm(len(rest), generator=make_generator(_KARATE_STREAM, seed))]
+    parts = []
+    for nodes in (g.train_mask.nonzero().flatten(), rest[: len(rest) // 2], rest[len(rest) // 2:]):
+        d = base.clone()
+        d.target_mask = torch.zeros(n, dtype=torch.bool)
+        d.target_mask[nodes] = True
+        parts.append([d])
+    return GraphData(*parts, GraphInfo("karate", n, 1, int(g.y.max()) + 1, "node"))
+
+
+def _digits_graph(seed: int) -> GraphData:
+    from ...engine.data import digits_split_indices  # the CNN digits' parts: one fact in one place
+
+    graphs, labels = _digits_graphs()
+    train, val, test = digits_split_indices(labels, seed=seed)
+    pick = lambda idx: [graphs[i] for i in idx]  # noqa: E731
+    return GraphData(pick(train), pick(val), pick(test), GraphInfo("digits-graph", 3, 1, 10, "graph"))
+
+
+def load_dataset(name: str, seed: int = 0) -> GraphData:
+    """The dataset ``name`` (one of :data:`DATASETS`), its search parts split by ``seed``; the same ``(name, seed)``
+    gives the same graphs. ValueError naming the argument for an unknown name."""
+    loaders = {"digits-graph": _digits_graph, "sbm-cluster": _sbm, "karate": _karate}
+    if name not in loaders:
+        raise ValueError(f"dataset: expected one of {', '.join(DATASETS)}, got {name!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
+    return loaders[name](int(seed))
