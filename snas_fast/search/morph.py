@@ -45,7 +45,7 @@ from ..engine.data import eval_loader, train_loader
 from ..engine.loop import Task, evaluate, fit
 from ..engine.rundir import read_checkpoint, save_atomic, write_json_atomic
 from ..engine.seeds import make_generator, seed_everything, seed_for
-from ..spaces.morph import MorphNet, Morphism, MorphSpecError, Spec
+from ..spaces.morph import MorphNet, MorphSpecError, Spec
 from .base import Strategy
 from .bayes import Observation, Proposal, acquisition_search
 
@@ -97,7 +97,7 @@ class MorphConfig(RunConfig):
         if isinstance(self.budget, bool) or not (isinstance(self.budget, (int, float)) and self.budget > 0
                                                  and math.isfinite(self.budget)):
             raise MorphError(f"budget: expected minutes > 0, got {self.budget!r}")
-        if not (isinstance(self.noise, (int, float)) and 0 <= self.noise < 1):
+        if isinstance(self.noise, bool) or not (isinstance(self.noise, (int, float)) and 0 <= self.noise < 1):
             raise MorphError(f"noise: expected a fraction in [0, 1), got {self.noise!r}")
 
 

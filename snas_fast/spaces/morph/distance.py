@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence, Tuple, Union
+from typing import Sequence, Tuple
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
