@@ -98,51 +98,53 @@ def _mix(x: Tensor, bns: Sequence[nn.BatchNorm1d], cols: Sequence[int], id_col: 
     return fops.gumbel_mixed_op(ys, spec[1], spec[2], noise=spec[3])
 
 
-class NodeMixed(nn.Module):
+class _Mixed(nn.Module):
+    """What node and edge mixed operations share: the candidates ``names`` (their column order), the modules of the
+    non-trivial ones (``ops``), and where each sits in the weights (fixed at construction)."""
+
+    def __init__(self, names: Sequence[str], make: Callable[[str], nn.Module]):
+        super().__init__()
+        self.names = tuple(names)
+        self.ops = nn.ModuleDict({n: make(n) for n in self.names if n not in _TRIVIAL})
+        self._cols = [self.names.index(n) for n in self.ops]
+        self._id_col = self.names.index("identity") if "identity" in self.names else -1
+
+    def _mixed(self, x: Tensor, pres: Callable[[], List[Tensor]], spec: Spec, mixed: str) -> Tensor:
+        return _mix(x, [m.bn for m in self.ops.values()], self._cols, self._id_col, len(self.names), spec, mixed,
+                    pres)
+
+
+class NodeMixed(_Mixed):
     """One node mixed operation over ``names`` (a subset of :data:`NODE_OPS`, in their order):
     ``forward(V [N, F], E [E, F], edge_index [2, E], spec, mixed) -> [N, F]``."""
 
     def __init__(self, F: int, names: Sequence[str] = NODE_OPS, affine: bool = False):
-        super().__init__()
-        self.names = tuple(names)
-        self.ops = nn.ModuleDict({n: make_node_op(n, F, affine) for n in self.names if n not in _TRIVIAL})
+        super().__init__(names, lambda n: make_node_op(n, F, affine))
 
     def forward(self, V: Tensor, E: Tensor, edge_index: Tensor, spec: Spec, mixed: str) -> Tensor:
-        names = list(self.ops)
-        cols = [self.names.index(n) for n in names]
-        id_col = self.names.index("identity") if "identity" in self.names else -1
-        mods = [self.ops[n] for n in names]
-
         def pres(V=V, E=E):
-            return [m.pre_bn(V, E, edge_index) for m in mods]
+            return [m.pre_bn(V, E, edge_index) for m in self.ops.values()]
 
-        return _mix(V, [m.bn for m in mods], cols, id_col, len(self.names), spec, mixed, pres)
+        return self._mixed(V, pres, spec, mixed)
 
 
-class EdgeMixed(nn.Module):
+class EdgeMixed(_Mixed):
     """One edge mixed operation over ``names`` (a subset of :data:`EDGE_OPS`): ``forward(V [N, F], E [E, F],
     edge_index [2, E], spec, mixed) -> [E, F]``; ``r = MLP([V_s, V_t, V_s - V_t])`` computed once for its
     candidates."""
 
     def __init__(self, F: int, names: Sequence[str] = EDGE_OPS, affine: bool = False):
-        super().__init__()
-        self.names = tuple(names)
-        self.ops = nn.ModuleDict({n: make_edge_op(n, F, affine) for n in self.names if n not in _TRIVIAL})
+        super().__init__(names, lambda n: make_edge_op(n, F, affine))
         self.input = edge_input(F) if len(self.ops) else None
 
     def forward(self, V: Tensor, E: Tensor, edge_index: Tensor, spec: Spec, mixed: str) -> Tensor:
-        names = list(self.ops)
-        cols = [self.names.index(n) for n in names]
-        id_col = self.names.index("identity") if "identity" in self.names else -1
-        mods = [self.ops[n] for n in names]
-
         def pres(V=V, E=E):
-            if not mods:
+            if not len(self.ops):
                 return []
             r = self.input(V, edge_index)
-            return [m.pre_bn(r, E) for m in mods]
+            return [m.pre_bn(r, E) for m in self.ops.values()]
 
-        return _mix(E, [m.bn for m in mods], cols, id_col, len(self.names), spec, mixed, pres)
+        return self._mixed(E, pres, spec, mixed)
 
 
 class GraphCell(nn.Module):
