@@ -85,7 +85,8 @@ MORPH_BUDGET ?= 3
 compare-morph: build
 	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(COMPARE_PROCS) -m snas_fast compare \
 		$(if $(wildcard runs/compare-morph/config.json),--resume runs/compare-morph,--out runs/compare-morph \
-		--dataset digits --strategies morph-bo,morph-random,morph-bfs --seeds 3 --morph-budget $(MORPH_BUDGET))
+		--space morph --dataset digits --strategies morph-bo,morph-random,morph-bfs --seeds 3 \
+		--morph-budget $(MORPH_BUDGET))
 
 # EGNAS's graph space (README, "Graph networks (EGNAS)"): an SNAS search on sbm-cluster, the derived genotype
 # retrained from scratch, and three PyG baselines (GCN, GIN, gated GCN) at its parameter count and epochs; then the
@@ -101,7 +102,7 @@ gnn-compare: build
 		if [ -f runs/gnn-sbm-$$b/checkpoint.pt ]; then $(VENV)/bin/snas-fast train --resume runs/gnn-sbm-$$b \
 			--threads 1 --quiet; else $(VENV)/bin/snas-fast train $(GNN_TRAIN) --baseline $$b \
 			--param-budget runs/gnn-sbm-derived --out runs/gnn-sbm-$$b; fi || exit 1; done
-	$(VENV)/bin/python -m snas_fast.search.gnn table runs/gnn-sbm-derived runs/gnn-sbm-gcn runs/gnn-sbm-gin \
+	$(VENV)/bin/python -m snas_fast.compare table runs/gnn-sbm-derived runs/gnn-sbm-gcn runs/gnn-sbm-gin \
 		runs/gnn-sbm-gated | tee runs/gnn-sbm-table.md
 
 # The CPU suite, quick settings (each script under 3 minutes on 2 idle cores); the full runs drop --quick.

@@ -44,7 +44,7 @@ class GnnStep:
     """One search step of ``GraphSupernet(mixed=variant)`` on a fixed batch of ``dataset``."""
 
     def __init__(self, variant: str, dataset: str, graphs: int, hidden: int, device: str):
-        from snas_fast.search.gnn import _scored, collate
+        from snas_fast.data.graphs import collate
         from snas_fast.spaces.gnn import GraphSupernet, load_dataset
 
         train, _, info = load_dataset(dataset, seed=0).split("search")
@@ -58,7 +58,6 @@ class GnnStep:
                            for s in self.model.noise_shapes())
         self.opt_w = torch.optim.Adam(self.model.weight_parameters(), 3e-3)
         self.opt_a = torch.optim.Adam(self.model.arch_parameters(), 3e-2, betas=(0.5, 0.999))
-        self.scored = _scored
 
     def state(self):
         return list(self.model.parameters()) + list(self.model.buffers())
@@ -66,8 +65,7 @@ class GnnStep:
     def __call__(self):
         self.opt_w.zero_grad(set_to_none=True)
         self.opt_a.zero_grad(set_to_none=True)
-        logits = self.scored(self.model(self.batch, 0.5, self.noise), self.batch)
-        loss = F.cross_entropy(logits, self.y)
+        loss = F.cross_entropy(self.model(self.batch, 0.5, self.noise), self.y)  # unscored nodes: ignore_index
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.weight_parameters(), 5.0)
         self.opt_w.step()

@@ -32,7 +32,7 @@ MOVED = {
     "snas_fast.trainer": "snas_fast.search.snas",
     "snas_fast.retrain": "snas_fast.engine.retrain",
     "snas_fast.distributed": "snas_fast.engine.distributed",
-    "snas_fast.data": "snas_fast.engine.data",
+    "snas_fast.spaces.gnn.datasets": "snas_fast.data.graphs",
     "snas_fast.plots": "snas_fast.viz.plots",
 }
 

@@ -2,8 +2,14 @@
 
     snas-fast search --dataset digits --epochs 10 --out runs/digits
     snas-fast search --resume runs/digits
+    snas-fast search --space gnn --strategy evolution --archs 20 --out runs/gnn-evo   (any strategy, any space)
     snas-fast train --genotype runs/digits --dataset digits --epochs 10 --out runs/digits-train
     torchrun --standalone --nproc_per_node 2 -m snas_fast search ...   (data-parallel: snas_fast.engine.distributed)
+
+Every command's flags are generated from its config class and show what it reads: the settings of its ``--space``
+(and of the search's ``--strategy``) only, and the datasets of that space's kind
+(:func:`snas_fast.engine.config.shown_fields`). The space and the strategy are read from the command line before
+the flags (or from ``--resume DIR``'s ``config.json``, or the ``--config`` file).
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from . import _openmp
 
 _openmp.configure()  # before anything loads torch (and libgomp with it)
 
-from .engine.config import flag_fields  # noqa: E402
+from .engine.config import flag_fields, shown_fields  # noqa: E402
 from .search.snas import SearchConfig, SearchWarning  # noqa: E402
 
 
@@ -31,14 +37,22 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _add_flags(p: argparse.ArgumentParser, cls) -> None:
-    """One flag per field of the config class ``cls`` that has one (:func:`snas_fast.engine.config.setting`):
-    ``--{flag}``, parsed by the field's kind, defaulting to None (the config's default, shown once in the help, with
-    the allowed values); a bool flag alone means true (``--hard``), or takes true/false."""
-    defaults = cls()
-    for flag, f in flag_fields(cls):
+def _add_flags(p: argparse.ArgumentParser, cls, space=None) -> None:
+    """One flag per setting of the config class ``cls`` that a command on ``space`` reads
+    (:func:`snas_fast.engine.config.shown_fields`): ``--{flag}``, parsed by the field's kind, defaulting to None (the
+    config's default, shown once in the help, with the allowed values: the datasets of ``space``'s kind); a bool flag
+    alone means true (``--hard``), or takes true/false."""
+    from .engine.config import space_choices
+
+    try:
+        defaults = cls(space=space.name) if space is not None and "space" in cls.__dataclass_fields__ else cls()
+    except Exception:  # a space the settings refuse: its error comes when the command runs
+        defaults = cls()
+    for flag, f in shown_fields(cls, space):
         kind = f.metadata["kind"] or type(f.default)
         choices = f.metadata.get("choices")
+        if space is not None:
+            choices = space_choices(space, f.name) or choices
         extra = dict(nargs="?", const=True, metavar="true|false") if kind is bool else {}
         if choices:
             extra["metavar"] = "{" + ",".join(choices) + "}"
@@ -54,11 +68,14 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def _parser(sub, name: str, help: str, cls) -> argparse.ArgumentParser:
+def _parser(sub, name: str, help: str, cls, space=None, strategies=None) -> argparse.ArgumentParser:
     p = sub.add_parser(name, help=help, allow_abbrev=False)
     p.add_argument("--config", help="JSON file of settings (the flags given here override it)")
     p.add_argument("--resume", metavar="DIR", help="continue the run in DIR with its own config.json")
-    _add_flags(p, cls)
+    if strategies:
+        p.add_argument("--strategy", metavar="{" + ",".join(strategies) + "}", choices=strategies, default=None,
+                       help="the search strategy (default: snas); its own flags follow")
+    _add_flags(p, cls, space)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if "threads" not in {f.name for f in dataclasses.fields(cls)}:  # latency-table's threads are a setting
         p.add_argument("--threads", dest="torch_threads", type=int, metavar="N",
@@ -86,7 +103,7 @@ def _config_from(args, cls, error):
         if not isinstance(settings, dict):
             raise error(f"--resume {args.resume}: config.json is not a JSON object")
         settings["out"] = args.resume
-        if cls is SearchConfig:
+        if issubclass(cls, SearchConfig):
             settings.setdefault("recipe", "custom")  # a run from before recipes: its config.json holds every setting
         return cls.from_dict(settings)
     if args.config:
@@ -122,7 +139,7 @@ def _what_is_saved(config, command: str) -> str:
         return f"the last finished epoch is saved: resume with `snas-fast {command} --resume {out}`"
     if os.path.isdir(cells) and os.listdir(cells):
         return f"the finished cells are saved: resume with `snas-fast {command} --resume {out}`"
-    if os.path.exists(os.path.join(out, "history.csv")):
+    if os.path.exists(os.path.join(out, "history.csv")) or os.path.isdir(os.path.join(out, "candidate_000")):
         return f"the trained networks are saved: resume with `snas-fast {command} --resume {out}`"
     return "it stopped before anything was saved (no finished epoch): start it again"
 
@@ -163,111 +180,85 @@ def _run(args, cls, load_data, run, report, prepare=None) -> int:
     return 0
 
 
-def _search(args) -> int:
+def _search(args, strategy) -> int:
     from .search.convergence import summary
     from .search.snas import Snas
     from .viz.callbacks import search_plots
 
-    strategy = Snas()
+    callbacks = [search_plots] if isinstance(strategy, Snas) else []
+
+    def load_data(config):
+        config.strategy = strategy.name  # the run's strategy, in its config.json (read back by --resume)
+        return strategy.load_data(config)
 
     def run(config, data, resume, progress):
         with warnings.catch_warnings():  # the loop's SearchWarning is printed by report, as one line
             warnings.simplefilter("ignore", SearchWarning)
-            return strategy.run(config, data, resume=resume, progress=progress, callbacks=[search_plots])
+            return strategy.run(config, data, resume=resume, progress=progress, callbacks=callbacks)
 
     def report(config, result):
-        print(f"\nsearch done: {config.out}")
-        print(f"  supernet val acc {result.val_acc:.4f}, derived child val acc {result.child_val_acc:.4f} "
-              f"(search-validation split)")
-        print(f"  architecture: {summary(result.arch, len(result.model.space.primitives))}")
-        print(f"  genotype: {result.genotype.to_json()}")
-        if result.warning:
+        space = config.space_object()
+        print(f"\nsearch done: {config.out} ({strategy.name} on {config.space})")
+        if hasattr(result, "child_val_acc"):
+            print(f"  supernet val acc {result.val_acc:.4f}, derived child val acc {result.child_val_acc:.4f} "
+                  f"(search-validation split)")
+            print(f"  architecture: {summary(result.arch, len(space.primitives))}")
+        else:
+            print(f"  best: its own score {result.score:.4f} (search-validation)")
+        print(f"  genotype: {json.dumps(space.to_dict(result.genotype))}")
+        if getattr(result, "warning", None):
             print(f"snas-fast: warning: {result.warning}", file=sys.stderr)
 
-    return _run(args, strategy.config_class, strategy.load_data, run, report)
+    return _run(args, strategy.config_class, load_data, run, report)
 
 
 def _train(args) -> int:
-    from .engine.retrain import TrainConfig, TrainError, load_train_data, resolve_genotype, train
-    from .spaces import get_space
+    from .engine.retrain import TrainConfig, TrainError, load_train_data, train
     from .viz.callbacks import train_plots
 
-    def prepare(args, config):
-        if args.resume:  # the run directory's genotype
-            return dict(genotype=None)
-        if args.genotype is None and not (args.config and "genotype" in _read_json(args.config)):
-            raise TrainError("genotype: required: a published genotype, a genotype JSON file or a search run "
-                             "directory")
-        return dict(genotype=resolve_genotype(config.genotype, get_space(config.space))[0])
+    def load_data(config):
+        given = args.genotype is not None or (args.config and "genotype" in _read_json(args.config))
+        if not (args.resume or given or config.baseline != "none"):
+            baselines = config.space_object().baselines
+            raise TrainError("genotype: required: a published genotype, a genotype JSON file or a search run directory"
+                             + (f", or give --baseline {'|'.join(baselines)}" if baselines else ""))
+        return load_train_data(config)
 
-    def run(config, data, resume, progress, genotype):
-        return train(config, data, genotype=genotype, resume=resume, progress=progress, callbacks=[train_plots])
+    def run(config, data, resume, progress):
+        return train(config, data, resume=resume, progress=progress, callbacks=[train_plots])
 
     def report(config, result):
         print(f"\ntraining done: {config.out}")
-        print(f"  test acc {result.test_acc:.4f}, test loss {result.test_loss:.4f}")
+        print(f"  {result.model_name}: test acc {result.test_acc:.4f}, test loss {result.test_loss:.4f}")
         print(f"  params {result.params} ({result.params / 1e6:.3f} M, auxiliary head excluded)")
 
-    return _run(args, TrainConfig, load_train_data, run, report, prepare)
+    return _run(args, TrainConfig, load_data, run, report)
 
 
-def _space_requested(args) -> Optional[str]:
-    """The space a search or train command asks for: ``--space``, else the one in ``--resume DIR``'s config.json,
-    else the one in the ``--config`` file (None when none says; unreadable files are reported later)."""
-    if getattr(args, "space", None):
-        return args.space
-    paths = [os.path.join(args.resume, "config.json") if args.resume else None, args.config]
-    for path in filter(None, paths):
+def _requested(words: List[str], name: str) -> Optional[str]:
+    """A setting a command line asks for before it is parsed: ``--name X`` (or ``--name=X``), else the one in
+    ``--resume DIR``'s config.json, else the one in the ``--config`` file (None when none says; unreadable files
+    are reported later)."""
+    flag = f"--{name}"
+    for a, b in zip(words, words[1:] + [None]):
+        if a == flag and b is not None:
+            return b
+        if a.startswith(flag + "="):
+            return a.partition("=")[2]
+    paths = []
+    for a, b in zip(words, words[1:] + [None]):
+        if a == "--resume" and b:
+            paths.append(os.path.join(b, "config.json"))
+        if a == "--config" and b:
+            paths.append(b)
+    for path in paths:
         try:
             settings = _read_json(path)
         except (OSError, ValueError):
             continue
-        if isinstance(settings, dict) and isinstance(settings.get("space"), str):
-            return settings["space"]
+        if isinstance(settings, dict) and isinstance(settings.get(name), str):
+            return settings[name]
     return None
-
-
-def _gnn(command: str, argv: List[str]) -> int:
-    """``snas-fast search|train --space gnn``: EGNAS's graph search and retraining (:mod:`snas_fast.search.gnn`),
-    with the flags of their own config classes, through the same :func:`_run`."""
-    from .search import gnn
-    from .viz.callbacks import train_plots
-    from .viz.gnn import gnn_search_plots
-
-    parser = _Parser(prog="snas-fast", allow_abbrev=False)
-    sub = parser.add_subparsers(dest="command", required=True)
-    if command == "search":
-        _parser(sub, "search", "run a graph architecture search (EGNAS's space)", gnn.GnnSearchConfig)
-    else:
-        _parser(sub, "train", "train a graph genotype or a PyG baseline from scratch", gnn.GnnTrainConfig)
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        sub.choices[command].error(f"unrecognized arguments: {' '.join(unknown)}")
-
-    if command == "search":
-        def run(config, data, resume, progress):
-            with warnings.catch_warnings():  # printed by report, as one line
-                warnings.simplefilter("ignore", SearchWarning)
-                return gnn.search(config, data, resume, progress, callbacks=[gnn_search_plots])
-
-        def report(config, result):
-            print(f"\nsearch done: {config.out}")
-            print(f"  supernet val acc {result.val_acc:.4f}, derived child val acc {result.child_val_acc:.4f} "
-                  f"(search-validation)")
-            print(f"  architecture: {gnn.describe_arch(result.arch)}")
-            print(f"  genotype: {result.genotype.to_json()}")
-            if result.warning:
-                print(f"snas-fast: warning: {result.warning}", file=sys.stderr)
-
-        return _run(args, gnn.GnnSearchConfig, lambda config: config.load_data("search"), run, report)
-
-    def report(config, result):
-        print(f"\ntraining done: {config.out}")
-        print(f"  {result.model_name}: test acc {result.test_acc:.4f}, test loss {result.test_loss:.4f}, "
-              f"params {result.params}")
-
-    return _run(args, gnn.GnnTrainConfig, lambda config: config.load_data("train_test"),
-                lambda config, data, resume, progress: gnn.train(config, data, resume, progress, [train_plots]), report)
 
 
 def _morph(args) -> int:
@@ -347,45 +338,66 @@ def _read_json(path: str):
         return json.load(f)
 
 
+def _space(name: Optional[str]):
+    """The registered space ``name`` (None, or a name no space has: None; the command reports it)."""
+    from .spaces import get_space, space_names
+
+    return get_space(name) if name in space_names() else None
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    from .search.registry import get_strategy, strategy_names
+
+    words = sys.argv[1:] if argv is None else list(argv)
+    command = words[0] if words else None
+    space_name = _requested(words, "space")
+    if command == "train" and space_name is None:  # the genotype's own space
+        from .engine.retrain import genotype_space
+
+        space_name = genotype_space(_requested(words, "genotype"))
+    space = _space(space_name or ("morph" if command == "morph" else "darts"))
+    name = _requested(words, "strategy") if command == "search" else None
+    strategy = get_strategy(name if name in strategy_names() else "snas")
+
     parser = _Parser(prog="snas-fast", description="Stochastic Neural Architecture Search, fused.", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)
     from .engine.retrain import TrainConfig
 
-    _parser(sub, "search", "run an SNAS search", SearchConfig)
-    _parser(sub, "train", "retrain a genotype from scratch and report its test accuracy", TrainConfig)
+    _parser(sub, "search", "run a search: SNAS, or any strategy (--strategy) on any space (--space)",
+            strategy.config_class, space, strategy_names())
+    _parser(sub, "train", "retrain a genotype (or a space's baseline) from scratch and report its test accuracy",
+            TrainConfig, space)
     from .compare import CompareConfig
 
     _parser(sub, "compare", "search with several strategies on one budget, retrain every result with one recipe, "
-                            "and write a leaderboard", CompareConfig)
+                            "and write a leaderboard", CompareConfig, space)
     from .rank import RankConfig
 
     _parser(sub, "rank", "score random architectures by NASWOT, by shared weights (rsws, snas) and by training, "
-                         "and report each proxy's rank correlation", RankConfig)
+                         "and report each proxy's rank correlation", RankConfig, space)
     from .pareto import ParetoConfig
 
     _parser(sub, "pareto", "the accuracy-cost front of SNAS (lambda sweep), MONAS (reward sweep) and random "
-                           "sampling, every architecture retrained with one recipe", ParetoConfig)
+                           "sampling, every architecture retrained with one recipe", ParetoConfig, space)
     from .search.morph import MorphConfig
 
     _parser(sub, "morph", "grow networks by function-preserving morphisms, chosen by Bayesian optimisation "
-                          "(Auto-Keras), at random or breadth-first, within a time budget", MorphConfig)
+                          "(Auto-Keras), at random or breadth-first, within a time budget", MorphConfig, space)
     from .latency_table import LatencyConfig
 
     _parser(sub, "latency-table", "time every candidate on every edge of one network and write the lookup table",
-            LatencyConfig)
-    words = sys.argv[1:] if argv is None else list(argv)
-    if words[:1] in (["search"], ["train"]) and ("--space=gnn" in words or any(  # before parsing: --help too
-            a == "--space" and b == "gnn" for a, b in zip(words, words[1:]))):
-        return _gnn(words[0], words)
+            LatencyConfig, space)
     args, unknown = parser.parse_known_args(argv)
-    if args.command in ("search", "train") and _space_requested(args) == "gnn":  # --resume DIR or --config FILE
-        return _gnn(args.command, words)
     if unknown:  # reported by the subcommand's parser, which lists its own flags
         sub.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    if args.command == "search":
+        if getattr(args, "strategy", None) is not None and args.resume:
+            return _fail(f"--resume {args.resume}: a resumed run keeps the strategy of its config.json; drop "
+                         f"--strategy")
+        return _search(args, strategy)
     commands = {"train": _train, "compare": _compare, "rank": _rank, "pareto": _pareto, "latency-table": _latency,
                 "morph": _morph}
-    return commands.get(args.command, _search)(args)
+    return commands[args.command](args)
 
 
 if __name__ == "__main__":

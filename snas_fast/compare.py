@@ -1,10 +1,16 @@
-"""``snas-fast compare``: strategies side by side on one budget and one retraining recipe (Bag of Tricks for NAS).
+"""``snas-fast compare``: strategies side by side on one space, one budget and one retraining recipe (Bag of Tricks
+for NAS), on any registered space (``--space``): every strategy written once against the space protocol, so the code
+under every row is the same.
 
 Every strategy x seed searches on the search-train / search-validation parts (its own settings: the defaults of its
-config, with ``--search-epochs`` for the supernet strategies, ``--archs`` for the sampling ones and
-``--morph-budget`` minutes for the network-morphism ones), then its result is retrained from scratch with the same
-recipe and seed (:func:`snas_fast.engine.retrain.train`; a morphism search's result is its best network, trained
-again from a fresh initialisation) and reported on the test part, which no search sees. Written to ``out``:
+config, with ``--search-epochs`` for the supernet strategies, ``--archs`` for rsws's and NASWOT's sampling,
+``--random-archs`` x ``--random-epochs`` for the strategies that train what they propose (random, evolution, bo)
+and ``--morph-budget`` minutes for the network-morphism ones; the space's own settings, ``--nodes``, ``--form``,
+..., for all), then its result is retrained from scratch with the same recipe and seed
+(:func:`snas_fast.engine.retrain.train`; a morphism search's result is its best network, trained again from a fresh
+initialisation) and reported on the test part, which no search sees. A strategy the space cannot take is refused in
+one line before anything runs (:meth:`Strategy.refusal <snas_fast.search.base.Strategy.refusal>`). Written to
+``out``:
 
     cells/<strategy>-seed<k>.json   one finished strategy x seed (kept: --resume skips it)
     <strategy>/seed<k>/search, .../train   the run directories
@@ -26,6 +32,7 @@ It stands above the layers (like the CLI): it runs strategies, the engine's retr
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -36,21 +43,26 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .engine import distributed
-from .engine.config import RunConfig, RunError, setting
-from .engine.retrain import TrainConfig, load_train_data, train
+from .engine.config import RunError, SpaceSettings, TrainingConfig, setting
+from .engine.retrain import TrainConfig, load_train_data, retrain_defaults, train
 from .engine.rundir import write_json_atomic
 from .search.registry import get_strategy, strategy_names
 from .search.snas import TRICKS
 from .spaces.darts.networks import count_flops
 
-__all__ = ["CompareConfig", "CompareError", "compare", "plan", "retrain_row", "run_cell", "run_units", "share"]
+__all__ = ["CompareConfig", "CompareError", "compare", "matrix", "plan", "retrain_row", "retrain_table", "run_cell",
+           "run_units", "share"]
 
 FIELDS = ["strategy", "seed", "test_acc", "params", "flops", "search_s", "score", "genotype"]
 
 #: seconds of one cell (search and retraining) at the defaults on the digits, 2 cores (README, "Comparing
 #: strategies"): only how evenly :func:`share` loads the ranks depends on it
-WORK = {"snas": 285.0, "snas-pt": 560.0, "random": 60.0, "rsws": 76.0, "naswot": 60.0, "morph-bo": 200.0,
-        "morph-random": 200.0, "morph-bfs": 200.0}
+WORK = {"snas": 285.0, "darts": 285.0, "snas-pt": 560.0, "random": 60.0, "rsws": 76.0, "naswot": 60.0,
+        "evolution": 60.0, "bo": 70.0, "monas": 300.0, "morph-bo": 200.0, "morph-random": 200.0, "morph-bfs": 200.0}
+
+#: The settings of the space a comparison hands every strategy (its own; not the network size, which is the
+#: retraining's here and each strategy's search size there).
+_CARRIED = tuple(f.name for f in dataclasses.fields(SpaceSettings) if f.name not in ("layers", "channels"))
 
 
 class CompareError(RunError):
@@ -58,11 +70,13 @@ class CompareError(RunError):
 
 
 @dataclass
-class CompareConfig(RunConfig):
+class CompareConfig(TrainingConfig):
     """The strategies, the seeds, each strategy's budget and the one retraining recipe (``epochs``, ``layers``,
-    ``channels``, ``drop_path`` of :class:`~snas_fast.engine.retrain.TrainConfig`)."""
+    ``channels``, ``drop_path``, ... of :class:`~snas_fast.engine.retrain.TrainConfig`; None: the recipe's for the
+    space's data)."""
 
     Error = CompareError
+    roles = ("child", "search")
 
     out: str = setting("runs/compare", "run directory")
     strategies: str = setting("snas,snas-pt,random,rsws,naswot",
@@ -70,15 +84,19 @@ class CompareConfig(RunConfig):
                               f"is one with a change of settings (snas's: {', '.join(TRICKS)})")
     seeds: int = setting(2, "seeds per strategy (0 .. seeds - 1)")
     search_epochs: int = setting(20, "epochs of the supernet strategies (snas, snas-pt, rsws, monas)")
-    archs: int = setting(100, "architectures a sampling strategy scores (naswot; rsws's selection)")
-    random_archs: int = setting(8, "candidates random search trains")
-    random_epochs: int = setting(3, "training epochs of each random-search candidate")
+    archs: int = setting(100, "architectures a sampling strategy scores without training them (naswot; rsws's "
+                              "selection)")
+    random_archs: int = setting(8, "candidates each strategy that trains its proposals (random, evolution, bo) trains")
+    random_epochs: int = setting(3, "training epochs of each such candidate")
     morph_budget: float = setting(2.0, "minutes of search of each network-morphism strategy (morph-bo, "
                                        "morph-random, morph-bfs)")
-    epochs: int = setting(10, "retraining epochs of every result")
-    layers: int = setting(8, "cells of the retrained network")
-    channels: int = setting(16, "channels of the retrained network's first cells")
-    drop_path: float = setting(0.2, "retraining drop-path (ramped linearly from 0)")
+    epochs: Optional[int] = setting(None, "retraining epochs of every result (default: the retraining recipe's)",
+                                    kind=int)
+    drop_path: Optional[float] = setting(None, "retraining drop-path (ramped linearly from 0; default: the "
+                                               "retraining recipe's)", kind=float)
+
+    def default_sources(self):
+        return [retrain_defaults(self)] + super().default_sources()
 
     def names(self) -> List[str]:
         return [s.strip() for s in str(self.strategies).split(",") if s.strip()]
@@ -94,10 +112,14 @@ class CompareConfig(RunConfig):
             if base not in strategy_names():
                 raise CompareError(f"strategies: expected a comma-separated list of {', '.join(strategy_names())} "
                                    f"(each may be <strategy>+<variant>), got {name!r} in {self.strategies!r}")
-            known = get_strategy(base).variants
+            strategy = get_strategy(base)
+            known = strategy.variants
             if variant and variant not in known:
                 raise CompareError(f"strategies: {base}'s variants are {', '.join(known) or 'none'}, got "
                                    f"{variant!r} in {name!r}")
+            why = strategy.refusal(self.space_object())
+            if why:
+                raise CompareError(f"strategies: {why}")
         if len(set(names)) < len(names):
             raise CompareError(f"strategies: expected each at most once, got {self.strategies!r}")
         self.check_ints(("seeds", "search_epochs", "archs", "random_archs", "random_epochs"), 1)
@@ -112,11 +134,14 @@ class CompareConfig(RunConfig):
         fields = cls.__dataclass_fields__
         # overwrite: a cell not finished (no cells/*.json) starts again from scratch
         settings = dict(dataset=self.dataset, data_dir=self.data_dir, data_limit=self.data_limit, seed=seed, out=out,
-                        device=self.device, space=self.space, num_workers=self.num_workers, overwrite=True)
+                        device=self.device, space=self.space, num_workers=self.num_workers, overwrite=True,
+                        strategy=strategy.name, **{name: getattr(self, name) for name in _CARRIED})
+        queries = dict(archs=self.random_archs, epochs=self.random_epochs)
         budget = {"snas": dict(epochs=self.search_epochs), "snas-pt": dict(epochs=self.search_epochs),
+                  "darts": dict(epochs=self.search_epochs),
                   "rsws": dict(epochs=self.search_epochs, archs=self.archs),
                   "naswot": dict(archs=self.archs), "monas": dict(epochs=self.search_epochs),
-                  "random": dict(archs=self.random_archs, epochs=self.random_epochs),
+                  "random": queries, "evolution": queries, "bo": queries,
                   **{name: dict(budget=self.morph_budget) for name in ("morph-bo", "morph-random", "morph-bfs")},
                   }.get(strategy.name, {})
         settings.update(budget)
@@ -125,6 +150,26 @@ class CompareConfig(RunConfig):
 
     def train_config(self, seed: int, out: str) -> TrainConfig:
         return self.carried_to(TrainConfig, seed=seed, out=out, genotype="compare", overwrite=True)
+
+
+def matrix(spaces: Optional[Sequence[str]] = None, strategies: Optional[Sequence[str]] = None) -> str:
+    """The strategy x space matrix as a Markdown table, from the registries (``spaces``, ``strategies``: default
+    every registered one): a cell says ``runs``, or what the strategy needs that the space lacks
+    (:meth:`Strategy.missing <snas_fast.search.base.Strategy.missing>`). The README shows it."""
+    from .search.base import NEEDS
+    from .spaces import get_space, space_names
+
+    spaces = list(spaces or space_names())
+    lines = ["| strategy | " + " | ".join(f"`{s}`" for s in spaces) + " |", "|---|" + "---|" * len(spaces)]
+    objects = [get_space(s) for s in spaces]
+    for name in strategies or strategy_names():
+        strategy = get_strategy(name)
+        cells = []
+        for space in objects:
+            missing = strategy.missing(space)
+            cells.append("runs" if missing is None else f"needs {NEEDS[missing[0]]}")
+        lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _own_score(result) -> float:
@@ -162,12 +207,21 @@ def run_cell(config: CompareConfig, label: str, seed: int, overrides: Optional[d
 
 def retrain_row(config: CompareConfig, seed: int, genotype, out: str) -> dict:
     """``genotype`` retrained from scratch with the comparison's recipe and seed in ``out``, reported on the test
-    part: the row's seed, test accuracy, parameters, FLOPs and genotype."""
+    part: the row's seed, test accuracy, parameters, FLOPs and genotype. On a tabular space the table's test metric
+    is the retraining's (its authors trained every architecture: :meth:`SearchSpace.query
+    <snas_fast.spaces.SearchSpace.query>` with ``"test"``)."""
+    space = config.bound_space()
+    if space.lacks("query") is None:
+        return dict(seed=seed, test_acc=float(space.query(genotype, "test")),
+                    params=space.costs(genotype).get("params", math.nan), flops=math.nan,
+                    genotype=json.dumps(space.to_dict(genotype)))
     train_config = config.train_config(seed, out)
     data = load_train_data(train_config)
     trained = train(train_config, data, genotype=genotype, progress=False)
-    return dict(seed=seed, test_acc=trained.test_acc, params=trained.params,
-                flops=count_flops(trained.model.eval(), data[2].image_size), genotype=genotype.to_json())
+    info = data[2]
+    flops = count_flops(trained.model.eval(), info.image_size) if info.kind == "images" else math.nan
+    return dict(seed=seed, test_acc=trained.test_acc, params=trained.params, flops=flops,
+                genotype=json.dumps(space.to_dict(genotype)))
 
 
 Unit = List[Tuple[str, int]]
@@ -261,7 +315,8 @@ def write_leaderboard(rows: List[dict], out: str) -> None:
     lines += ["", "| strategy | seed | test accuracy | params | FLOPs | search seconds | own score |",
               "|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        lines.append(f"| {r['strategy']} | {r['seed']} | {r['test_acc']:.4f} | {r['params']:,} | {r['flops']:,} | "
+        flops = "-" if isinstance(r["flops"], float) and math.isnan(r["flops"]) else f"{r['flops']:,}"
+        lines.append(f"| {r['strategy']} | {r['seed']} | {r['test_acc']:.4f} | {r['params']:,} | {flops} | "
                      f"{r['search_s']:.1f} | {r['score']:.4g} |")
     with open(os.path.join(out, "leaderboard.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -333,3 +388,22 @@ def compare(config: CompareConfig, resume: bool = False, progress: bool = True) 
     if distributed.context(config.device).is_main:
         write_leaderboard(rows, config.out)
     return rows
+
+
+def retrain_table(run_dirs: Sequence[str]) -> str:
+    """A Markdown table of retraining runs (their ``summary.json``): model, parameters, width, epochs, test
+    accuracy (``python -m snas_fast.compare table RUN_DIR ...``)."""
+    lines = ["| model | parameters | width | epochs | test accuracy |", "|---|---:|---:|---:|---:|"]
+    for d in run_dirs:
+        with open(os.path.join(d, "summary.json")) as f:
+            s = json.load(f)
+        lines.append(f"| {s['model']} | {s['params']:,} | {s['width']} | {s['epochs']} | {s['test_acc']:.4f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m snas_fast.compare table RUN_DIR ...
+    import sys
+
+    if len(sys.argv) < 3 or sys.argv[1] != "table":
+        sys.exit("usage: python -m snas_fast.compare table RUN_DIR [RUN_DIR ...]")
+    print(retrain_table(sys.argv[2:]))

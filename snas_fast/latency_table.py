@@ -16,6 +16,7 @@ import torch
 from .engine.config import RunConfig, RunError, setting
 from .engine.rundir import write_json_atomic
 from .engine.seeds import make_generator
+from .spaces import get_space
 
 __all__ = ["LatencyConfig", "LatencyError", "latency_table"]
 
@@ -33,6 +34,7 @@ class LatencyConfig(RunConfig):
     out_is_file = True
 
     out: str = setting("latency_table.json", "the table's JSON file")
+    space: str = setting("darts", "a DARTS-family search space (darts, or one registered with other primitives)")
     channels: int = setting(8, "channels of the first cells (C)")
     layers: int = setting(5, "cells in the network")
     size: int = setting(8, "input height and width (the digits: 8)")
@@ -45,8 +47,17 @@ class LatencyConfig(RunConfig):
     check: int = setting(20, "random children timed end to end against the prediction (0: none)")
 
     def validate(self) -> None:
+        from .spaces import space_names
+        from .spaces.darts import DartsSpace
+
         super().validate()
-        self.check_ints(("size", "in_channels", "num_classes", "repeats", "threads"), 1)
+        if self.space not in space_names():
+            raise LatencyError(f"space: expected one of {', '.join(space_names())}, got {self.space!r}")
+        if not isinstance(get_space(self.space), DartsSpace):
+            raise LatencyError(f"space: latency tables time the DARTS space's edges; {self.space} is not a DARTS "
+                               f"space")
+        self.check_ints(("channels", "layers", "batch_size", "size", "in_channels", "num_classes", "repeats",
+                         "threads"), 1)
         self.check_ints(("warmup", "check"), 0)
 
 
@@ -61,7 +72,6 @@ def latency_table(config: LatencyConfig, progress: bool = True):
     """Measures and writes the table (and its check); returns ``(table, check or None)``."""
     from scipy import stats
 
-    from .spaces import get_space
     from .spaces.darts.latency import measure, network_ms
 
     config.validate()

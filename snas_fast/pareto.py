@@ -17,6 +17,8 @@ point: the nadir of all methods' points (the largest cost and the lowest accurac
 from __future__ import annotations
 
 import csv
+import dataclasses
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -65,8 +67,6 @@ class ParetoConfig(CompareConfig):
     seeds: int = setting(1, "seeds per setting")
     objective: str = setting("mac", "the cost: params, flops, mac (of the edges) or latency (--latency-table)",
                              choices=OBJECTIVES)
-    latency_table: Optional[str] = setting(None, "table of snas-fast latency-table for the search network",
-                                           kind=str)
     lambdas: str = setting("0,0.0015,0.005,0.02", "SNAS: the penalty weights lambda")
     mixes: str = setting("1.0,0.9,0.7,0.5", "MONAS (mixed reward): the accuracy weights a")
     random_points: int = setting(6, "random genotypes retrained as they are")
@@ -105,8 +105,7 @@ class ParetoConfig(CompareConfig):
                 cells[f"snas@lambda={lam:g}"] = ("snas", dict(shape, resource_lambda=lam))
         if "monas" in self.names():
             for a in self.values("mixes"):
-                cells[f"monas@a={a:g}"] = ("monas", dict(shape, a=a, objective=self.objective,
-                                                         latency_table=self.latency_table))
+                cells[f"monas@a={a:g}"] = ("monas", dict(shape, a=a, objective=self.objective))
         if "random" in self.names():
             for k in range(self.random_points):
                 cells[f"random@{k}"] = ("random", {})
@@ -117,30 +116,30 @@ def pareto(config: ParetoConfig, resume: bool = False, progress: bool = True) ->
     """Runs every setting (:meth:`ParetoConfig.settings`), then writes ``pareto.csv``, ``pareto.md``,
     ``pareto.png``; returns the rows (on every rank)."""
     from .search.monas import CostModel
-    from .spaces import get_space
-    from .spaces.darts.genotypes import Genotype
 
     config.validate()
     cells = config.settings()
-    space = get_space(config.space)
+    info = config.load_data()[2]
+    # the cost's network: the search network's size
+    space = config.space_object().configure(dataclasses.replace(config, layers=config.search_layers,
+                                                                channels=config.search_channels), info)
 
     def run(label: str, seed: int, previous: Optional[dict]) -> dict:
         method, overrides = cells[label]
-        if method == "random":  # a point drawn uniformly, retrained as it is
+        if method == "random":  # a point drawn from the space's prior, retrained as it is
             k = int(label.partition("@")[2])
-            g = space.random_genotype(make_generator(seed, k, 0x70617265))  # "pare"
+            g = space.sample(make_generator(seed, k, 0x70617265))  # "pare"
             out = os.path.join(config.out, label, f"seed{seed}", "train")
             return dict(retrain_row(config, seed, g, out), strategy=label, search_s=0.0, score=math.nan)
         return run_cell(config, label, seed, overrides)
 
     units = [[(label, seed)] for label in cells for seed in range(config.seeds)]
     rows = run_units(config, units, run, resume, progress)
-    cost = CostModel(config.objective, config.search_channels, config.search_layers,
-                     config.load_data()[2].image_size, space, config.latency_table)
+    cost = CostModel(config.objective, space)
     out_rows = []
     for row in rows:
         method, _, set_to = row["strategy"].partition("@")
-        g = Genotype.from_json(row["genotype"], space)
+        g = space.from_dict(json.loads(row["genotype"]))
         out_rows.append(dict(method=method, setting=set_to, seed=row["seed"], test_acc=row["test_acc"],
                              cost=cost(g), params=row["params"], flops=row["flops"], search_s=row["search_s"],
                              genotype=row["genotype"]))

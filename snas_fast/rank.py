@@ -1,5 +1,5 @@
-"""``snas-fast rank``: how well does each cheap proxy rank architectures? ``archs`` architectures are drawn
-uniformly (top-2 form) and each is scored by
+"""``snas-fast rank``: how well does each cheap proxy rank architectures? ``archs`` architectures are drawn from the
+space's prior (DARTS's: uniformly, top-2 form; any space with a supernet, ``--space``) and each is scored by
 
 - ``naswot``: :func:`snas_fast.search.naswot.score` of its untrained network (one training batch);
 - ``rsws``: its accuracy on search-validation with the shared weights of a supernet trained by weight-sharing random
@@ -14,6 +14,7 @@ Each proxy's Kendall τ and Spearman ρ against ``trained`` (``scipy.stats``) go
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import warnings
@@ -22,13 +23,13 @@ from typing import Dict, List
 
 import torch
 
+from . import data as datasets
 from ._progress import bar
-from .engine.config import RunConfig, RunError, setting
+from .engine.config import RunError, TrainingConfig, setting
 from .engine.data import eval_loader
 from .engine.retrain import TrainConfig, train
 from .engine.rundir import RunDir, write_json_atomic
 from .engine.seeds import make_generator, seed_everything
-from .spaces import get_space
 
 __all__ = ["PROXIES", "RankConfig", "RankError", "rank_correlations", "rank"]
 
@@ -40,18 +41,17 @@ class RankError(RunError):
 
 
 @dataclass
-class RankConfig(RunConfig):
-    """``archs`` architectures of ``layers`` cells and ``channels`` channels; the two supernets trained
+class RankConfig(TrainingConfig):
+    """``archs`` architectures of the space's search size (DARTS: 5 cells of C = 8); the two supernets trained
     ``search_epochs``; each architecture trained ``epochs`` for the reference accuracy."""
 
     Error = RankError
+    roles = ("search",)
 
     out: str = setting("runs/rank", "run directory")
     archs: int = setting(20, "architectures drawn and scored")
     epochs: int = setting(3, "training epochs of each architecture (the reference accuracy)")
     search_epochs: int = setting(10, "epochs of the rsws and snas supernets")
-    layers: int = setting(5, "cells of every network")
-    channels: int = setting(8, "channels of the first cells (C)")
     drop_path: float = setting(0.0, "drop-path of the reference training")
 
     def validate(self) -> None:
@@ -73,23 +73,23 @@ def rank_correlations(proxy: List[float], reference: List[float]) -> Dict[str, f
     return dict(kendall_tau=float(tau), spearman_rho=float(rho))
 
 
-def _supernet_scores(config: RankConfig, strategy_name: str, data, genotypes, ctx) -> List[float]:
+def _supernet_scores(config: RankConfig, strategy_name: str, data, genotypes, ctx, space) -> List[float]:
     from .search.registry import get_strategy
     from .search.rsws import shared_weight_accuracy
 
     strategy = get_strategy(strategy_name)
     fields = strategy.config_class.__dataclass_fields__
-    settings = dict(dataset=config.dataset, data_dir=config.data_dir, data_limit=config.data_limit, seed=config.seed,
-                    device=config.device, space=config.space, epochs=config.search_epochs, layers=config.layers,
-                    channels=config.channels, archs=1, out=os.path.join(config.out, strategy_name),
-                    overwrite=True)  # rank recomputes everything (the command itself refuses a finished --out)
-    search_config = strategy.config_class(**{k: v for k, v in settings.items() if k in fields})
+    # rank recomputes everything (the command itself refuses a finished --out)
+    settings = dict(config.to_dict(), epochs=config.search_epochs, archs=1, strategy=strategy_name,
+                    out=os.path.join(config.out, strategy_name), overwrite=True)
+    search_config = strategy.config_class(**{k: v for k, v in settings.items() if k in fields and
+                                             k not in ("lr", "lr_min", "weight_decay", "drop_path")})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = strategy.run(search_config, data, progress=False)
     model = result.model
     loader = eval_loader(data[1], config.batch_size, ctx, config.num_workers)
-    return [shared_weight_accuracy(model, g, loader, ctx.device) for g in genotypes]
+    return [shared_weight_accuracy(model, space, g, loader, ctx.device) for g in genotypes]
 
 
 def rank(config: RankConfig, progress: bool = True) -> List[dict]:
@@ -99,27 +99,29 @@ def rank(config: RankConfig, progress: bool = True) -> List[dict]:
     from .search.naswot import score as naswot_score
     from .viz import plots
 
+    from .search.snas import Snas
+
     config.validate()
     ctx = distributed.context(config.device)
-    space = get_space(config.space)
+    why = Snas().refusal(config.space_object())
+    if why:
+        raise RankError(f"space: {why}")
     data = config.load_data()
-    info = data[2]
+    space = config.bound_space(data[2])
     run = RunDir(config.out, ctx)
     if os.path.exists(run.path("rank.md")) and not config.overwrite:
         raise RankError(f"out: {config.out} holds a ranking already; give --overwrite true to compute it again "
                         f"there, or choose another --out")
     run.start(config.to_dict())
     gen = make_generator(config.seed, 0x72616E6B)  # "rank"
-    genotypes = [space.random_genotype(gen) for _ in range(config.archs)]
-    x = data[0].tensors[0][torch.randperm(len(data[0]), generator=gen)[:128]].to(ctx.device)
-    rows = [dict(arch=k, genotype=g.to_json()) for k, g in enumerate(genotypes)]
+    genotypes = [space.sample(gen) for _ in range(config.archs)]
+    x = datasets.batch_of(data[0], torch.randperm(len(data[0]), generator=gen)[:128].tolist()).to(ctx.device)
+    rows = [dict(arch=k, genotype=json.dumps(space.to_dict(g))) for k, g in enumerate(genotypes)]
     for k, (g, row) in enumerate(zip(bar(genotypes, "naswot", progress), rows)):
         seed_everything(config.seed + k)
-        net = space.network(g, config.channels, info.num_classes, config.layers, False,
-                            in_channels=info.in_channels).to(ctx.device)
-        row["naswot"] = naswot_score(net, x)
+        row["naswot"] = naswot_score(space.child(g).to(ctx.device), x)
     for name in ("rsws", "snas"):
-        for row, s in zip(rows, _supernet_scores(config, name, data, genotypes, ctx)):
+        for row, s in zip(rows, _supernet_scores(config, name, data, genotypes, ctx, space)):
             row[name] = s
     for k, (g, row) in enumerate(zip(bar(genotypes, "training", progress), rows)):
         train_config = config.carried_to(TrainConfig, out=run.path(f"arch_{k:03d}"), genotype="rank", overwrite=True)

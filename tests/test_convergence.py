@@ -71,7 +71,7 @@ def test_recipes_fill_only_what_is_left_unset():
     assert (paper.lr, paper.lr_min, paper.tau_start, paper.tau_end, paper.resource_lambda) == (0.025, 0.001, 1.0, 0.03,
                                                                                            1.5e-3)
     assert trainer.SearchConfig(recipe="snas-cifar", arch_lr=1e-3).arch_lr == 1e-3  # an explicit value wins
-    with pytest.raises(trainer.SearchError, match=r"recipe: expected one of short, snas-cifar, custom, got 'fast'"):
+    with pytest.raises(trainer.SearchError, match=r"recipe: expected one of short, snas-cifar, graph, custom, got 'fast'"):
         trainer.SearchConfig(recipe="fast")
     # a saved config comes back as it was
     assert trainer.SearchConfig.from_dict(paper.to_dict()) == paper
@@ -103,7 +103,7 @@ def test_cli_recipe_flag_and_overrides(tmp_path):
 def test_cli_unknown_recipe_is_a_one_line_error(tmp_path, capsys):
     assert main(["search", "--recipe", "fast", "--out", str(tmp_path / "never"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == "snas-fast: error: recipe: expected one of short, snas-cifar, custom, got 'fast'"
+    assert err.strip() == "snas-fast: error: recipe: expected one of short, snas-cifar, graph, custom, got 'fast'"
     assert not (tmp_path / "never").exists()
 
 
@@ -150,7 +150,7 @@ def test_the_short_recipe_moves_the_architecture_reports_it_and_does_not_warn(tm
     # no warning means at least a quarter of the 28 edges left uniform, not only near-ties flipping
     assert rows[-1]["normal_decided"] + rows[-1]["reduce_decided"] >= 7
     saved = json.load(open(tmp_path / "moving" / "genotype.json"))
-    initial = trainer.Genotype.from_dict(saved["initial_genotype"])
+    initial = trainer.DartsSpace().from_dict(saved["initial_genotype"])
     assert initial != result.genotype
 
 

@@ -1,6 +1,7 @@
-"""EGNAS's graph space (snas_fast.spaces.gnn) and its search, retraining and baselines (snas_fast.search.gnn): the
-fused supernets against the eager one, every operation against a hand computation, the generators, derivation and
-the genotype's JSON, exact resume, and the command line's refusals."""
+"""EGNAS's graph space (snas_fast.spaces.gnn), searched by the one SNAS (snas_fast.search.snas) and retrained (with its
+PyG baselines) by the one retraining (snas_fast.engine.retrain): the fused supernets against the eager one, every
+operation against a hand computation, the generators, derivation and the genotype's JSON, exact resume, and the
+command line's refusals."""
 from __future__ import annotations
 
 import json
@@ -10,10 +11,11 @@ import torch
 from torch_geometric.data import Batch
 
 from snas_fast.cli import main
-from snas_fast.search import gnn
+from snas_fast.data.graphs import SBM_SIZES, sbm_cluster_graph
+from snas_fast.engine import retrain
+from snas_fast.search import snas
 from snas_fast.spaces import get_space
 from snas_fast.spaces.gnn import GnnSpace, GraphGenotype, GraphSupernet, load_dataset
-from snas_fast.spaces.gnn.datasets import SBM_SIZES, sbm_cluster_graph
 from snas_fast.spaces.gnn.genotype import links, num_links
 from snas_fast.spaces.gnn.operations import EdgeInput, EdgeOp, NodeAgg
 
@@ -124,7 +126,7 @@ def grads(model, batch, call):
 CALLS = {
     "snas": lambda noise: (lambda m, b: m(b, 0.7, noise)),
     "darts": lambda noise: (lambda m, b: m(b, None)),
-    "child": lambda noise: (lambda m, b: m.run(b, GnnSpace(2, 2).encode(GnnSpace(2, 2).random_genotype(
+    "child": lambda noise: (lambda m, b: m.run(b, GnnSpace(2, 2).arch_weights(GnnSpace(2, 2).random_genotype(
         torch.Generator().manual_seed(3), include_none=True)))),
 }
 
@@ -169,7 +171,7 @@ def test_the_layers_hold():
     code = ("import sys, json\n"
             "import snas_fast.spaces.gnn.supernet, snas_fast.spaces.gnn.space\n"
             "a = sorted({m.split('.')[1] for m in sys.modules if m.startswith('snas_fast.')})\n"
-            "import snas_fast.search.gnn\n"
+            "import snas_fast.search.snas\n"
             "b = sorted({m.split('.')[1] for m in sys.modules if m.startswith('snas_fast.')})\n"
             "print(json.dumps([a, b, any(m.startswith('matplotlib') for m in sys.modules)]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -250,7 +252,10 @@ def test_derivation_and_the_genotype_json_round_trip():
     assert genotype.cells[1][0] == ("identity", "mean", "sum", "max", "mean")
     assert genotype.cells[1][1] == ("gru",) * 4 + ("none",)
     assert GraphGenotype.from_dict(json.loads(genotype.to_json())) == genotype
-    assert space.derive(space.encode(genotype)) == genotype
+    assert space.derive(space.arch_weights(genotype)) == genotype
+    bound = space.configure(None, load_dataset("karate").info)
+    assert bound.to_choices(genotype) == tuple(bound.encode(genotype).view(-1, 5).argmax(-1).tolist())
+    assert bound.from_choices(bound.to_choices(genotype)) == genotype
     g = GnnSpace(3, 4).random_genotype(torch.Generator().manual_seed(0))
     assert len(g.cells) == 4 and g.nodes == 3 and "none" not in g.operations()
     with pytest.raises(ValueError, match=r"cells\[0\].node: expected operations of"):
@@ -286,7 +291,7 @@ def test_search_resume_is_exact_and_hands_its_genotype_to_train(tmp_path, monkey
     straight = tmp_path / "straight"
     assert main(["search", *TINY_SEARCH, "--out", str(straight)]) == 0
     interrupted = tmp_path / "interrupted"
-    original = gnn.GnnSearch.end_epoch
+    original = snas.SnasSearch.end_epoch
     calls = []
 
     def interrupt_the_second_epoch(self, epoch):
@@ -295,9 +300,9 @@ def test_search_resume_is_exact_and_hands_its_genotype_to_train(tmp_path, monkey
             raise KeyboardInterrupt
         return original(self, epoch)
 
-    monkeypatch.setattr(gnn.GnnSearch, "end_epoch", interrupt_the_second_epoch)
+    monkeypatch.setattr(snas.SnasSearch, "end_epoch", interrupt_the_second_epoch)
     assert main(["search", *TINY_SEARCH, "--out", str(interrupted)]) == 130
-    monkeypatch.setattr(gnn.GnnSearch, "end_epoch", original)
+    monkeypatch.setattr(snas.SnasSearch, "end_epoch", original)
     assert len(open(interrupted / "metrics.jsonl").readlines()) == 1
     assert main(["search", "--resume", str(interrupted), "--quiet"]) == 0
     a = torch.load(straight / "checkpoint.pt", weights_only=True)
@@ -308,7 +313,7 @@ def test_search_resume_is_exact_and_hands_its_genotype_to_train(tmp_path, monkey
     genotypes = [json.load(open(d / "genotype.json"))["genotype"] for d in (straight, interrupted)]
     assert genotypes[0] == genotypes[1]
     row = json.loads(open(straight / "metrics.jsonl").readlines()[-1])
-    assert {"node_entropy", "edge_margin", "child_val_acc", "changed_ops"} <= row.keys()
+    assert {"node_entropy", "edge_margin", "child_val_acc", "changed_edges"} <= row.keys()
     capsys.readouterr()
     trained = tmp_path / "child"
     assert main(["train", "--space", "gnn", "--genotype", str(straight), "--dataset", "digits-graph", "--data-limit",
@@ -322,24 +327,24 @@ def test_train_resume_is_exact_and_baselines_meet_the_budget(tmp_path, monkeypat
     common = ["--space", "gnn", "--dataset", "karate", "--epochs", "3", "--quiet"]
     straight, interrupted = tmp_path / "straight", tmp_path / "interrupted"
     assert main(["train", *common, "--baseline", "gated", "--param-budget", "3000", "--out", str(straight)]) == 0
-    original = gnn.GraphRetraining.end_epoch
+    original = retrain.Retraining.end_epoch
 
     def interrupt(self, epoch):
         if epoch == 1:
             raise KeyboardInterrupt
         return original(self, epoch)
 
-    monkeypatch.setattr(gnn.GraphRetraining, "end_epoch", interrupt)
+    monkeypatch.setattr(retrain.Retraining, "end_epoch", interrupt)
     assert main(["train", *common, "--baseline", "gated", "--param-budget", "3000", "--out", str(interrupted)]) == 130
-    monkeypatch.setattr(gnn.GraphRetraining, "end_epoch", original)
+    monkeypatch.setattr(retrain.Retraining, "end_epoch", original)
     assert main(["train", "--resume", str(interrupted), "--quiet"]) == 0
     a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(interrupted / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    info = load_dataset("karate").info
-    for kind in gnn.BASELINES:
-        model, width = gnn.baseline_for_budget(kind, info, 20000, 4)
-        assert abs(gnn.count_parameters(model) - 20000) / 20000 < 0.1, (kind, width)
+    space = GnnSpace().configure(None, load_dataset("karate").info)
+    for kind in space.baselines:
+        model, width = retrain.baseline_for_budget(space, kind, 20000, 4)
+        assert abs(retrain.count_parameters(model) - 20000) / 20000 < 0.1, (kind, width)
 
 
 def first_error_line(capsys):
@@ -351,7 +356,7 @@ def first_error_line(capsys):
 def test_an_unknown_dataset_or_a_genotype_of_the_other_space_is_refused_in_one_line(tmp_path, capsys):
     assert main(["search", "--space", "gnn", "--dataset", "cifar10", "--out", str(tmp_path / "a")]) == 2
     assert first_error_line(capsys) == ("snas-fast: error: dataset: expected one of digits-graph, sbm-cluster, "
-                                        "karate, got 'cifar10'")
+                                        "karate, got 'cifar10' (space gnn)")
     darts = tmp_path / "darts.json"
     darts.write_text(json.dumps(__import__("snas_fast").genotypes.load("DARTS_V2").to_dict()))
     assert main(["train", "--space", "gnn", "--genotype", str(darts), "--dataset", "karate",
@@ -360,11 +365,16 @@ def test_an_unknown_dataset_or_a_genotype_of_the_other_space_is_refused_in_one_l
     assert "is not a gnn genotype" in line and "DARTS cell genotype" in line
     graph = tmp_path / "graph.json"
     graph.write_text(GnnSpace().random_genotype(torch.Generator().manual_seed(0)).to_json())
-    assert main(["train", "--genotype", str(graph), "--dataset", "digits", "--out", str(tmp_path / "c")]) == 2
-    assert "is not a genotype" in first_error_line(capsys)
+    assert main(["train", "--genotype", str(graph), "--space", "darts", "--dataset", "digits",
+                 "--out", str(tmp_path / "c")]) == 2
+    line = first_error_line(capsys)
+    assert "is not a darts genotype" in line and "of space 'gnn'" in line
+    # without --space the genotype's tag names its space, which takes no images
+    assert main(["train", "--genotype", str(graph), "--dataset", "digits", "--out", str(tmp_path / "e")]) == 2
+    assert "got 'digits' (space gnn)" in first_error_line(capsys)
     assert main(["train", "--space", "gnn", "--dataset", "karate", "--out", str(tmp_path / "d")]) == 2
     assert first_error_line(capsys).startswith("snas-fast: error: genotype: required")
-    assert not any((tmp_path / d).exists() for d in "abcd")
+    assert not any((tmp_path / d).exists() for d in "abcde")
 
 
 def test_the_graph_commands_have_their_own_help_and_flags(capsys):

@@ -66,18 +66,23 @@ def test_controller_log_prob_is_the_sum_of_its_decisions():
 
 
 def test_decisions_make_every_top2_and_edge_all_cell():
+    from snas_fast.spaces.darts import DartsSpace
+
     space = get_space("darts")
-    sizes = space.decisions("top2")
+    sizes = tuple(d.size for d in space.decisions())
     assert len(sizes) == 32 and sizes[:8] == (2, 7, 1, 7, 3, 7, 2, 7)
+    assert space.decisions()[1].name == "normal.node2.op1" and space.decisions()[1].options[0] == "max_pool_3x3"
     # node 2: first input 1, sep_conv_3x3; second input among the others (only 0), skip_connect
     ops = [op for op in space.op_names if op != "none"]
     choices = [1, ops.index("sep_conv_3x3"), 0, ops.index("skip_connect")] + [0] * 12 + [0] * 16
-    g = space.from_decisions(choices, "top2")
+    g = space.from_choices(choices)
     assert g.normal[:2] == (("sep_conv_3x3", 1), ("skip_connect", 0))
     assert {j for _, j in g.normal[2:4]} == {0, 1}
-    assert len(space.from_decisions([0] * 28, "edge_all").normal) == 14
+    assert space.to_choices(g) == tuple(choices)
+    edge_all = DartsSpace(form="edge_all")
+    assert len(edge_all.decisions()) == 28 and len(edge_all.from_choices([0] * 28).normal) == 14
     with pytest.raises(ValueError, match=r"choices\[0\]: expected an index in 0..1, got 2"):
-        space.from_decisions([2] + [0] * 31, "top2")
+        space.from_choices([2] + [0] * 31)
 
 
 # -- latency table -------------------------------------------------------------------------------------------------

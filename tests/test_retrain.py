@@ -72,9 +72,9 @@ def test_resolve_genotype_from_names_files_and_run_directories(tmp_path):
     (lambda p: str(p), r"holds no genotype.json \(expected a search run directory\)"),
     (lambda p: (p / "x.json").write_text("{not json") and str(p / "x.json"), r"genotype: cannot read a JSON genotype from .*x.json"),
     (lambda p: (p / "x.json").write_text('{"normal": []}') and str(p / "x.json"),
-     r"x.json is not a genotype \(d: missing key\(s\) \['normal_concat', 'reduce', 'reduce_concat'\]"),
+     r"x.json is not a darts genotype \(d: missing key\(s\) \['normal_concat', 'reduce', 'reduce_concat'\]"),
     (lambda p: (p / "x.json").write_text(json.dumps(dict(G.load("DARTS_V2").to_dict(), normal=[["conv", 0]] * 8)))
-     and str(p / "x.json"), r"x.json is not a genotype \(normal\[0\]: unknown op 'conv'"),
+     and str(p / "x.json"), r"x.json is not a darts genotype \(normal\[0\]: unknown op 'conv'"),
 ])
 def test_resolve_genotype_errors_are_one_line(tmp_path, make, message):
     with pytest.raises(TrainError, match=message) as info:
@@ -98,7 +98,7 @@ def test_train_cli_writes_the_run_directory(tmp_path, capsys):
     from snas_fast.spaces.darts.networks import NetworkCIFAR, count_parameters
     assert summary["params"] == count_parameters(NetworkCIFAR(4, 10, 3, True, "DARTS_V2", in_channels=1))
     assert summary["test_acc"] == rows[-1]["test_acc"] and summary["genotype_source"] == "DARTS_V2"
-    assert json.load(open(out / "genotype.json"))["genotype"] == G.load("DARTS_V2").to_dict()
+    assert json.load(open(out / "genotype.json"))["genotype"] == dict(space="darts", **G.load("DARTS_V2").to_dict())
     printed = capsys.readouterr().out
     assert f"test acc {rows[-1]['test_acc']:.4f}" in printed and f"params {summary['params']}" in printed
 

@@ -198,7 +198,7 @@ def test_cost_tables_follow_the_supernet_cells(layers):
     for cell in model.cells:
         expected[cell.reduction].append(costs.cell_costs(cell.C, size, size, cell.reduction))
         size = (size + 1) // 2 if cell.reduction else size
-    normal, reduce = trainer.cost_tables(model, 8)
+    normal, reduce = costs.supernet_costs(model, 8)
     assert torch.equal(normal, torch.stack(expected[False]))
     if expected[True]:
         assert torch.equal(reduce, torch.stack(expected[True]))

@@ -95,7 +95,7 @@ def test_both_derivation_rules_pick_the_ninth_primitive(rule):
         Genotype.from_dict(g.to_dict())  # DARTS's eight do not know it
     drawn = {op for _ in range(20) for op, _ in random_genotype(space=NINE).normal}
     assert "conv_3x3" in drawn and "none" not in drawn
-    assert NINE.encode(g).shape == (2, 14, 9)
+    assert NINE.encode(g).shape == (2 * 14 * 9,) and torch.stack(NINE.arch_weights(g)).shape == (2, 14, 9)
 
 
 def test_plots_and_retraining_take_the_ninth_primitive(tmp_path):
@@ -127,5 +127,13 @@ def test_search_and_train_run_on_a_registered_space(tmp_path, capsys):
     train = tmp_path / "train"
     assert main(["train", "--genotype", str(tmp_path / "g.json"), *tiny, "--out", str(train)]) == 0
     assert json.load(open(train / "summary.json"))["params"] > 0
-    assert main(["train", "--genotype", str(tmp_path / "g.json"), *tiny[:-2], "--out", str(tmp_path / "t2")]) == 2
+    # its "space" tag names darts9: it trains there without --space; the same cell untagged, or said to be of DARTS's
+    # space, is refused by DARTS's eight primitives
+    assert main(["train", "--genotype", str(tmp_path / "g.json"), *tiny[:-2], "--out", str(tmp_path / "t2")]) == 0
+    assert cell.pop("space") == "darts9"
+    (tmp_path / "g.json").write_text(json.dumps(cell))
+    capsys.readouterr()
+    assert main(["train", "--genotype", str(tmp_path / "g.json"), *tiny[:-2], "--out", str(tmp_path / "t3")]) == 2
     assert "unknown op 'conv_3x3'" in capsys.readouterr().err
+    assert main(["train", "--genotype", str(tmp_path / "g.json"), *tiny[:-2], "--space", "darts",
+                 "--out", str(tmp_path / "t4")]) == 2

@@ -100,10 +100,9 @@ def test_rsws_runs_one_architecture_with_the_shared_weights():
     torch.manual_seed(0)
     model = Supernet(4, 10, 3, in_channels=1).eval()
     g = random_genotype(torch.Generator().manual_seed(1), include_none=True)
-    weights, choices = arch_weights(model, g)
+    weights, choices = arch_weights(model, model.space, g)  # one per cell type
     x = torch.randn(3, 1, 8, 8)
-    per_type = tuple(choices[model.cell_types().index(t)] for t in (0, 1))
-    torch.testing.assert_close(model.run(x, weights, choices), model.forward_child(x, per_type))
+    torch.testing.assert_close(model.run_arch(x, weights, choices), model.forward_child(x, tuple(choices)))
 
 
 def test_random_and_rsws_strategies_run(tmp_path):
@@ -113,7 +112,8 @@ def test_random_and_rsws_strategies_run(tmp_path):
                                                  data_limit=96, out=str(tmp_path / "rsws")))):
         result = strategy.run(config, strategy.load_data(config), progress=False)
         assert len(result.genotype.normal) == 8 and 0.0 <= result.score <= 1.0
-        assert json.load(open(tmp_path / strategy.name / "genotype.json"))["genotype"] == result.genotype.to_dict()
+        saved = json.load(open(tmp_path / strategy.name / "genotype.json"))["genotype"]
+        assert saved == dict(space="darts", **result.genotype.to_dict())
     assert set(strategy_names()) >= {"snas", "random", "rsws", "naswot"}
     assert get_strategy("naswot").name == "naswot"
 
@@ -302,8 +302,8 @@ def test_perturbation_selection_keeps_the_op_whose_removal_hurts_most(monkeypatc
     torch.manual_seed(0)
     model = Supernet(4, 10, 3, in_channels=1)
     config = snas_pt.SnasPtConfig(pt_interval=0, bn_recalibration=0, data_limit=32, layers=3, channels=4)
-    data = snas_pt.load_search_data(config)
-    g = snas_pt.select(model, config, data, Context())
+    data = config.load_data()
+    g = snas_pt.select(model, config, data, Context(), model.space)
     expected = tuple(("sep_conv_3x3", j) for node in range(4) for j in (node, node + 1))
     assert g.normal == expected and g.reduce == expected
     assert "snas-pt" in strategy_names()

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._progress import bar as progress_bar
+from ..data import IGNORE
 from . import distributed
 from .config import RunConfig, RunError
 from .rundir import RunDir
@@ -29,9 +30,15 @@ def drop_path_prob(drop_path: float, epoch: int, epochs: int) -> float:
     return drop_path * epoch / max(epochs, 1)
 
 
+def _counted(y: Tensor) -> int:
+    """The targets a loss and an accuracy count: all but :data:`~snas_fast.data.IGNORE`'s."""
+    return y.numel() if y.dtype.is_floating_point else int((y != IGNORE).sum())
+
+
 @torch.no_grad()
 def evaluate(forward: Callable[[Tensor], Tensor], model: nn.Module, loader, device) -> Tuple[float, float]:
-    """(mean loss, accuracy) of ``forward(x) -> logits [B, classes]`` on ``loader``, ``model`` in eval mode.
+    """(mean loss, accuracy) of ``forward(x) -> logits [B, classes]`` on ``loader``, ``model`` in eval mode; targets
+    :data:`~snas_fast.data.IGNORE` count for neither (a graph's nodes outside the scored part).
 
     With a process group each rank evaluates its share (``loader``'s sampler) and the sums are added over the
     ranks: every rank returns the figures of the whole set."""
@@ -40,9 +47,9 @@ def evaluate(forward: Callable[[Tensor], Tensor], model: nn.Module, loader, devi
     for x, y in loader:
         x, y = x.to(device), y.to(device)
         logits = forward(x)
-        loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum", ignore_index=IGNORE).item()
         correct += (logits.argmax(1) == y).sum().item()
-        total += y.numel()
+        total += _counted(y)
     loss_sum, correct, total = distributed.all_reduce_sum([loss_sum, correct, total])
     return loss_sum / max(total, 1), correct / max(total, 1)
 
@@ -140,7 +147,7 @@ def _train_epoch(task: Task, epoch: int, head: Dict[str, float], progress: bool)
             raise task.config.Error(f"the loss became {loss.item()} at epoch {epoch + 1}: the run stops; the "
                                     f"checkpoint of the last finished epoch is intact ({task.nan_hint})")
         task.update(loss, epoch)
-        n = y.numel()
+        n = _counted(y)
         seen += n
         loss_sum += loss.item() * n
         for k, v in extras.items():

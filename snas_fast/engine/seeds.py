@@ -7,18 +7,9 @@ import random
 import numpy as np
 import torch
 
+from .._seeds import make_generator, seed_for
+
 __all__ = ["make_generator", "seed_epoch", "seed_everything", "seed_for"]
-
-
-def seed_for(*parts: int) -> int:
-    """A 63-bit seed mixed from integer ``parts`` (numpy's SeedSequence): nearby tuples give unrelated streams."""
-    words = [int(p) & 0xFFFFFFFF for p in parts] + [len(parts)]
-    return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> np.uint64(1))
-
-
-def make_generator(*parts: int) -> torch.Generator:
-    """A CPU ``torch.Generator`` seeded with :func:`seed_for` of ``parts``."""
-    return torch.Generator().manual_seed(seed_for(*parts))
 
 
 def seed_everything(seed: int) -> None:

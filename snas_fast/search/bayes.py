@@ -200,3 +200,47 @@ def acquisition_search(observations: Sequence[Observation], generator: torch.Gen
                         best = Proposal(father, c_chain, child, float(score))
         t *= rate
     return best
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Any space: a GP on feature vectors (the space's encoding, or a Bourgain embedding of its distance)
+# ------------------------------------------------------------------------------------------------------------
+def l1_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``[n, m]`` L1 distances of the rows of ``a [n, D]`` and ``b [m, D]``."""
+    return np.abs(a[:, None, :] - b[None, :, :]).sum(-1)
+
+
+#: The lengthscales (multiples of the median pairwise distance) and noise variances (of the standardised metric)
+#: :class:`FeatureSurrogate` chooses from by the marginal likelihood.
+LENGTHSCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+NOISES = (1e-4, 1e-2, 1e-1)
+
+
+class FeatureSurrogate:
+    """GP-UCB on feature vectors: ``k(a, b) = exp(-||a - b||_1 / l)`` (a Laplace kernel: positive semi-definite for
+    any real vectors, and on one-hot encodings a function of the number of decisions two architectures differ in),
+    a noise variance on the diagonal (short trainings are noisy), ``l`` and the noise chosen on a grid
+    (:data:`LENGTHSCALES` x :data:`NOISES`) by the log marginal likelihood of the standardised metrics.
+    ``acquire(features [m, D]) -> UCB [m]``."""
+
+    def __init__(self, features: np.ndarray, metrics: Sequence[float], beta: float = BETA):
+        self.x = np.asarray(features, float)
+        y = np.asarray(metrics, float)
+        D = l1_distances(self.x, self.x)
+        positive = D[D > 0]
+        scale = float(np.median(positive)) if positive.size else 1.0
+        best = None
+        for ls in LENGTHSCALES:
+            for noise in NOISES:
+                gp = GaussianProcess().fit(np.exp(-D / (ls * scale)) + noise * np.eye(len(y)), y)
+                z = (y - gp.mean_) / gp.scale_
+                lml = -0.5 * z @ gp.alpha_ - np.log(np.diag(gp.L_)).sum() - 0.5 * len(y) * math.log(2 * math.pi)
+                if best is None or lml > best[0]:
+                    best = (lml, gp, ls * scale, noise)
+        _, self.gp, self.lengthscale, self.noise = best
+        self.beta = beta
+
+    def acquire(self, features: np.ndarray) -> np.ndarray:
+        Ks = np.exp(-l1_distances(np.asarray(features, float), self.x) / self.lengthscale)
+        mean, std = self.gp.predict(Ks, np.ones(len(Ks)))
+        return ucb(mean, std, self.beta)

@@ -70,10 +70,11 @@ def describe(stats: Dict[str, Dict[str, float]], num_ops: int, sep: str = "; ") 
 
 
 def summary(arch: Dict[str, object], num_ops: int, sep: str = "; ") -> str:
-    """:func:`describe` of both cell types of ``arch`` (``{"normal": stats, "reduce": stats, "changed_edges": n}``,
-    what the search loop records) and the edges changed since the start, joined by ``sep``."""
-    cells = {k: arch[k] for k in ("normal", "reduce")}
-    return f"{describe(cells, num_ops, sep)}{sep}{arch['changed_edges']} edges changed since the start"
+    """:func:`describe` of every kind of ``log_alpha`` of ``arch`` (``{"normal": stats, "reduce": stats,
+    "changed_edges": n}`` on DARTS's space, ``{"node": ..., "edge": ..., ...}`` on the graph space: what the search
+    loop records) and the edges changed since the start, joined by ``sep``."""
+    kinds = {k: v for k, v in arch.items() if k != "changed_edges"}
+    return f"{describe(kinds, num_ops, sep)}{sep}{arch['changed_edges']} edges changed since the start"
 
 
 def unmoved_warning(changed: int, decided: int, edges: int) -> Optional[str]:

@@ -1,15 +1,17 @@
 """MONAS (Hsu et al. 2018): multi-objective search by an RL controller whose reward mixes accuracy and a cost.
 
-An LSTM :class:`~snas_fast.search.controller.Controller` emits a genotype one decision at a time (the space's
-:meth:`~snas_fast.spaces.SearchSpace.decisions`: per node two inputs and two ops in the ``top2`` form, one op per
-edge in ``edge_all``) and is trained by REINFORCE (moving-average baseline, entropy bonus). A child's accuracy comes
+An LSTM :class:`~snas_fast.search.controller.Controller` emits an architecture one decision at a time (the space's
+:meth:`~snas_fast.spaces.SearchSpace.decisions`: on DARTS's, per node two inputs and two ops in the ``top2`` form,
+one op per edge in ``edge_all``; on the graph space, every link's node and edge operation) and is trained by
+REINFORCE (moving-average baseline, entropy bonus). A child's accuracy comes
 from a weight-shared supernet trained along the way, ENAS-style: every training step runs one path drawn from the
 controller (only that path: the supernet's hard path), and after each epoch the controller takes
 ``controller_steps`` updates, each scoring one sampled child with the shared weights on one search-validation batch
 (eval mode). With ``child_train_epochs E`` each child is instead trained from scratch ``E`` epochs with the
-retraining recipe (MONAS's own protocol; slow). The cost is the child's ``objective`` in the search network: params,
-FLOPs or MAC (:func:`~snas_fast.spaces.darts.costs.genotype_cost`), or its latency predicted by a measured table
-(``snas-fast latency-table``). The reward is one of :mod:`snas_fast.search.rewards`; ``cost_ref`` and ``budget``
+retraining recipe (MONAS's own protocol; slow). The cost is the child's ``objective`` in the search network, one of
+the space's :meth:`~snas_fast.spaces.SearchSpace.costs` (DARTS: params, FLOPs or MAC,
+:func:`~snas_fast.spaces.darts.costs.genotype_cost`; the graph space: params), or on DARTS's its latency predicted
+by a measured table (``snas-fast latency-table``). The reward is one of :mod:`snas_fast.search.rewards`; ``cost_ref`` and ``budget``
 default to the mean cost of 100 uniformly drawn genotypes (the seed's), so ``a`` and ``p`` are unit-free.
 
 At the end ``archs`` children are drawn from the controller, plus its greedy one; each is scored on the whole
@@ -27,16 +29,15 @@ from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from .. import data as datasets
 from ..engine import distributed
 from ..engine.config import RunError, setting
 from ..engine.data import eval_loader
 from ..engine.loop import fit
 from ..engine.rundir import RunDir
 from ..engine.seeds import make_generator
-from ..spaces.darts import costs as cost_model
-from .base import Strategy
+from .base import Strategy, seen_key
 from .controller import Controller, Reinforce
-from .random import train_score
 from .rewards import REWARDS, RewardSettings, reward
 from .rsws import RswsTraining, SharedWeightsConfig, shared_weight_accuracy
 
@@ -58,11 +59,10 @@ class MonasConfig(SharedWeightsConfig):
 
     out: str = setting("runs/monas", "run directory")
     archs: int = setting(20, "children drawn from the trained controller at the end (plus its greedy one)")
-    form: str = setting("top2", "decisions: top2 (per node two inputs and two ops) or edge_all (an op per edge)",
-                        choices=("top2", "edge_all"))
-    objective: str = setting("mac", "the cost (of the child's edges, or its latency from --latency-table)",
-                             choices=OBJECTIVES)
-    latency_table: Optional[str] = setting(None, "table of snas-fast latency-table (objective latency)", kind=str)
+    objective: Optional[str] = setting(None, "the cost: one of the space's (darts: params, flops, mac of the child's "
+                                             "edges; gnn: params) or latency (darts, from --latency-table); default: "
+                                             "mac where the space counts it, else params", kind=str,
+                                       choices=OBJECTIVES)
     reward: str = setting("mixed", "reward (snas_fast.search.rewards)", choices=REWARDS)
     a: float = setting(0.9, "mixed: weight of accuracy; 1 - a weighs cost / cost_ref")
     cost_ref: Optional[float] = setting(None, "mixed: the cost unit (None: mean cost of 100 random children)",
@@ -96,55 +96,54 @@ class MonasConfig(SharedWeightsConfig):
 
 
 class CostModel:
-    """The cost of a child genotype: its ``objective`` (params, flops, mac of its edges, or latency predicted by the
-    table in ``latency_table``) in the network of ``channels``, ``layers`` on ``size x size`` inputs."""
+    """The cost of a child: its ``objective``, one of the space's :meth:`~snas_fast.spaces.SearchSpace.costs` in the
+    network of the space's search size (DARTS: ``latency`` too, predicted by its ``--latency-table``)."""
 
-    def __init__(self, objective: str, channels: int, layers: int, size: int, space,
-                 latency_table: Optional[str] = None):
-        self.space = space
-        if objective == "latency":
-            from ..spaces.darts.latency import LatencyTable
-
-            try:
-                table = LatencyTable.load(latency_table)
-                table.check(channels, layers, size, space.op_names)
-            except ValueError as error:
-                raise MonasError(f"latency_table: {latency_table}: {error}") from None
-            self.tables, self.column, self.fixed = (table.normal, table.reduce), None, table.fixed_ms
-        else:
-            self.tables = cost_model.network_costs(channels, layers, size, size, affine=True, space=space)
-            self.column, self.fixed = ("params", "flops", "mac").index(objective), 0.0
+    def __init__(self, objective: str, space):
+        self.space, self.objective = space, objective
 
     def __call__(self, genotype) -> float:
-        cost = cost_model.genotype_cost(genotype, *self.tables, space=self.space)
-        return self.fixed + float(cost if self.column is None else cost[self.column])
+        return float(self.space.costs(genotype)[self.objective])
+
+
+def objective_of(config, space) -> str:
+    """``config.objective``, or the space's MAC where it counts it, else its params; MonasError naming the costs the
+    space has for an objective it lacks."""
+    try:
+        probe = space.costs(space.sample(make_generator(config.seed, 0x70726F62)))  # "prob": one draw, its keys
+    except ValueError as error:  # a latency table of another network
+        raise MonasError(str(error)) from None
+    objective = config.objective or ("mac" if "mac" in probe else "params")
+    if objective not in probe:
+        hint = " (give --latency-table)" if objective == "latency" and "mac" in probe else ""
+        raise MonasError(f"objective: space {space.name} counts {', '.join(probe) or 'no cost'}{hint}, got "
+                         f"{objective!r}")
+    return objective
 
 
 class MonasTraining(RswsTraining):
     """The shared weights trained on the controller's paths; after each epoch, the controller's updates."""
 
-    def __init__(self, config: MonasConfig, data, ctx):
-        super().__init__(config, data, ctx)
-        space = self.model.space
-        self.space, self.form = space, config.form
-        self.controller = Controller(space.decisions(config.form), config.controller_hidden)
+    def __init__(self, config: MonasConfig, data, ctx, space):
+        super().__init__(config, data, ctx, space)
+        self.controller = Controller([d.size for d in space.decisions()], config.controller_hidden)
         self.reinforce = Reinforce(self.controller, config.controller_lr, config.baseline_decay,
                                    config.entropy_weight)
-        self.cost = CostModel(config.objective, config.channels, config.layers, data[2].image_size, space,
-                              config.latency_table)
+        self.objective = objective_of(config, space)
+        self.cost = CostModel(self.objective, space)
         ref = config.cost_ref or self.reference_cost()
         self.settings = RewardSettings(config.reward, config.a, ref, config.budget or ref, config.p, config.w)
         gen = make_generator(config.seed, 0x76616C62)  # "valb": one fixed order of the validation batches
         order = torch.randperm(len(self.val_set), generator=gen)
-        self.val_loader = eval_loader(torch.utils.data.TensorDataset(*(t[order] for t in self.val_set.tensors)),
-                                      config.batch_size, ctx, config.num_workers)
+        self.val_loader = eval_loader(datasets.subset(self.val_set, order.tolist()), config.batch_size, ctx,
+                                      config.num_workers)
         self.val_batches = None
         self.rewards: List[dict] = []  # every controller sample: epoch, step, acc, cost, reward, baseline
         self.data = data
 
     def reference_cost(self) -> float:
         gen = make_generator(self.config.seed, 0x72656663)  # "refc"
-        return sum(self.cost(self.space.random_genotype(gen)) for _ in range(100)) / 100
+        return sum(self.cost(self.space.sample(gen)) for _ in range(100)) / 100
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), reinforce=self.reinforce.state_dict(), rewards=self.rewards)
@@ -157,25 +156,26 @@ class MonasTraining(RswsTraining):
     def draw(self):
         with torch.no_grad():
             choices = self.controller.sample(self.generator)[0]
-        return self.space.from_decisions(choices, self.form)
+        return self.space.from_choices(choices)
 
     def accuracy(self, genotype, whole: bool = False, name: str = "") -> float:
         """Search-validation accuracy of a child: shared weights on one batch (``whole``: the whole split), or
         short training (``child_train_epochs``)."""
         config = self.config
         if config.child_train_epochs > 0:
+            from .evaluators import TrainedEvaluator
             from ..engine.retrain import TrainConfig
 
+            folder = os.path.join(config.out, "children")
             train_config = config.carried_to(TrainConfig, epochs=config.child_train_epochs, drop_path=0.0,
-                                             out=os.path.join(config.out, "children", name), genotype="monas",
-                                             overwrite=True)
-            return train_score(train_config, self.data, genotype)
+                                             out=folder, genotype="monas", overwrite=True)
+            return TrainedEvaluator(train_config, self.data, folder).trained_score(genotype, name)
         if whole:
-            return shared_weight_accuracy(self.model, genotype, self.val_loader, self.ctx.device)
+            return shared_weight_accuracy(self.model, self.space, genotype, self.val_loader, self.ctx.device)
         if not self.val_batches:
             self.val_batches = list(self.val_loader)
         batch = self.val_batches[len(self.rewards) % len(self.val_batches)]
-        return shared_weight_accuracy(self.model, genotype, [batch], self.ctx.device)
+        return shared_weight_accuracy(self.model, self.space, genotype, [batch], self.ctx.device)
 
     def end_epoch(self, epoch: int) -> Dict[str, object]:
         row = super().end_epoch(epoch)
@@ -184,7 +184,7 @@ class MonasTraining(RswsTraining):
         for step in range(self.config.controller_steps):
             self.controller.train()
             choices, log_p, entropy = self.controller.sample(gen)
-            g = self.space.from_decisions(choices, self.form)
+            g = self.space.from_choices(choices)
             acc, cost = self.accuracy(g, name=f"e{epoch:03d}s{step:03d}"), self.cost(g)
             r = reward(self.settings, acc, cost)
             advantage = self.reinforce.step(r, log_p, entropy)
@@ -215,35 +215,35 @@ class MonasResult:
 class Monas(Strategy):
     name = "monas"
     config_class = MonasConfig
-
-    def load_data(self, config: MonasConfig):
-        return config.load_data()
+    needs = ("data", "decisions", "supernet")
 
     def run(self, config: MonasConfig, data, resume: bool = False, progress: bool = True,
             callbacks: Sequence = ()) -> MonasResult:
         config.validate()
         ctx = distributed.context(config.device)
+        space = self.space_for(config, data[2])
         start = time.perf_counter()
-        task = MonasTraining(config, data, ctx)
+        task = MonasTraining(config, data, ctx, space)
         fit(task, resume, progress, callbacks)
         gen = make_generator(config.seed, 0x66696E61)  # "fina"
         with torch.no_grad():
             drawn = [task.controller.greedy()] + [task.controller.sample(gen)[0] for _ in range(config.archs)]
         candidates, seen = [], set()
         for k, choices in enumerate(drawn):
-            g = task.space.from_decisions(choices, config.form)
-            if g.to_json() in seen:
+            g = space.from_choices(choices)
+            key = seen_key(space, g)
+            if key in seen:
                 continue
-            seen.add(g.to_json())
+            seen.add(key)
             acc, cost = task.accuracy(g, whole=True, name=f"final{k:03d}"), task.cost(g)
             candidates.append(dict(genotype=g, acc=acc, cost=cost, reward=reward(task.settings, acc, cost),
                                    greedy=k == 0))
         best = max(candidates, key=lambda c: c["reward"])
         run = RunDir(config.out, ctx)
-        run.write_json("candidates.json", [dict(c, genotype=c["genotype"].to_dict()) for c in candidates])
+        run.write_json("candidates.json", [dict(c, genotype=space.to_dict(c["genotype"])) for c in candidates])
         run.write_json("rewards.json", task.rewards)
-        run.write_json("genotype.json", dict(genotype=best["genotype"].to_dict(), score=best["reward"],
-                                             acc=best["acc"], cost=best["cost"], objective=config.objective,
+        run.write_json("genotype.json", dict(genotype=space.to_dict(best["genotype"]), score=best["reward"],
+                                             acc=best["acc"], cost=best["cost"], objective=task.objective,
                                              reward=vars(task.settings), source="monas"))
         return MonasResult(best["genotype"], best["reward"], best["acc"], best["cost"], candidates, task.rewards,
                            task.model, time.perf_counter() - start)

@@ -32,7 +32,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -40,12 +40,12 @@ from torch import Tensor
 
 from .._progress import bar
 from ..engine import distributed
-from ..engine.config import RunConfig, RunError, setting
+from ..engine.config import RunError, TrainingConfig, setting
 from ..engine.data import eval_loader, train_loader
 from ..engine.loop import Task, evaluate, fit
 from ..engine.rundir import read_checkpoint, save_atomic, write_json_atomic
 from ..engine.seeds import make_generator, seed_everything, seed_for
-from ..spaces.morph import MorphNet, MorphSpecError, Spec
+from ..spaces.morph import MorphNet, MorphSpace, MorphSpecError, Spec
 from .base import Strategy
 from .bayes import Observation, Proposal, acquisition_search
 
@@ -62,12 +62,16 @@ class MorphError(RunError):
 
 
 @dataclass
-class MorphConfig(RunConfig):
-    """Settings of a morphism search. Of the shared settings it uses the data ones, ``seed``, ``batch_size``,
-    ``lr`` and ``weight_decay`` (Adam's, Auto-Keras's optimiser), ``grad_clip``, ``device``; not the cell sizes."""
+class MorphConfig(TrainingConfig):
+    """Settings of a morphism search on the morphism space (its ``width``, ``max_width``, ``max_params``). Of the
+    training settings it uses ``epochs``, ``batch_size``, ``lr`` and ``weight_decay`` (Adam's, Auto-Keras's
+    optimiser) and ``grad_clip``."""
 
     Error = MorphError
+    roles = ("search",)
+    hidden: ClassVar[Tuple[str, ...]] = ("optimizer", "momentum", "lr_min", "drop_path", "sync_bn", "depth")
 
+    space: str = setting("morph", "search space: a morphism space (morph)")
     out: str = setting("runs/morph", "run directory")
     strategy: str = setting("bo", "how the next network is chosen: bo (Bayesian optimisation), random (a random "
                                   "morphism of a random trained network), bfs (breadth-first over the morph tree)",
@@ -77,12 +81,8 @@ class MorphConfig(RunConfig):
                                     kind=int)
     epochs: int = setting(15, "most epochs each network trains (early stopping may end it sooner)")
     patience: int = setting(3, "early stopping: epochs without a better validation accuracy")
-    width: int = setting(64, "filters of the initial network's conv layers and units of its dense layer "
-                             "(Auto-Keras: 64)")
     neighbours: int = setting(8, "random children drawn per expansion (Auto-Keras: 8)")
     noise: float = setting(1e-4, "noise on the weights a morphism creates, a fraction of each tensor's range")
-    max_params: int = setting(1_000_000, "largest network (parameters) a search may propose")
-    max_width: int = setting(512, "widest layer a wider morphism may make")
     chain: int = setting(1, "bo: most morphisms between a proposal and the trained network it inherits from (0: "
                             "unbounded, as Auto-Keras; bench/RESULTS.md shows why 1 is the default)")
     lr: float = setting(1e-3, "Adam learning rate of every network's training")
@@ -90,7 +90,7 @@ class MorphConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        self.check_ints(("patience", "width", "neighbours", "max_params", "max_width"), 1)
+        self.check_ints(("patience", "neighbours"), 1)
         self.check_ints(("chain",), 0)
         if self.models is not None:
             self.check_ints(("models",), 1)
@@ -228,14 +228,17 @@ def _write_history(path: str, rows: List[dict]) -> None:
 
 class MorphSearch(Strategy):
     """The search of ``config.strategy`` (``morph-bo``; :class:`MorphRandom` and :class:`MorphBfs` are its
-    ablations under their own names). See the module docstring."""
+    ablations under their own names): the morphism space's own growth strategies. See the module docstring."""
 
     name = "morph-bo"
     proposer = "bo"
     config_class = MorphConfig
+    needs = ("data",)
 
-    def load_data(self, config: MorphConfig):
-        return config.load_data()
+    def missing(self, space):
+        if not isinstance(space, MorphSpace):
+            return "morphisms", "has none (its networks do not grow by function-preserving morphisms: --space morph)"
+        return super().missing(space)
 
     def run(self, config: MorphConfig, data, resume: bool = False, progress: bool = True,
             callbacks: Sequence = ()) -> MorphResult:

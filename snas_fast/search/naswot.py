@@ -12,24 +12,23 @@ Only ReLU *modules* are seen. The evaluation networks (:class:`~snas_fast.Networ
 every one counts. The fused supernet's edges compute one shared ``relu(x)`` functionally (no module): scored on a
 supernet, those ReLUs would not count, which is why the strategy scores the child networks, not the supernet.
 The score is not normalised by depth: compare networks of one size (the strategy does).
+
+On graphs (a PyG ``Batch`` for ``x``) the examples are the rows of the logits: the nodes of a node task, the graphs
+of a graph task; a ReLU call with another number of rows (edges, or nodes before a graph task's pooling) does not
+count. That is this package's extension of NASWOT, which was defined on images.
 """
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import dataclass, field
-from typing import List, Sequence
+from dataclasses import dataclass
+from typing import List, Optional
 
 import torch
 from torch import Tensor, nn
 
-from .._progress import bar
 from ..engine import distributed
-from ..engine.config import RunConfig, RunError, setting
-from ..engine.rundir import RunDir
-from ..engine.seeds import make_generator, seed_everything
-from ..spaces import get_space
-from .base import Strategy
+from ..engine.config import NetworkConfig, RunError, setting
+from .base import CandidateSearch
 
 __all__ = ["NaswotConfig", "NaswotError", "Naswot", "score"]
 
@@ -42,18 +41,20 @@ def _relus(model: nn.Module) -> List[nn.Module]:
     return [m for m in model.modules() if "ReLU" in type(m).__name__]
 
 
-def score(model: nn.Module, x: Tensor) -> float:
-    """NASWOT's ``log|K|`` of ``model`` on the batch ``x [B, ...]`` (see the module docstring); ``-inf`` when ``K`` is
-    singular. ``model``'s forward returns logits or a tuple whose first entry is the logits. Its parameters'
-    gradients are left as they were (the backward that marks the ReLUs is discarded) and its mode is restored."""
+def score(model: nn.Module, x) -> float:
+    """NASWOT's ``log|K|`` of ``model`` on the batch ``x [B, ...]`` (or a PyG ``Batch`` of graphs; see the module
+    docstring); ``-inf`` when ``K`` is singular. ``model``'s forward returns logits ``[B, classes]`` or a tuple whose
+    first entry is the logits. Its parameters' gradients are left as they were (the backward that marks the ReLUs is
+    discarded) and its mode is restored."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
-    if not torch.is_tensor(x) or x.dim() < 2 or x.shape[0] < 1:
-        raise ValueError(f"x: expected a batch tensor [B, ...] with B >= 1, got "
+    graphs = not torch.is_tensor(x) and hasattr(x, "edge_index")
+    if not graphs and (not torch.is_tensor(x) or x.dim() < 2 or x.shape[0] < 1):
+        raise ValueError(f"x: expected a batch tensor [B, ...] with B >= 1 or a batch of graphs, got "
                          f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
     relus = _relus(model)
     reached = set()
-    K = torch.zeros(x.shape[0], x.shape[0], dtype=torch.float64, device=x.device)
+    K = None
 
     def mark(module):
         def hook(_module, _inputs, output):
@@ -62,7 +63,7 @@ def score(model: nn.Module, x: Tensor) -> float:
         return hook
 
     def count(_module, inputs):
-        if id(_module) not in reached:
+        if id(_module) not in reached or inputs[0].shape[0] != K.shape[0]:
             return
         c = (inputs[0].detach().flatten(1) > 0).to(torch.float64)
         K.add_(c @ c.t()).add_((1.0 - c) @ (1.0 - c).t())
@@ -72,9 +73,10 @@ def score(model: nn.Module, x: Tensor) -> float:
     model.train()
     handles = [m.register_forward_hook(mark(m)) for m in relus]
     try:
-        out = model(x.clone().requires_grad_(x.is_floating_point()))
+        out = model(x.clone() if graphs else x.clone().requires_grad_(x.is_floating_point()))
         logits = out[0] if isinstance(out, (tuple, list)) else out
         logits.backward(torch.ones_like(logits))
+        K = torch.zeros(logits.shape[0], logits.shape[0], dtype=torch.float64, device=logits.device)
     finally:
         for h in handles:
             h.remove()
@@ -93,66 +95,39 @@ def score(model: nn.Module, x: Tensor) -> float:
 
 
 @dataclass
-class NaswotConfig(RunConfig):
-    """Settings of a NASWOT search: ``archs`` random genotypes, each built as the evaluation network of
-    ``layers`` cells and ``channels`` channels, scored on one training batch of ``batch_size``."""
+class NaswotConfig(NetworkConfig):
+    """Settings of a NASWOT search: ``archs`` architectures of the space, each built as its untrained child network
+    (the space's search size: ``layers`` cells, ``channels`` channels on DARTS's), scored on one training batch of
+    ``batch_size``."""
 
     Error = NaswotError
+    roles = ("search",)
 
     out: str = setting("runs/naswot", "run directory")
-    archs: int = setting(100, "random genotypes to score")
-    batch_size: int = setting(128, "examples in the scoring batch (NASWOT's 128)")
-    layers: int = setting(5, "cells of each scored network")
-    channels: int = setting(8, "channels of the first cells (C) of each scored network")
-    epochs: int = 1  # no training
+    archs: int = setting(100, "architectures to score")
+    batch_size: Optional[int] = setting(128, "examples in the scoring batch (NASWOT's 128)", kind=int)
 
     def validate(self) -> None:
         super().validate()
         self.check_ints(("archs",), 1)
 
 
-@dataclass
-class NaswotResult:
-    genotype: object
-    score: float
-    scores: List[float] = field(default_factory=list)  # per drawn genotype, in draw order
-    genotypes: List[object] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-class Naswot(Strategy):
-    """Draw ``config.archs`` genotypes uniformly (:meth:`SearchSpace.random_genotype`), score each untrained child
-    network by :func:`score`, keep the best. Writes ``scores.json`` (every genotype and score) and ``genotype.json``."""
+class Naswot(CandidateSearch):
+    """Draw ``config.archs`` architectures from the space's prior, score each untrained child network by
+    :func:`score` (:class:`~snas_fast.search.evaluators.NaswotEvaluator`), keep the best. Writes ``scores.json``
+    (every architecture and score) and ``genotype.json``."""
 
     name = "naswot"
     config_class = NaswotConfig
+    needs = ("data", "sample", "child")
+    stream = 0x6E617377  # "nasw"
+    score_key = "score"
 
-    def load_data(self, config: NaswotConfig):
-        return config.load_data()
+    def evaluator(self, config, space, data, run, generator):
+        from .evaluators import NaswotEvaluator
 
-    def run(self, config: NaswotConfig, data, resume: bool = False, progress: bool = True,
-            callbacks: Sequence = ()) -> NaswotResult:
-        config.validate()
-        train_set, _, info = data
-        ctx = distributed.context(config.device)
-        space = get_space(config.space)
-        gen = make_generator(config.seed, 0x6E617377)  # "nasw"
-        idx = torch.randperm(len(train_set), generator=gen)[: config.batch_size]
-        x = train_set.tensors[0][idx].to(ctx.device)
-        start = time.perf_counter()
-        genotypes, scores = [], []
-        for k in bar(range(config.archs), "naswot", progress):
-            g = space.random_genotype(gen)
-            seed_everything(config.seed + k)  # each network's initialisation, reproducible
-            net = space.network(g, config.channels, info.num_classes, config.layers, False,
-                                in_channels=info.in_channels).to(ctx.device)
-            genotypes.append(g)
-            scores.append(score(net, x))
-        seconds = time.perf_counter() - start
-        best = max(range(len(scores)), key=lambda i: scores[i])
-        run = RunDir(config.out, ctx)
-        run.start(config.to_dict())
-        run.write_json("scores.json", [dict(genotype=g.to_dict(), score=s) for g, s in zip(genotypes, scores)])
-        run.write_json("genotype.json", dict(genotype=genotypes[best].to_dict(), score=scores[best],
-                                             source="naswot"))
-        return NaswotResult(genotypes[best], scores[best], scores, genotypes, seconds)
+        return NaswotEvaluator(space, data, config.batch_size, config.seed, generator,
+                               distributed.context(config.device).device)
+
+    def propose(self, config, space, history, generator):
+        return space.sample(generator)

@@ -2,21 +2,33 @@
 from __future__ import annotations
 
 import importlib
-from typing import Tuple
+from typing import Callable, Dict, Tuple, Union
 
 from .base import Strategy
 
-_STRATEGIES = {
+_STRATEGIES: Dict[str, Union[str, Callable[[], Strategy]]] = {
     "snas": "snas_fast.search.snas:Snas",
+    "darts": "snas_fast.search.darts:Darts",
     "snas-pt": "snas_fast.search.snas_pt:SnasPt",
     "random": "snas_fast.search.random:RandomSearch",
     "rsws": "snas_fast.search.rsws:Rsws",
     "naswot": "snas_fast.search.naswot:Naswot",
     "monas": "snas_fast.search.monas:Monas",
+    "evolution": "snas_fast.search.evolution:Evolution",
+    "bo": "snas_fast.search.bo:BayesianOptimisation",
     "morph-bo": "snas_fast.search.morph:MorphSearch",
     "morph-random": "snas_fast.search.morph:MorphRandom",
     "morph-bfs": "snas_fast.search.morph:MorphBfs",
 }
+
+
+def register_strategy(name: str, factory: Callable[[], Strategy]) -> None:
+    """Make ``factory()`` the strategy ``name`` (``snas-fast compare --strategies name``, :func:`get_strategy`)."""
+    if not isinstance(name, str) or not name or "+" in name or "@" in name or "," in name:
+        raise ValueError(f"name: expected a non-empty name without '+', '@' or ',', got {name!r}")
+    if not callable(factory):
+        raise TypeError(f"factory: expected a function returning a Strategy, got {type(factory).__name__}")
+    _STRATEGIES[name] = factory
 
 
 def strategy_names() -> Tuple[str, ...]:
@@ -27,5 +39,11 @@ def get_strategy(name: str) -> Strategy:
     """A new instance of the strategy ``name`` (see :func:`strategy_names`)."""
     if name not in _STRATEGIES:
         raise ValueError(f"strategy: expected one of {', '.join(_STRATEGIES)}, got {name!r}")
-    module, _, attribute = _STRATEGIES[name].partition(":")
-    return getattr(importlib.import_module(module), attribute)()
+    factory = _STRATEGIES[name]
+    if isinstance(factory, str):
+        module, _, attribute = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attribute)
+    strategy = factory()
+    if not isinstance(strategy, Strategy):
+        raise TypeError(f"strategy {name!r}: its factory returned {type(strategy).__name__}, not a Strategy")
+    return strategy

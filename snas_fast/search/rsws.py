@@ -1,9 +1,10 @@
-"""Random search with weight sharing (Li & Talwalkar 2019, ``randomNAS_release``): the supernet is trained with one
-architecture drawn uniformly per step (per intermediate node two distinct inputs and an op from all the primitives,
-``none`` included; normal and reduction cells apart), only that path running (the supernet's hard path). Then
-``archs`` architectures are drawn and each is scored by its accuracy with the shared weights on ``minibatches``
-validation batches in eval mode; the ``top`` best are scored again on the whole search-validation split, and the
-best of those is the result.
+"""Random search with weight sharing (Li & Talwalkar 2019, ``randomNAS_release``): the space's supernet is trained
+with one architecture drawn from the space's prior per step, the zero op included (:meth:`SearchSpace.sample
+<snas_fast.spaces.SearchSpace.sample>` with ``zero=True``; on DARTS's: per intermediate node two distinct inputs and
+an op from all the primitives, normal and reduction cells apart), only that path running (the supernet's hard
+path). Then ``archs`` architectures are drawn and each is scored by its accuracy with the shared weights on
+``minibatches`` validation batches in eval mode; the ``top`` best are scored again on the whole search-validation
+split, and the best of those is the result.
 
 The training is a :class:`~snas_fast.engine.loop.Task` of the one loop: the same checkpoint, resume, NaN stop and
 run directory as SNAS's search.
@@ -16,17 +17,16 @@ from typing import Dict, List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from .. import data as datasets
 from .._progress import bar
 from ..engine import distributed
-from ..engine.config import RunConfig, RunError, setting
+from ..engine.config import RunError, TrainingConfig, setting
 from ..engine.data import eval_loader, train_loader
 from ..engine.loop import Task, evaluate, fit
 from ..engine.rundir import RunDir
 from ..engine.seeds import make_generator, seed_everything
-from ..spaces import get_space
-from ..spaces.darts.supernet import Supernet
 from .base import Strategy
 
 __all__ = ["RswsConfig", "RswsError", "RswsResult", "Rsws", "SharedWeightsConfig", "arch_weights"]
@@ -37,13 +37,13 @@ class RswsError(RunError):
 
 
 @dataclass
-class SharedWeightsConfig(RunConfig):
-    """A supernet trained one path per step (``epochs``, SGD with a cosine rate down to ``lr_min``): what
-    :class:`RswsTraining` reads."""
+class SharedWeightsConfig(TrainingConfig):
+    """A supernet trained one path per step (``epochs``, the weights' optimiser with a cosine rate down to
+    ``lr_min``), at the space's search size: what :class:`RswsTraining` reads."""
+
+    roles = ("search",)
 
     epochs: int = setting(20, "epochs of supernet training, one path per step")
-    layers: int = setting(5, "cells in the supernet")
-    channels: int = setting(8, "channels of the first cells (C)")
     lr_min: float = setting(0.001, "weights: final learning rate")
 
 
@@ -64,14 +64,13 @@ class RswsConfig(SharedWeightsConfig):
         self.check_ints(("archs", "minibatches", "top"), 1)
 
 
-def arch_weights(model: Supernet, genotype) -> Tuple[List[Tensor], List[List[int]]]:
-    """The per-cell one-hot weights ``[14, K]`` and chosen columns of ``genotype`` in ``model``: what
-    :meth:`Supernet.run` takes to run that architecture alone with the shared weights (edges a top-2 cell does not
-    list run ``none``)."""
-    z = model.space.encode(genotype).to(model.log_alpha_normal.device)  # [2, 14, K]
-    choices = [z[t].argmax(-1).tolist() for t in range(2)]
-    types = model.cell_types()
-    return [z[t] for t in types], [choices[t] for t in types]
+def arch_weights(model, space, arch) -> Tuple[List[Tensor], List[List[int]]]:
+    """The one-hot weights of ``arch`` in ``model`` (one per ``log_alpha``) and their chosen columns: what
+    :meth:`~snas_fast.spaces.OneShot.run_arch` takes to run that architecture alone with the shared weights
+    (edges a top-2 cell does not list run ``none``)."""
+    device = model.arch_parameters()[0].device
+    weights = [w.to(device) for w in space.arch_weights(arch)]
+    return weights, [w.argmax(-1).tolist() for w in weights]
 
 
 class RswsTraining(Task):
@@ -79,20 +78,16 @@ class RswsTraining(Task):
 
     nan_hint = "lower the learning rate"
 
-    def __init__(self, config: SharedWeightsConfig, data, ctx):
+    def __init__(self, config: SharedWeightsConfig, data, ctx, space):
         train_set, val_set, info = data
-        self.config, self.ctx = config, ctx
+        self.config, self.ctx, self.space = config, ctx, space
         seed_everything(config.seed)
-        self.model = get_space(config.space).supernet(config.channels, info.num_classes, config.layers,
-                                                      in_channels=info.in_channels).to(ctx.device)
+        self.model = space.supernet().to(ctx.device)
         self.train_loader = train_loader(train_set, config.batch_size, config.seed, ctx, config.num_workers)
         self.val_set = val_set
-        self.optimizer = torch.optim.SGD(self.model.weight_parameters(), config.lr, momentum=config.momentum,
-                                         weight_decay=config.weight_decay)
-        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, float(config.epochs),
-                                                                   eta_min=config.lr_min)
+        self.optimizer, self.schedule = config.weight_optimizer(self.model.weight_parameters())
         # a drawn path leaves the other candidates unrun
-        self.net = distributed.wrap_ddp(self.model, ctx, find_unused_parameters=True)
+        self.net = distributed.wrap_ddp(_ArchForward(self.model), ctx, find_unused_parameters=True)
         self.generator = None
 
     def state_dict(self) -> dict:
@@ -111,11 +106,11 @@ class RswsTraining(Task):
         return dict(lr=self.optimizer.param_groups[0]["lr"])
 
     def draw(self):
-        """The path of the next step: a genotype drawn uniformly, ``none`` included."""
-        return self.model.space.random_genotype(self.generator, include_none=True)
+        """The path of the next step: an architecture drawn from the space's prior, the zero op included."""
+        return self.space.sample(self.generator, zero=True)
 
     def loss(self, x: Tensor, y: Tensor, epoch: int, step: int):
-        weights, choices = arch_weights(self.model, self.draw())
+        weights, choices = arch_weights(self.model, self.space, self.draw())
         self.optimizer.zero_grad(set_to_none=True)
         logits = self.net(x, weights, choices)
         return F.cross_entropy(logits, y), logits, {}
@@ -129,6 +124,17 @@ class RswsTraining(Task):
         return {}
 
 
+class _ArchForward(nn.Module):
+    """``forward(x, weights, choices) = model.run_arch(...)``: what DistributedDataParallel wraps."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x, weights, choices=None):
+        return self.model.run_arch(x, weights, choices)
+
+
 @dataclass
 class RswsResult:
     genotype: object
@@ -139,10 +145,10 @@ class RswsResult:
     seconds: float = 0.0
 
 
-def shared_weight_accuracy(model: Supernet, genotype, loader, device, batches: int = 0) -> float:
-    """Accuracy of ``genotype`` run with ``model``'s shared weights in eval mode on ``loader`` (its first
-    ``batches`` batches; 0: all)."""
-    weights, choices = arch_weights(model, genotype)
+def shared_weight_accuracy(model, space, arch, loader, device, batches: int = 0) -> float:
+    """Accuracy of ``arch`` (an architecture of ``space``) run with ``model``'s shared weights in eval mode on
+    ``loader`` (its first ``batches`` batches; 0: all)."""
+    weights, choices = arch_weights(model, space, arch)
 
     def batched():
         for i, batch in enumerate(loader):
@@ -150,41 +156,40 @@ def shared_weight_accuracy(model: Supernet, genotype, loader, device, batches: i
                 return
             yield batch
 
-    return evaluate(lambda x: model.run(x, weights, choices), model, batched(), device)[1]
+    return evaluate(lambda x: model.run_arch(x, weights, choices), model, batched(), device)[1]
 
 
 class Rsws(Strategy):
     name = "rsws"
     config_class = RswsConfig
-
-    def load_data(self, config: RswsConfig):
-        return config.load_data()
+    needs = ("data", "supernet")
 
     def run(self, config: RswsConfig, data, resume: bool = False, progress: bool = True,
             callbacks: Sequence = ()) -> RswsResult:
         config.validate()
         ctx = distributed.context(config.device)
+        space = self.space_for(config, data[2])
         start = time.perf_counter()
-        task = RswsTraining(config, data, ctx)
+        task = RswsTraining(config, data, ctx, space)
         fit(task, resume, progress, callbacks)
         model, device = task.model, ctx.device
         # selection: a shuffled validation order fixed by the seed, so every architecture sees the same batches
         gen = make_generator(config.seed, 0x73656C65)  # "sele"
         val = task.val_set
         order = torch.randperm(len(val), generator=gen)
-        shuffled = torch.utils.data.TensorDataset(*(t[order] for t in val.tensors))
-        loader = eval_loader(shuffled, config.batch_size, ctx, config.num_workers)
+        loader = eval_loader(datasets.subset(val, order.tolist()), config.batch_size, ctx, config.num_workers)
         genotypes, scores = [], []
         for _ in bar(range(config.archs), "rsws selection", progress):
-            g = model.space.random_genotype(gen, include_none=True)
+            g = space.sample(gen, zero=True)
             genotypes.append(g)
-            scores.append(shared_weight_accuracy(model, g, loader, device, config.minibatches))
+            scores.append(shared_weight_accuracy(model, space, g, loader, device, config.minibatches))
         top = sorted(range(len(scores)), key=lambda i: -scores[i])[: config.top]
-        full = {i: shared_weight_accuracy(model, genotypes[i], loader, device) for i in top}
+        full = {i: shared_weight_accuracy(model, space, genotypes[i], loader, device) for i in top}
         best = max(top, key=lambda i: full[i])
         seconds = time.perf_counter() - start
         run = RunDir(config.out, ctx)
-        run.write_json("selection.json", [dict(genotype=genotypes[i].to_dict(), minibatch_acc=scores[i],
+        run.write_json("selection.json", [dict(genotype=space.to_dict(genotypes[i]), minibatch_acc=scores[i],
                                                val_acc=full[i]) for i in top])
-        run.write_json("genotype.json", dict(genotype=genotypes[best].to_dict(), score=full[best], source="rsws"))
+        run.write_json("genotype.json", dict(genotype=space.to_dict(genotypes[best]), score=full[best],
+                                             source="rsws"))
         return RswsResult(genotypes[best], full[best], scores, genotypes, model, seconds)

@@ -8,19 +8,21 @@
   (``"shared"``) or each rank its own (``"per-rank"``, SNAS's ``nsample = N``).
 - :class:`SnasSupernet` (``snas_fast.Supernet``): the DARTS supernet with a sampler attached, ``forward(x, tau)``.
 - :class:`SearchConfig`, :data:`RECIPES`, :func:`search`: the search as a task of the one training loop
-  (:func:`snas_fast.engine.loop.fit`): single level (weights and log_alpha from one backward) or DARTS's
-  first-order bi-level, the resource penalty, the temperature schedule, warm-up, drop-path, and per-epoch
-  evaluation of one sampled network and of the derived child.
+  (:func:`snas_fast.engine.loop.fit`) on any space with a one-shot supernet (:class:`~snas_fast.spaces.OneShot`):
+  single level (weights and log_alpha from one backward) or DARTS's first-order bi-level, the space's resource
+  penalty, the temperature schedule, warm-up, drop-path, and per-epoch evaluation of one sampled network and of
+  the derived child. First-order DARTS is this search with softmax weights (:mod:`snas_fast.search.darts`).
 
 Run directory (``config.out``):
     config.json       the full configuration (``--resume`` reads it back)
     metrics.jsonl     one JSON line per epoch: losses and accuracies (the supernet's are those of one network
                       sampled at the epoch's tau, the child's of the derived cells; both on search-validation, with
                       BatchNorm recalibrated), tau, and how far the architecture moved (:func:`arch_convergence`)
-    genotype.json     the current derivation, plus ``normal_alpha`` / ``reduce_alpha`` (softmax(log_alpha), 14x8)
-                      and ``initial_genotype`` (the untrained supernet's derivation)
+    genotype.json     the current derivation, plus ``<name>_alpha`` per ``log_alpha`` (softmax(log_alpha): DARTS's
+                      ``normal_alpha`` / ``reduce_alpha``, 14x8) and ``initial_genotype`` (the untrained supernet's
+                      derivation)
     checkpoint.pt     model, optimizers, schedule; written atomically after every epoch
-    alphas.png, cell_normal.png, cell_reduce.png, curves.png   (``snas-fast search``: :mod:`snas_fast.viz`)
+    alphas.png, cell plots, curves.png   (``snas-fast search``: :mod:`snas_fast.viz`)
 
 Randomness is a function of (seed, epoch, step, rank) alone, so a resumed run draws exactly what an uninterrupted
 one draws. In a process group (torchrun) the search is data-parallel; see :func:`search`.
@@ -30,7 +32,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -38,16 +40,12 @@ from torch import Tensor, nn
 
 from .._checks import check_bool, check_tau
 from ..engine import distributed
-from ..engine.config import CHANNELS_LAST_HELP, RunConfig, RunError, setting
+from ..engine.config import RunError, TrainingConfig, setting
 from ..engine.data import eval_loader, train_loader
 from ..engine.loop import Callback, EpochEnd, Task, drop_path_prob, evaluate, fit, recalibrate_bn
 from ..engine.seeds import make_generator, seed_everything
 from ..ops import reference
-from ..spaces import get_space
-from ..spaces.darts import costs as cost_model
-from ..spaces.darts.latency import LatencyTable, latency_penalty
-from ..spaces.darts.genotypes import Genotype, derive
-from ..spaces.darts.space import DartsSpace, space_of
+from ..spaces.darts.space import DartsSpace
 from ..spaces.darts.supernet import Supernet
 from . import convergence, schedules
 from .base import Strategy
@@ -118,11 +116,16 @@ class SnasSampler:
     edge runs; ``estimator``: the ``log_alpha`` gradient of hard samples, ``"st"`` (GDAS's straight-through: the
     sampled path's weight is ``1 - z_k.detach() + z_k``) or ``"dsnas"`` (DSNAS's score function: its weight is
     ``exp(log p_k - log p_k.detach())`` with ``p = softmax(log_alpha)``, so ``d loss / d log_alpha =
-    (d loss / d weight_k) * grad log p_k``)."""
+    (d loss / d weight_k) * grad log p_k``). ``gumbel=False``: no sample, the weights are ``softmax(log_alpha)``
+    (first-order DARTS; ``tau`` and the noise unused).
+
+    It works on any one-shot supernet (:class:`~snas_fast.spaces.OneShot`) per step; per cell and per example on
+    DARTS's (a supernet with ``cell_types``)."""
 
     granularity: str = "step"
     hard: bool = False
     estimator: str = "st"
+    gumbel: bool = True
 
     def __post_init__(self):
         if self.granularity not in GRANULARITIES:
@@ -130,19 +133,30 @@ class SnasSampler:
         if self.estimator not in ESTIMATORS:
             raise ValueError(f"estimator: expected one of {ESTIMATORS}, got {self.estimator!r}")
 
-    def noise_shapes(self, model: Supernet, batch: int) -> List[Tuple[int, ...]]:
-        """The Gumbel-noise shapes ``[normal, reduce]``: ``[14, K]`` (step), ``[cells of the type, 14, K]`` (cell)
-        or ``[batch, 14, K]`` (example)."""
+    def check(self, model) -> None:
+        """ValueError (one line) when ``model`` cannot take this sampler's granularity."""
+        if self.granularity != "step" and not hasattr(model, "cell_types"):
+            raise ValueError(f"sampling: {type(model).__name__} takes one sample per step, got "
+                             f"{self.granularity!r}")
+
+    def noise_shapes(self, model, batch: int) -> List[Tuple[int, ...]]:
+        """The Gumbel-noise shapes, one per ``log_alpha`` (DARTS's ``[normal, reduce]``): its shape (step, e.g.
+        ``[14, K]``), ``[cells of the type, 14, K]`` (cell) or ``[batch, 14, K]`` (example)."""
+        if self.granularity == "step":
+            return [tuple(la.shape) for la in model.arch_parameters()]
         shapes = []
         for n, la in zip(model.cell_counts(), model.arch_parameters()):
-            lead = {"step": (), "cell": (max(n, 1),), "example": (batch,)}[self.granularity]
+            lead = {"cell": (max(n, 1),), "example": (batch,)}[self.granularity]
             shapes.append(lead + tuple(la.shape))
         return shapes
 
-    def sample(self, model: Supernet, tau: float, noise=None, batch: int = 1) -> Tuple[Tensor, Tensor]:
-        """Z for (normal, reduce) cells, in :meth:`noise_shapes`: ``softmax((log_alpha + g) / tau)``; if ``hard``,
-        the one-hot ``argmax`` with the gradient of ``estimator``. ``noise``: the pair of ``g`` (None: drawn).
-        ``tau``: a finite real > 0 (:func:`snas_fast._checks.check_tau`)."""
+    def sample(self, model, tau: float, noise=None, batch: int = 1) -> Tuple[Tensor, ...]:
+        """Z, one per ``log_alpha`` (DARTS's normal and reduce cells), in :meth:`noise_shapes`:
+        ``softmax((log_alpha + g) / tau)``; if ``hard``, the one-hot ``argmax`` with the gradient of ``estimator``.
+        ``noise``: the ``g`` of each (None: drawn). ``tau``: a finite real > 0
+        (:func:`snas_fast._checks.check_tau`). Without ``gumbel``: ``softmax(log_alpha)``."""
+        if not self.gumbel:
+            return tuple(F.softmax(la, dim=-1) for la in model.arch_parameters())
         tau = check_tau(tau)
         out = []
         for i, (la, shape) in enumerate(zip(model.arch_parameters(), self.noise_shapes(model, batch))):
@@ -162,7 +176,7 @@ class SnasSampler:
                 one_hot = F.one_hot(z.detach().argmax(-1), z.shape[-1]).to(z.dtype)
                 log_p = F.log_softmax(la, dim=-1)
                 out.append(one_hot * (log_p - log_p.detach()).exp())
-        return out[0], out[1]
+        return tuple(out)
 
     def per_cell(self, model: Supernet, z: Tuple[Tensor, Tensor]):
         """``(weights, choices)`` for :meth:`Supernet.run`: each cell's rows of its type's sample, and (hard) the
@@ -182,13 +196,16 @@ class SnasSampler:
             cell_choices.append(choice)
         return weights, (cell_choices if self.hard else None)
 
-    def forward(self, model: Supernet, x: Tensor, tau: float, noise=None) -> Tuple[Tensor, Tuple[Tensor, Tensor]]:
-        """``(logits [B, classes], (z_normal, z_reduce))`` of ``model`` under a sample at ``tau``."""
-        z = self.sample(model, tau, noise, batch=x.shape[0])
-        weights, choices = self.per_cell(model, z)
-        logits = model.run(x, weights, choices)
+    def forward(self, model, x, tau: float, noise=None) -> Tuple[Tensor, Tuple[Tensor, ...]]:
+        """``(logits [B, classes], z)`` of ``model`` under a sample at ``tau`` (``z``: one per ``log_alpha``)."""
+        z = self.sample(model, tau, noise, batch=_examples(x))
+        if self.granularity == "step":
+            logits = model.run_arch(x, z, [zt.detach().argmax(-1).tolist() for zt in z] if self.hard else None)
+        else:
+            weights, choices = self.per_cell(model, z)
+            logits = model.run(x, weights, choices)
         if self.hard:  # a NaN sample reaches the logits (and the loop's NaN stop) even when `none` was drawn
-            logits = logits + (z[0].detach().sum() + z[1].detach().sum()) * 0
+            logits = logits + sum(zt.detach().sum() for zt in z) * 0
         return logits, z
 
     def penalty_sample(self, z: Tensor) -> Tensor:
@@ -233,21 +250,28 @@ class SnasSupernet(Supernet):
 # Settings
 # ------------------------------------------------------------------------------------------------------------
 #: Named sets of settings. A field a config leaves at None takes its recipe's value (explicit values win).
-#: - ``short`` (default): a search that moves its architecture within the steps a short run has: tau annealed over
-#:   the run itself (``tau_epochs`` None), Adam for ``log_alpha`` as in SNAS's multi-GPU recipe (betas (0.5, 0.999),
-#:   weight decay 1e-3) at a rate measured on the digits (README, "The search"), and BatchNorm recalibrated before
-#:   each evaluation of the supernet and of the child. Sized for the embedded digits.
+#: - ``short`` (the default on images): a search that moves its architecture within the steps a short run has: tau
+#:   annealed over the run itself (``tau_epochs`` None), Adam for ``log_alpha`` as in SNAS's multi-GPU recipe (betas
+#:   (0.5, 0.999), weight decay 1e-3) at a rate measured on the digits (README, "The search"), and BatchNorm
+#:   recalibrated before each evaluation of the supernet and of the child. Sized for the embedded digits.
 #: - ``snas-cifar``: SNAS's official single-GPU CIFAR-10 search exactly (snas.md): 150 epochs, 8 cells, C = 16,
 #:   SGD 3e-4 for ``log_alpha``, tau linear 1 -> 0.03 over 150 epochs, drop-path 0.3, no recalibration.
+#: - ``graph`` (the default on graphs): EGNAS's space searched on the CPU: 10 epochs, Adam for the weights at 3e-3
+#:   (EGNAS's SGD at 0.025 left the digits-graph supernet at chance after 3 epochs), Adam at 0.03 for ``log_alpha``,
+#:   tau 1 -> 0.1, 5 batches of BatchNorm recalibration.
 #: A recipe is applied once, when a config is built (``dataclasses.replace`` of ``recipe`` alone changes nothing
 #: else); ``tau_epochs`` None under ``snas-cifar`` is its 150 (give the run's epochs to anneal over the run).
 RECIPES: Dict[str, Dict[str, object]] = {
     "short": dict(epochs=20, layers=5, channels=8, arch_optimizer="adam", arch_lr=0.1, arch_weight_decay=1e-3,
-                  tau_epochs=None, drop_path=0.0, bn_recalibration=20),
+                  tau_epochs=None, drop_path=0.0, bn_recalibration=20, lr_min=0.001, tau_end=0.03),
     "snas-cifar": dict(epochs=150, layers=8, channels=16, arch_optimizer="sgd", arch_lr=3e-4, arch_weight_decay=0.0,
-                       tau_epochs=150, drop_path=0.3, bn_recalibration=0),
+                       tau_epochs=150, drop_path=0.3, bn_recalibration=0, lr_min=0.001, tau_end=0.03),
+    "graph": dict(epochs=10, arch_optimizer="adam", arch_lr=0.03, arch_weight_decay=1e-3, tau_epochs=None,
+                  drop_path=0.0, bn_recalibration=5, lr_min=0.0, tau_end=0.1),
     "custom": {},  # every setting given (a config.json written before recipes existed reads back as this)
 }
+#: The recipe of a space's kind of data when none is named.
+DEFAULT_RECIPE = {"images": "short", "graphs": "graph"}
 
 #: The Bag of Tricks for NAS (Elsken et al. 2021) as changes of the ``short`` recipe, one trick each, for ablations:
 #: ``snas-fast compare --strategies snas+<name>`` runs SNAS with that one change (a row of the leaderboard). The
@@ -261,32 +285,22 @@ TRICKS: Dict[str, Dict[str, object]] = {
 }
 
 
-
-
 @dataclass
-class SearchConfig(RunConfig):
+class SearchConfig(TrainingConfig):
     """Every setting of a search. Fields left at None take the value of ``recipe`` (:data:`RECIPES`); the others
     follow the official SNAS recipe (snas.md). ``tau_epochs`` None: the linear schedule spans the run's epochs."""
 
     Error = SearchError
+    roles = ("search",)
 
-    recipe: str = setting("short", "short (moves the architecture within a short run; the defaults shown here are "
-                                   "its values) or snas-cifar (SNAS's CIFAR-10 search exactly: "
-                                   "snas_fast.search.snas.RECIPES); flags given override it")
+    recipe: Optional[str] = setting(None, "short (moves the architecture within a short run; the default on images, "
+                                          "whose values the defaults here show), snas-cifar (SNAS's CIFAR-10 search "
+                                          "exactly) or graph (the default on graphs): snas_fast.search.snas.RECIPES; "
+                                          "flags given override it", kind=str)
     out: str = setting("runs/search", "run directory")
     epochs: Optional[int] = setting(None, "search epochs", kind=int)
-    layers: Optional[int] = setting(None, "cells in the supernet", kind=int)
-    channels: Optional[int] = setting(None, "channels of the first cells (C)", kind=int)
-    lr_min: float = setting(0.001, "weights: final learning rate")
+    lr_min: Optional[float] = setting(None, "weights: final learning rate", kind=float)
     drop_path: Optional[float] = setting(None, "drop-path probability on edges (ramped over the epochs)", kind=float)
-    mixed: str = setting("fused", "fused (deep-fused edges), fused_sum (fused weighted sum only) or eager (DARTS's "
-                                  "sum)", choices=("fused", "fused_sum", "eager"))
-    pool_bn: bool = setting(False, "BatchNorm after the pool candidates (DARTS)")
-    channels_last: bool = setting(False, CHANNELS_LAST_HELP)
-    partial_channels: int = setting(1, "PC-DARTS's k: each edge mixes 1/k of its channels, the rest bypass and are "
-                                       "shuffled in (1: all channels; memory falls about k-fold)")
-    edge_normalization: bool = setting(False, "PC-DARTS's edge normalisation: each edge's output weighted by a "
-                                              "softmax of beta over its node's incoming edges")
     sampling: str = setting("step", "one Gumbel sample per step, cell or example (hard: per step, hard; the same "
                                     "as --hard true)", choices=GRANULARITIES + ("hard",))
     hard: bool = setting(False, "one-hot samples: only the sampled candidate of each edge runs")
@@ -300,26 +314,27 @@ class SearchConfig(RunConfig):
     tau_schedule: str = setting("linear", "temperature schedule from --tau-start to --tau-end over --tau-epochs: "
                                           "linear (SNAS) or exp (geometric)", choices=TAU_SCHEDULES)
     tau_start: float = setting(1.0, "initial temperature")
-    tau_end: float = setting(0.03, "final temperature")
+    tau_end: Optional[float] = setting(None, "final temperature", kind=float)
     tau_epochs: Optional[int] = setting(None, "length of the temperature schedule in epochs (None: the run's "
                                               "epochs)", kind=int)
-    resource_lambda: float = setting(1.5e-3, "weight of the resource penalty", flag="lambda")
+    resource_lambda: float = setting(1.5e-3, "weight of the resource penalty (spaces with a cost model)",
+                                     flag="lambda")
     penalty: str = setting("log", "resource penalty form: log or linear (of params, FLOPs, MAC), or latency (expected "
                                   "latency of a measured table, --latency-table, over its value at the uniform sample)",
-                         choices=("log", "linear", "latency"))
-    latency_table: Optional[str] = setting(None, "penalty latency: the table of snas-fast latency-table for this "
-                                                 "supernet's shape", kind=str)
+                           choices=("log", "linear", "latency"))
     bn_recalibration: Optional[int] = setting(None, "training batches that recalibrate BatchNorm before each "
                                                     "evaluation (supernet and child)", kind=int)
     gumbel_sample: str = setting("shared", "torchrun: shared (every rank draws the same architecture sample) or "
                                            "per-rank (each rank its own)", choices=GUMBEL_SAMPLE)
 
-    def __post_init__(self):
+    def default_sources(self):
+        from ..spaces import space_names
+
+        if self.recipe is None and self.space in space_names():
+            self.recipe = DEFAULT_RECIPE.get(self.space_object().data_kind, "short")
         if self.recipe not in RECIPES:
             raise SearchError(f"recipe: expected one of {', '.join(RECIPES)}, got {self.recipe!r}")
-        for name, value in RECIPES[self.recipe].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
+        return [RECIPES[self.recipe]] + super().default_sources()
 
     def validate(self) -> None:
         unset = [name for name in RECIPES["short"] if name != "tau_epochs" and getattr(self, name) is None]
@@ -346,10 +361,6 @@ class SearchConfig(RunConfig):
                 raise SearchError(f"{name}: expected a temperature > 0, got {value!r}")
         if self.tau_end > self.tau_start:
             raise SearchError(f"tau_end: expected at most tau_start = {self.tau_start}, got {self.tau_end}")
-        self.check_ints(["partial_channels"], 1)
-        if self.channels % self.partial_channels:
-            raise SearchError(f"partial_channels: channels = {self.channels} is not divisible by "
-                              f"{self.partial_channels} (every edge mixes channels / k of them)")
 
     @classmethod
     def from_dict(cls, d: dict) -> "SearchConfig":
@@ -387,34 +398,10 @@ def temperature(config: SearchConfig, epoch: int) -> float:
     return schedules.linear_tau(epoch, config.tau_start, config.tau_end, length)
 
 
-def latency_tables(config: SearchConfig, model: Supernet, image_size: int) -> Tuple[Tensor, Tensor]:
-    """The measured table of ``config.latency_table``, checked against the supernet's shape: ``(normal [n, 14, K],
-    reduce [m, 14, K])`` milliseconds. Raises SearchError, one line."""
-    try:
-        table = LatencyTable.load(config.latency_table)
-        table.check(model.C, model.layers, image_size, model.space.op_names)
-    except ValueError as error:
-        raise SearchError(f"latency_table: {config.latency_table}: {error}") from None
-    return table.normal, table.reduce
-
-
-def cost_tables(model: Supernet, image_size: int) -> Tuple[Tensor, Tensor]:
-    """Per cell type, the cost tables of its cells stacked, ``[n, 14, K, 3]`` (params, FLOPs, MAC of every
-    candidate of every edge, from the shapes alone: :func:`snas_fast.costs.network_costs`). A supernet of fewer
-    than 3 cells has no reduction cell; that type then costs nothing (zeros ``[14, K, 3]``)."""
-    if model.layers >= 3:
-        return cost_model.network_costs(model.C, model.layers, image_size, image_size, pool_bn=model.pool_bn,
-                                        space=model.space)
-    normal = cost_model.cell_costs(model.C, image_size, image_size, False, pool_bn=model.pool_bn, space=model.space)
-    return normal.expand(model.layers, -1, -1, -1), torch.zeros_like(normal)
-
-
-def make_optimizers(model: Supernet, config: SearchConfig):
-    """(SGD for the weights, SGD or Adam for log_alpha and the edge-normalisation betas, the cosine schedule of the
+def make_optimizers(model, config: SearchConfig):
+    """(the weights' optimiser, SGD or Adam for log_alpha and the edge-normalisation betas, the cosine schedule of the
     weights)."""
-    weights = torch.optim.SGD(model.weight_parameters(), config.lr, momentum=config.momentum,
-                              weight_decay=config.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(weights, float(config.epochs), eta_min=config.lr_min)
+    weights, schedule = config.weight_optimizer(model.weight_parameters())
     arch_params = model.arch_parameters() + model.beta_parameters()
     if config.arch_optimizer == "adam":
         arch = torch.optim.Adam(arch_params, config.arch_lr, betas=config.arch_betas,
@@ -427,47 +414,51 @@ def make_optimizers(model: Supernet, config: SearchConfig):
 class SearchStep(nn.Module):
     """The supernet's forward under the sampler and SNAS's resource penalty in one module, what
     DistributedDataParallel wraps: ``forward(x, tau, noise) -> (logits [B, classes], penalty [])``. The penalty is an
-    output of the wrapped forward, so DDP sees every path by which ``log_alpha`` gets a gradient. The cost tables
-    are plain attributes (constants, not buffers for DDP to broadcast)."""
+    output of the wrapped forward, so DDP sees every path by which ``log_alpha`` gets a gradient. ``penalty``: the
+    space's (:meth:`SearchSpace.penalty <snas_fast.spaces.SearchSpace.penalty>`, a function of the sample; its cost
+    tables are constants, not buffers for DDP to broadcast), or None: 0."""
 
-    def __init__(self, model: Supernet, costs_normal: Tensor, costs_reduce: Tensor, sampler: SnasSampler,
-                 penalty: str):
+    def __init__(self, model: nn.Module, sampler: SnasSampler, penalty: Optional[Callable] = None):
         super().__init__()
         self.model = model
-        self.costs = (costs_normal, costs_reduce)
-        self.sampler, self.penalty_form = sampler, penalty
+        self.sampler, self.penalty = sampler, penalty
 
-    def forward(self, x: Tensor, tau: float, noise=None):
+    def forward(self, x, tau: float, noise=None):
         logits, z = self.sampler.forward(self.model, x, tau, noise)
-        z_normal, z_reduce = (self.sampler.penalty_sample(t) for t in z)
-        if self.penalty_form == "latency":
-            return logits, latency_penalty(z_normal, z_reduce, *self.costs)
-        return logits, cost_model.resource_penalty(z_normal, z_reduce, *self.costs, form=self.penalty_form)
+        if self.penalty is None:
+            return logits, logits.new_zeros(())
+        return logits, self.penalty([self.sampler.penalty_sample(t) for t in z])
+
+
+def _examples(x) -> int:
+    """The examples of a batch: ``x.shape[0]`` of images, 1 for a batch of graphs (its samples are per step)."""
+    return x.shape[0] if torch.is_tensor(x) else 1
 
 
 _EVAL_PHASE = 2  # the noise stream of the network sampled for an epoch's evaluation (0, 1: training steps)
 
 
-def _forward(model: Supernet, sampler: SnasSampler, x: Tensor, tau: Optional[float], noise=None) -> Tensor:
+def _forward(model, sampler: SnasSampler, x, tau: Optional[float], noise=None) -> Tensor:
     """Logits of the derived child (``tau`` None) or of the supernet under the sampler's sample at ``tau``: drawn
-    afresh (``noise`` None) or from ``noise``, a fixed ``(normal, reduce)`` pair drawn with batch 1 (one example's
-    rows are repeated over the batch)."""
+    afresh (``noise`` None) or from ``noise``, a fixed pair drawn with batch 1 (one example's rows are repeated over
+    the batch)."""
     if tau is None:
         return model.forward_child(x)
     if noise is not None and sampler.granularity == "example":
-        noise = [g.expand((x.shape[0],) + tuple(g.shape[1:])) for g in noise]
+        noise = [g.expand((_examples(x),) + tuple(g.shape[1:])) for g in noise]
     return sampler.forward(model, x, tau, noise)[0]
 
 
-def arch_convergence(model: Supernet, initial_choice) -> dict:
-    """``{"normal": stats, "reduce": stats, "changed_edges": n}``: per cell type
-    :func:`snas_fast.search.convergence.arch_stats` of ``softmax(log_alpha)`` (plus ``"edges"``), and the number of
-    edges, over both types, whose derived op differs from ``initial_choice`` (the untrained supernet's argmax
-    columns)."""
+def arch_convergence(model, initial_choice) -> dict:
+    """``{name: stats, ..., "changed_edges": n}``: per ``log_alpha`` (its ``alpha_names``: DARTS's normal and reduce
+    cells, the graph space's node and edge operations) :func:`snas_fast.search.convergence.arch_stats` of
+    ``softmax(log_alpha)`` over its rows (plus ``"edges"``: the rows), and the number of rows, over all, whose
+    derived op differs from ``initial_choice`` (the untrained supernet's argmax columns)."""
     out, changed = {}, 0
-    for kind, probs, initial in zip(("normal", "reduce"), model.alphas(), initial_choice):
-        out[kind] = dict(convergence.arch_stats(probs), edges=probs.shape[0])
-        changed += convergence.changed_edges(probs, initial)
+    for kind, probs, initial in zip(model.alpha_names, model.alphas(), initial_choice):
+        rows = probs.reshape(-1, probs.shape[-1])
+        out[kind] = dict(convergence.arch_stats(rows), edges=rows.shape[0])
+        changed += convergence.changed_edges(rows, torch.as_tensor(initial).reshape(-1).tolist())
     out["changed_edges"] = changed
     return out
 
@@ -475,21 +466,24 @@ def arch_convergence(model: Supernet, initial_choice) -> dict:
 def _flatten(arch: dict) -> dict:
     """:func:`arch_convergence` as flat metric columns: ``normal_entropy``, ``reduce_margin``, ...,
     ``changed_edges``."""
-    flat = {f"{kind}_{k}": v for kind in ("normal", "reduce") for k, v in arch[kind].items() if k != "edges"}
+    flat = {f"{kind}_{k}": v for kind, stats in arch.items() if kind != "changed_edges" for k, v in stats.items()
+            if k != "edges"}
     flat["changed_edges"] = arch["changed_edges"]
     return flat
 
 
-def genotype_of_choice(choice, space: Optional[DartsSpace] = None) -> Genotype:
-    """The edge_all genotype whose edges run the columns ``choice = (normal [14], reduce [14])``."""
-    K = len(space_of(space).primitives)
-    normal, reduce = (F.one_hot(torch.tensor(c), K).double() for c in choice)
-    return derive(normal, reduce, rule="edge_all", space=space)
+def genotype_of_choice(choice, space=None) -> object:
+    """The architecture whose rows run the columns ``choice`` (one index list per ``log_alpha``, e.g. DARTS's
+    ``(normal [14], reduce [14])``), as ``space`` derives it (default: DARTS's, whose rule is edge_all)."""
+    space = space or DartsSpace()
+    K = len(space.primitives)
+    return space.derive([F.one_hot(torch.tensor(c), K).double() for c in choice])
 
 
 def load_search_data(config: SearchConfig):
-    """``(train, val, info)`` of the configured dataset, cut to ``data_limit`` examples per split if set."""
-    return config.load_data()
+    """``(train, val, info)`` of the configured dataset, cut to ``data_limit`` examples per split if set (refused
+    first, in one line, on a space without a supernet)."""
+    return Snas().load_data(config)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -501,35 +495,38 @@ class SearchResult:
     val_acc: float
     child_val_acc: float
     history: List[dict] = field(default_factory=list)
-    model: Optional[Supernet] = None  # the searched supernet (on every rank, the same weights and log_alpha)
+    model: Optional[nn.Module] = None  # the searched supernet (on every rank, the same weights and log_alpha)
     arch: dict = field(default_factory=dict)  # arch_convergence() at the end: entropy, margins, edges changed
     warning: Optional[str] = None  # convergence.unmoved_warning(), also issued as a SearchWarning
+    space: object = None  # the space searched (bound to the run)
+
+    @property
+    def score(self) -> float:
+        """The strategy's own figure of merit: the derived child's search-validation accuracy."""
+        return self.child_val_acc
 
 
 class SnasSearch(Task):
-    """SNAS's search as a task of :func:`snas_fast.engine.loop.fit`."""
+    """SNAS's search as a task of :func:`snas_fast.engine.loop.fit`, on the one-shot supernet of ``space`` (a space
+    bound to the run: :meth:`~snas_fast.engine.config.DataConfig.bound_space`)."""
 
     bar_columns = ("tau",)
     nan_hint = "lower the learning rates or lambda"
 
-    def __init__(self, config: SearchConfig, data, ctx):
+    def __init__(self, config: SearchConfig, data, ctx, space, sampler: Optional[SnasSampler] = None):
         train_set, val_set, info = data
-        self.config, self.ctx = config, ctx
+        self.config, self.ctx, self.space = config, ctx, space
         device = ctx.device
-        self.sampler = config.sampler()
+        self.sampler = sampler or config.sampler()
         seed_everything(config.seed)
-        space = get_space(config.space)
-        self.model = SnasSupernet(config.channels, info.num_classes, config.layers, in_channels=info.in_channels,
-                                  mixed=config.mixed, pool_bn=config.pool_bn, sampling=self.sampler.granularity,
-                                  estimator=config.estimator, space=space,
-                                  memory_format=torch.channels_last if config.channels_last else
-                                  torch.contiguous_format, partial_channels=config.partial_channels,
-                                  edge_normalization=config.edge_normalization).to(device)
+        self.model = space.supernet().to(device)
+        try:
+            self.sampler.check(self.model)
+            penalty = space.penalty(self.model, config.penalty)
+        except ValueError as error:
+            raise SearchError(str(error)) from None
         if config.sync_bn:
             self.model = distributed.convert_sync_batchnorm(self.model, ctx)
-        tables = latency_tables(config, self.model, info.image_size) if config.penalty == "latency" else \
-            cost_tables(self.model, info.image_size)
-        costs_normal, costs_reduce = (t.to(device) for t in tables)
         self.train_loader = train_loader(train_set, config.batch_size, config.seed, ctx, config.num_workers)
         self.val_loader = eval_loader(val_set, config.batch_size, ctx, config.num_workers)
         self.opt_w, self.opt_a, self.schedule = make_optimizers(self.model, config)
@@ -540,8 +537,8 @@ class SnasSearch(Task):
         self.arch = arch_convergence(self.model, self.initial_choice)
         # DDP broadcasts rank 0's parameters and buffers and averages every gradient, log_alpha's included. A soft
         # sample reaches every parameter; a hard one may leave candidates unrun (find_unused_parameters).
-        self.net = distributed.wrap_ddp(SearchStep(self.model, costs_normal, costs_reduce, self.sampler,
-                                                   config.penalty), ctx, find_unused_parameters=self.sampler.hard)
+        self.net = distributed.wrap_ddp(SearchStep(self.model, self.sampler, penalty), ctx,
+                                        find_unused_parameters=self.sampler.hard)
         self.tau, self.update_arch, self.val_iter = 1.0, True, None
 
     # -- checkpoint ------------------------------------------------------------------------------------------
@@ -592,12 +589,12 @@ class SnasSearch(Task):
                 self.val_iter = iter(self.val_loader)
                 xv, yv = next(self.val_iter)
             self.opt_a.zero_grad(set_to_none=True)
-            noise = self._noise(epoch, step, xv.shape[0], phase=1)
+            noise = self._noise(epoch, step, _examples(xv), phase=1)
             self._loss(xv.to(self.ctx.device), yv.to(self.ctx.device), noise)[0].backward()
             self.opt_a.step()
         self.opt_w.zero_grad(set_to_none=True)
         self.opt_a.zero_grad(set_to_none=True)
-        loss, logits, penalty = self._loss(x, y, self._noise(epoch, step, x.shape[0]))
+        loss, logits, penalty = self._loss(x, y, self._noise(epoch, step, _examples(x)))
         return loss, logits, dict(penalty=penalty.item())
 
     def update(self, loss: Tensor, epoch: int) -> None:
@@ -616,8 +613,8 @@ class SnasSearch(Task):
                                "shared", phase=_EVAL_PHASE, device=self.ctx.device)
         val_loss, val_acc = self.evaluate(self.tau, sampled)
         child_acc = self.evaluate(None)[1]
-        normal_alpha, reduce_alpha = (a.tolist() for a in self.model.alphas())
-        self.history.append(dict(normal_alpha=normal_alpha, reduce_alpha=reduce_alpha))
+        self.history.append({f"{name}_alpha": a.tolist() for name, a in zip(self.model.alpha_names,
+                                                                             self.model.alphas())})
         self.arch = arch_convergence(self.model, self.initial_choice)
         return dict(val_loss=val_loss, val_acc=val_acc, child_val_acc=child_acc, **_flatten(self.arch))
 
@@ -649,23 +646,23 @@ class SnasSearch(Task):
                 m.momentum = momentum
 
     def describe(self, row: dict) -> str:
-        arch = self.arch
+        kinds = [self.arch[name] for name in self.model.alpha_names]
         return (f"train_acc {row['train_acc']:.3f} val_acc {row['val_acc']:.3f} child_val_acc "
-                f"{row['child_val_acc']:.3f} tau {row['tau']:.3f} entropy {arch['normal']['entropy']:.2f}/"
-                f"{arch['reduce']['entropy']:.2f} decided {arch['normal']['decided']}+{arch['reduce']['decided']} "
-                f"changed {arch['changed_edges']}")
+                f"{row['child_val_acc']:.3f} tau {row['tau']:.3f} entropy "
+                f"{'/'.join(format(k['entropy'], '.2f') for k in kinds)} decided "
+                f"{'+'.join(str(k['decided']) for k in kinds)} changed {self.arch['changed_edges']}")
 
     def write_genotype(self, end: EpochEnd) -> None:
-        """``genotype.json``: the current derivation, ``softmax(log_alpha)`` and the untrained supernet's cells."""
-        last = self.history[-1]
+        """``genotype.json``: the current derivation, ``softmax(log_alpha)`` and the untrained supernet's
+        architecture."""
+        space = self.space
         end.run.write_json("genotype.json", dict(
-            genotype=self.model.genotype("edge_all").to_dict(), normal_alpha=last["normal_alpha"],
-            reduce_alpha=last["reduce_alpha"], epoch=end.row["epoch"],
-            initial_genotype=genotype_of_choice(self.initial_choice, self.model.space).to_dict()))
+            genotype=space.to_dict(space.derive(self.model)), **self.history[-1], epoch=end.row["epoch"],
+            initial_genotype=space.to_dict(genotype_of_choice(self.initial_choice, space))))
 
 
 def search(config: SearchConfig, data, resume: bool = False, progress: bool = True,
-           callbacks: Sequence[Callback] = ()) -> SearchResult:
+           callbacks: Sequence[Callback] = (), sampler: Optional[SnasSampler] = None) -> SearchResult:
     """Runs (or resumes) a search. ``data`` is ``(train_set, val_set, info)`` from :func:`load_search_data`.
     ``callbacks``: run after every epoch on the main process, e.g. :func:`snas_fast.viz.callbacks.search_plots`,
     which ``snas-fast search`` passes.
@@ -673,30 +670,32 @@ def search(config: SearchConfig, data, resume: bool = False, progress: bool = Tr
     In a process group (``torchrun``, :func:`snas_fast.engine.distributed.setup`) the search is data-parallel: each
     rank trains on its shard of every batch (``config.batch_size`` per rank), gradients of the weights and of
     ``log_alpha`` are averaged, the Gumbel sample follows ``config.gumbel_sample``, BatchNorm statistics are per
-    process unless ``config.sync_bn``, and only rank 0 writes the run directory."""
+    process unless ``config.sync_bn``, and only rank 0 writes the run directory. ``sampler``: how the weights are
+    drawn (default ``config.sampler()``; first-order DARTS passes softmax weights)."""
     config.validate()
     ctx = distributed.context(config.device)
-    task = SnasSearch(config, data, ctx)
+    space = Snas().space_for(config, data[2])
+    task = SnasSearch(config, data, ctx, space, sampler)
     rows = fit(task, resume, progress, [task.write_genotype, *callbacks])
     last = rows[-1] if rows else {}
     arch = arch_convergence(task.model, task.initial_choice)
-    warning = convergence.unmoved_warning(arch["changed_edges"], arch["normal"]["decided"] + arch["reduce"]["decided"],
-                                          arch["normal"]["edges"] + arch["reduce"]["edges"])
+    kinds = [arch[name] for name in task.model.alpha_names]
+    warning = convergence.unmoved_warning(arch["changed_edges"], sum(k["decided"] for k in kinds),
+                                          sum(k["edges"] for k in kinds))
     if warning is not None:
         warnings.warn(warning, SearchWarning, stacklevel=2)
-    return SearchResult(task.model.genotype("edge_all"), last.get("val_acc", math.nan),
-                        last.get("child_val_acc", math.nan), task.history, task.model, arch, warning)
+    return SearchResult(space.derive(task.model), last.get("val_acc", math.nan), last.get("child_val_acc", math.nan),
+                        task.history, task.model, arch, warning, space)
 
 
 class Snas(Strategy):
-    """SNAS as a :class:`~snas_fast.search.base.Strategy`: ``snas-fast search``."""
+    """SNAS as a :class:`~snas_fast.search.base.Strategy`: ``snas-fast search``, on any space with a one-shot
+    supernet."""
 
     name = "snas"
     config_class = SearchConfig
     variants = TRICKS
-
-    def load_data(self, config: SearchConfig):
-        return load_search_data(config)
+    needs = ("data", "supernet")
 
     def run(self, config: SearchConfig, data, resume: bool = False, progress: bool = True,
             callbacks: Sequence[Callback] = ()) -> SearchResult:

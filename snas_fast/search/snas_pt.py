@@ -1,14 +1,17 @@
 """SNAS + perturbation-based selection (Wang et al. ICLR 2021, DARTS-PT; ``sota/cnn/projection.py``): the SNAS
 supernet is trained as :func:`snas_fast.search.snas.search` trains it, then the architecture is chosen by what each
-candidate contributes to the supernet's accuracy, not by ``argmax(log_alpha)``.
+candidate contributes to the supernet's accuracy, not by ``argmax(log_alpha)``. It runs on any space with a one-shot
+supernet: a row of a ``log_alpha`` is one decision (a DARTS edge, a graph link's node or edge operation).
 
-- Operations: the supernet runs with fixed weights ``softmax(log_alpha)``. Edges are decided in a random order
-  (seeded): on the chosen edge each candidate in turn is masked (its weight set to 0) and search-validation accuracy
-  measured; the candidate whose removal lowers it most is kept (the edge becomes one-hot). The zero op is not a
+- Operations: the supernet runs with fixed weights ``softmax(log_alpha)``. Rows are decided in a random order
+  (seeded): on the chosen row each candidate in turn is masked (its weight set to 0) and search-validation accuracy
+  measured; the candidate whose removal lowers it most is kept (the row becomes one-hot). The zero op is not a
   candidate: masking it changes nothing. Between two decisions the weights are fine-tuned ``pt_interval`` epochs
   (learning rate a tenth of the search's, cosine), by the one training loop.
-- Topology (DARTS's top-2 form): for each node with more than two inputs, the incoming edge whose removal hurts
-  least is dropped, until two remain.
+- Topology, where the space has one (DARTS's top-2 form: :meth:`DartsSpace.topology
+  <snas_fast.spaces.darts.space.DartsSpace.topology>`): for each node with more than two inputs, the incoming edge
+  whose removal hurts least is dropped, until two remain. Spaces without (the graph space: its ``none`` operation is
+  a candidate of every link) take the selected rows as they are.
 
 BatchNorm is recalibrated (``bn_recalibration`` training batches) before each decision's measurements.
 
@@ -36,11 +39,7 @@ from ..engine.data import eval_loader, train_loader
 from ..engine.loop import Task, evaluate, fit, recalibrate_bn
 from ..engine.rundir import CHECKPOINT_FILE, METRICS_FILE, RunDir, read_metrics
 from ..engine.seeds import make_generator
-from ..spaces.darts.genotypes import CONCAT, Genotype
-from ..spaces.darts.space import EDGES, NUM_NODES
-from ..spaces.darts.supernet import Supernet
-from .base import Strategy
-from .snas import SearchConfig, SearchError, load_search_data, search
+from .snas import SearchConfig, SearchError, Snas, search
 
 __all__ = ["SnasPt", "SnasPtConfig", "select"]
 
@@ -59,8 +58,8 @@ class SnasPtConfig(SearchConfig):
 
 
 def _search_settings(config: SearchConfig) -> dict:
-    """The settings that make the supernet: every SearchConfig field but the run directory."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(SearchConfig) if f.name != "out"}
+    """The settings that make the supernet: every SearchConfig field but the run directory and the strategy."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(SearchConfig) if f.name not in ("out", "strategy")}
 
 
 def adopt_supernet(config: SnasPtConfig) -> None:
@@ -89,14 +88,13 @@ def adopt_supernet(config: SnasPtConfig) -> None:
 
 
 class _FineTune(Task):
-    """The supernet's weights trained under fixed architecture weights (one per cell type)."""
+    """The supernet's weights trained under fixed architecture weights (one per ``log_alpha``), by ``config``'s
+    optimiser (a tenth of the search's rate: :func:`select`)."""
 
-    def __init__(self, config, model: Supernet, weights: List[Tensor], loader, ctx):
+    def __init__(self, config, model, weights: List[Tensor], loader, ctx):
         self.config, self.ctx, self.model, self.train_loader = config, ctx, model, loader
         self.weights = weights
-        self.optimizer = torch.optim.SGD(model.weight_parameters(), config.lr / 10, momentum=config.momentum,
-                                         weight_decay=config.weight_decay)
-        self.schedule = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, float(config.epochs))
+        self.optimizer, self.schedule = config.weight_optimizer(model.weight_parameters())
 
     def state_dict(self) -> dict:
         return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict())
@@ -110,7 +108,7 @@ class _FineTune(Task):
 
     def loss(self, x: Tensor, y: Tensor, epoch: int, step: int):
         self.optimizer.zero_grad(set_to_none=True)
-        logits = self.model.run(x, [self.weights[t] for t in self.model.cell_types()])
+        logits = self.model.run_arch(x, self.weights)
         return F.cross_entropy(logits, y), logits, {}
 
     def clipped_parameters(self):
@@ -121,27 +119,32 @@ class _FineTune(Task):
         return {}
 
 
-def _accuracy(model: Supernet, weights: List[Tensor], loader, device) -> float:
-    return evaluate(lambda x: model.run(x, [weights[t] for t in model.cell_types()]), model, loader, device)[1]
+def _accuracy(model, weights: List[Tensor], loader, device) -> float:
+    return evaluate(lambda x: model.run_arch(x, weights), model, loader, device)[1]
 
 
-def select(model: Supernet, config: SnasPtConfig, data, ctx, progress: bool = False) -> Genotype:
-    """DARTS-PT's selection on a trained supernet (module docstring); returns the top-2 genotype."""
+def _row(w: Tensor, e: int) -> Tensor:
+    """Row ``e`` of ``w [..., K]`` (rows in ``w.view(-1, K)`` order), a view."""
+    return w.view(-1, w.shape[-1])[e]
+
+
+def select(model, config: SnasPtConfig, data, ctx, space, progress: bool = False):
+    """DARTS-PT's selection on a trained supernet of ``space`` (module docstring); returns the architecture (DARTS: a
+    top-2 genotype)."""
     train_set, val_set, _ = data
     device = ctx.device
     tloader = train_loader(train_set, config.batch_size, config.seed, ctx, config.num_workers)
     vloader = eval_loader(val_set, config.batch_size, ctx, config.num_workers)
-    weights = [w.detach().clone() for w in model.alphas()]  # [normal, reduce], each [14, K]
-    zero = set(model.space.zero_columns())
-    K = weights[0].shape[1]
+    weights = [w.detach().clone() for w in model.alphas()]  # one per log_alpha, e.g. [normal, reduce] [14, K]
+    zero = set(space.zero_columns())
+    K = weights[0].shape[-1]
     gen = make_generator(config.seed, 0x70742D73)  # "pt-s"
-    order = [(t, e) for t in range(2) for e in range(len(EDGES))]
+    order = [(t, e) for t in range(len(weights)) for e in range(weights[t].numel() // weights[t].shape[-1])]
     order = [order[i] for i in torch.randperm(len(order), generator=gen).tolist()]
 
     def recalibrate():
         if config.bn_recalibration > 0:
-            recalibrate_bn(lambda x: model.run(x, [weights[t] for t in model.cell_types()]), model, tloader,
-                           config.bn_recalibration, device)
+            recalibrate_bn(lambda x: model.run_arch(x, weights), model, tloader, config.bn_recalibration, device)
 
     for n, (t, e) in enumerate(bar(order, "perturbation", progress)):
         recalibrate()
@@ -150,34 +153,32 @@ def select(model: Supernet, config: SnasPtConfig, data, ctx, progress: bool = Fa
             if k in zero:
                 continue
             masked = [w.clone() for w in weights]
-            masked[t][e, k] = 0.0
+            _row(masked[t], e)[k] = 0.0
             accs[k] = _accuracy(model, masked, vloader, device)
         keep = min(accs, key=lambda k: accs[k])  # its removal hurts most
-        weights[t][e] = F.one_hot(torch.tensor(keep), K).to(weights[t])
+        _row(weights[t], e).copy_(F.one_hot(torch.tensor(keep), K).to(weights[t]))
         if config.pt_interval > 0 and n + 1 < len(order):
             tune = dict(config.to_dict(), epochs=config.pt_interval, out=os.path.join(config.out, "pt", f"{n:02d}"),
-                        overwrite=True)  # a selection is redone whole
-            tune_config = SnasPtConfig.from_dict(tune)
+                        lr=config.lr / 10, lr_min=0.0, overwrite=True)  # a selection is redone whole
+            tune_config = type(config).from_dict(tune)
             fit(_FineTune(tune_config, model, weights, tloader, ctx), progress=False)
     recalibrate()
-    # topology: per node, drop the incoming edge whose removal hurts least until two remain
-    cells = []
-    for t in range(2):
-        gene = []
-        for node in range(NUM_NODES):
-            incoming = [e for e, (n, _) in enumerate(EDGES) if n == node]
-            while len(incoming) > 2:
-                hurt = {}
-                for e in incoming:
-                    cut = [w.clone() for w in weights]
-                    cut[t][e] = 0.0
-                    hurt[e] = _accuracy(model, cut, vloader, device)
-                incoming.remove(max(incoming, key=lambda e: hurt[e]))  # removing it leaves the best accuracy
-            names = model.space.op_names
-            gene.extend((names[int(weights[t][e].argmax())], EDGES[e][1]) for e in incoming)
-        cells.append(tuple(gene))
-    return Genotype.from_dict(dict(normal=cells[0], normal_concat=CONCAT, reduce=cells[1], reduce_concat=CONCAT),
-                              model.space)
+    topology = getattr(space, "topology", None)
+    if topology is None:
+        return space.derive(weights)
+    # topology: per node, drop the incoming edge whose removal hurts least until `keep` remain
+    kept: List[List[int]] = [[] for _ in weights]
+    for t, incoming, keep in topology():
+        incoming = list(incoming)
+        while len(incoming) > keep:
+            hurt = {}
+            for e in incoming:
+                cut = [w.clone() for w in weights]
+                _row(cut[t], e).zero_()
+                hurt[e] = _accuracy(model, cut, vloader, device)
+            incoming.remove(max(incoming, key=lambda e: hurt[e]))  # removing it leaves the best accuracy
+        kept[t] += incoming
+    return space.derive(weights, kept=kept)
 
 
 @dataclass
@@ -188,12 +189,10 @@ class SnasPtResult:
     seconds: float = 0.0
 
 
-class SnasPt(Strategy):
+class SnasPt(Snas):
     name = "snas-pt"
     config_class = SnasPtConfig
-
-    def load_data(self, config: SnasPtConfig):
-        return load_search_data(config)
+    variants = {}
 
     def run(self, config: SnasPtConfig, data, resume: bool = False, progress: bool = True,
             callbacks: Sequence = ()) -> SnasPtResult:
@@ -206,9 +205,10 @@ class SnasPt(Strategy):
             resume = True
         result = search(config, data, resume, progress, callbacks)
         ctx = distributed.context(config.device)
-        genotype = select(result.model, config, data, ctx, progress)
+        space = result.space
+        genotype = select(result.model, config, data, ctx, space, progress)
         loader = eval_loader(data[1], config.batch_size, ctx, config.num_workers)
-        score = shared_weight_accuracy(result.model, genotype, loader, ctx.device)
-        RunDir(config.out, ctx).write_json("genotype_pt.json", dict(genotype=genotype.to_dict(), score=score,
-                                                                    argmax_genotype=result.genotype.to_dict()))
+        score = shared_weight_accuracy(result.model, space, genotype, loader, ctx.device)
+        RunDir(config.out, ctx).write_json("genotype_pt.json", dict(genotype=space.to_dict(genotype), score=score,
+                                                                    argmax_genotype=space.to_dict(result.genotype)))
         return SnasPtResult(genotype, score, result.genotype, time.perf_counter() - start)

@@ -18,19 +18,23 @@ FactorizedReduce, a ``"bn_tail"``, at stride 2). A pool wrapped by the supernet'
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import math
 import numbers
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterator, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
+from .._settings import setting
 
-__all__ = ["Cost", "FOLDS", "Primitive", "SearchBN", "SearchSpace", "count_module", "get_space", "register_space",
-           "space_names"]
+
+__all__ = ["BaselineSettings", "CAPABILITIES", "LayoutSettings", "MixedSettings", "Cost", "Decision", "FOLDS", "OneShot", "Primitive", "SearchBN",
+           "SearchSpace", "SizeSettings", "Unsupported", "count_module", "get_space", "register_space", "space_names",
+           "space_of_dict"]
 
 #: How the fused edge may fold a candidate (see the module docstring).
 FOLDS = ("zero", "max_pool", "avg_pool", "identity", "bn_tail", "opaque")
@@ -179,17 +183,256 @@ def count_module(module: nn.Module, input_shape: Sequence[int]) -> Cost:
     return Cost(params, counts["flops"], counts["mac"])
 
 
-class SearchSpace(ABC):
-    """A search space: its candidate operations, how its supernet and its child networks are built, and how a
-    genotype (one architecture) is sampled, encoded and derived. Strategies use only this interface.
+class Unsupported(NotImplementedError):
+    """What a space cannot do (a tabular space builds no network; a space without categorical decisions cannot be
+    encoded); the message is one line naming the space."""
 
-    ``primitives``: the tuple of :class:`Primitive` records, in the order of the columns of ``log_alpha``.
+
+@dataclass(frozen=True)
+class Decision:
+    """One categorical decision of an architecture: its ``name`` and the labels of its ``options``."""
+
+    name: str
+    options: Tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.options)
+
+
+@dataclass
+class SizeSettings:
+    """The size of the networks a space builds, for the spaces that read it. None: the space's default for the
+    command (:meth:`SearchSpace.defaults`: a search's networks are smaller than a retraining's)."""
+
+    layers: Optional[int] = setting(None, "cells in the network (gnn: cells of node and edge operations)", kind=int)
+    channels: Optional[int] = setting(None, "channels of the first cells, C (gnn: the width F of every node and edge "
+                                            "state)", kind=int)
+
+
+@dataclass
+class MixedSettings:
+    """How a supernet computes its mixed operations, for the spaces that offer several ways (the same numbers each;
+    the fused ones faster and leaner: bench/RESULTS.md)."""
+
+    mixed: str = setting("fused", "how the supernet mixes: darts: fused (deep-fused edges), fused_sum (the fused "
+                                  "weighted sum only) or eager (DARTS's sum); gnn: fused (gumbel_mixed_op / "
+                                  "mixed_op), fused_edge (BatchNorms folded into mixed_edge, prefixes recomputed) or "
+                                  "eager", choices=("fused", "fused_sum", "fused_edge", "eager"), roles=("search",))
+
+
+@dataclass
+class LayoutSettings:
+    """The memory format of the networks a space builds on images."""
+
+    channels_last: bool = setting(False, "run the network in channels_last (NHWC) memory format: faster "
+                                         "convolutions on CPU and cuDNN's layout in half precision (bench/RESULTS.md)")
+
+
+@dataclass
+class BaselineSettings:
+    """A hand-designed network of the space trained instead of a genotype (``snas-fast train --baseline``), for the
+    spaces that have baselines (:meth:`SearchSpace.baseline`)."""
+
+    baseline: str = setting("none", "train a baseline network of the space instead of a genotype (none: the genotype)",
+                            roles=("child",))
+    baseline_layers: int = setting(4, "baseline: its layers", roles=("child",))
+    param_budget: Optional[str] = setting(None, "baseline: its width is chosen to come closest to this many "
+                                                "parameters (an integer, or a run directory whose summary.json gives "
+                                                "them); default: --channels", kind=str, roles=("child",))
+
+
+#: What a strategy may need of a space (:meth:`SearchSpace.lacks`).
+CAPABILITIES = ("data", "decisions", "sample", "mutate", "encode", "distance", "child", "supernet", "query")
+
+
+class SearchSpace(ABC):
+    """A search space: the only thing a strategy sees of the architectures it searches (NASLib's and NNI's split of
+    space and optimiser). An architecture (``arch``) is whatever object the space makes (a DARTS
+    :class:`~snas_fast.spaces.darts.genotypes.Genotype`, a graph genotype, a morphable network's description, a row
+    of a benchmark table); a strategy only hands it back to the space.
+
+    The choices (every space):
+
+    - :meth:`decisions`: the named categorical decisions that make an architecture (empty: none, e.g. a morphism
+      space grows networks instead); :meth:`from_choices` / :meth:`to_choices` between an architecture and one index
+      per decision;
+    - :meth:`sample` (the space's uniform prior), :meth:`mutate` (one decision changed: evolution), :meth:`encode`
+      (a fixed-length float vector ``[D]``: surrogate models), :meth:`distance` (optional: kernels on spaces
+      without an encoding), :meth:`to_dict` / :meth:`from_dict` (JSON with a ``"space"`` tag; another space's is
+      refused in one line);
+    - :meth:`costs`: ``{"params": ..., ...}`` of an architecture, FLOPs, MAC or latency where the space counts them.
+
+    A trainable space (``data_kind`` set) also builds networks: :meth:`child` (the network a retraining trains from
+    scratch), :meth:`supernet` (the one-shot network on the fused op, one ``log_alpha`` per decision group:
+    :class:`OneShot`), :meth:`derive` (a supernet's choice). A tabular space answers :meth:`query` instead.
+
+    A space is made by its registry factory (:func:`get_space`) and bound to one run's settings and data by
+    :meth:`configure`; ``settings`` is the dataclass of its own flags (:func:`snas_fast._settings.setting` fields,
+    shown by the commands that read them), :meth:`defaults` its defaults per command role.
     """
 
     #: the name the CLI knows it by (``--space``), see :func:`register_space`
     name: str = ""
+    #: the kind of dataset it takes (``snas_fast.data.KINDS``: ``"images"``, ``"graphs"``), None: no data (tabular)
+    data_kind: Optional[str] = "images"
+    #: its task
+    task: str = "classification"
+    #: the dataclass of its own settings (None: none)
+    settings: Optional[type] = None
+    #: its candidate operations (:class:`Primitive`), in the column order of its ``log_alpha``, where it has them
     primitives: Tuple[Primitive, ...] = ()
 
+    # -- one run's space ----------------------------------------------------------------------------------------
+    def configure(self, config=None, info=None) -> "SearchSpace":
+        """This space for one run: ``config`` (a settings object with the fields of :attr:`settings`) and ``info``
+        (the dataset's, ``snas_fast.data``). Default: the space as it is."""
+        return self
+
+    def defaults(self, role: str) -> Dict[str, object]:
+        """Default values of the settings a command of ``role`` (``"search"`` or ``"child"``) leaves at None."""
+        return {}
+
+    # -- the choices --------------------------------------------------------------------------------------------
+    def decisions(self) -> Tuple[Decision, ...]:
+        """The categorical decisions of an architecture, in order (empty: the space has none)."""
+        return ()
+
+    def from_choices(self, choices: Sequence[int]):
+        """The architecture of one option index per decision of :meth:`decisions`."""
+        raise Unsupported(f"space {self.name!r} has no categorical decisions")
+
+    def to_choices(self, arch) -> Tuple[int, ...]:
+        """The option index of every decision of ``arch`` (the inverse of :meth:`from_choices`); ValueError for an
+        architecture the decisions cannot express."""
+        raise Unsupported(f"space {self.name!r} has no categorical decisions")
+
+    def sample(self, generator: Optional[torch.Generator] = None, zero: bool = False):
+        """An architecture drawn from the space's prior, from ``generator``. Default: every decision uniformly.
+        ``zero``: the zero op (a missing edge) may be drawn too, in spaces whose prior leaves it out."""
+        sizes = [d.size for d in self._decisions_or_raise()]
+        return self.from_choices([int(torch.randint(n, (1,), generator=generator)) for n in sizes])
+
+    def mutate(self, arch, generator: Optional[torch.Generator] = None):
+        """``arch`` with one decision, drawn uniformly, changed to another option drawn uniformly (evolution's
+        mutation); a decision of one option is never drawn."""
+        decisions = self._decisions_or_raise()
+        choices = list(self.to_choices(arch))
+        open_ = [n for n, d in enumerate(decisions) if d.size > 1]
+        if not open_:
+            raise Unsupported(f"space {self.name!r}: every decision has one option, nothing can mutate")
+        n = open_[int(torch.randint(len(open_), (1,), generator=generator))]
+        other = int(torch.randint(decisions[n].size - 1, (1,), generator=generator))
+        choices[n] = other + (other >= choices[n])
+        return self.from_choices(choices)
+
+    def encode(self, arch) -> Tensor:
+        """``arch`` as a fixed-length float vector ``[D]`` (surrogate models). Default: the one-hot of every
+        decision's option, concatenated (``D = sum of the decisions' sizes``)."""
+        decisions = self._decisions_or_raise()
+        out = torch.zeros(sum(d.size for d in decisions))
+        offset = 0
+        for d, c in zip(decisions, self.to_choices(arch)):
+            out[offset + c] = 1.0
+            offset += d.size
+        return out
+
+    def distance(self, a, b) -> float:
+        """A distance between two architectures. Default: half the L1 distance of their encodings (the number of
+        decisions they differ in, for the default encoding)."""
+        return 0.5 * float((self.encode(a) - self.encode(b)).abs().sum())
+
+    @abstractmethod
+    def to_dict(self, arch) -> dict:
+        """``arch`` as a JSON object carrying ``"space": self.name``."""
+
+    @abstractmethod
+    def from_dict(self, d):
+        """The architecture of :meth:`to_dict`'s object; ValueError (one line) for anything else, another space's
+        architecture included."""
+
+    def costs(self, arch) -> Dict[str, float]:
+        """``{"params": ..., ...}`` of ``arch``: FLOPs, MAC and latency where the space counts them. Default: none."""
+        return {}
+
+    def published(self) -> Tuple[str, ...]:
+        """The names of the published architectures :meth:`load` knows (DARTS_V2, SNAS's cells, ...)."""
+        return ()
+
+    def load(self, name: str):
+        """The published architecture ``name`` (:meth:`published`)."""
+        raise ValueError(f"name: space {self.name!r} knows no published architectures, got {name!r}")
+
+    # -- trainable spaces ---------------------------------------------------------------------------------------
+    def child(self, arch, **options) -> nn.Module:
+        """The network of ``arch``, trained from scratch by a retraining (``forward(x) -> logits``, or a pair whose
+        first entry is the logits)."""
+        raise Unsupported(f"space {self.name!r} builds no network (a tabular space: query() it)")
+
+    def supernet(self, **options) -> nn.Module:
+        """The one-shot network holding every candidate of every decision, with its ``log_alpha``
+        (:class:`OneShot`)."""
+        raise Unsupported(f"space {self.name!r} has no one-shot supernet")
+
+    def derive(self, source, **options):
+        """The architecture a supernet (or its ``alphas``, one tensor per ``log_alpha``) chooses."""
+        raise Unsupported(f"space {self.name!r} has no one-shot supernet")
+
+    def arch_weights(self, arch) -> List[Tensor]:
+        """The one-hot weights that run ``arch`` alone in the supernet, one tensor per ``log_alpha``."""
+        raise Unsupported(f"space {self.name!r} has no one-shot supernet")
+
+    def penalty(self, supernet: nn.Module, form: str) -> Optional[Callable[[Sequence[Tensor]], Tensor]]:
+        """SNAS's resource penalty of this space: a function of the architecture weights (one tensor per
+        ``log_alpha``) to a differentiable scalar, or None where the space has no cost model (its searches then run
+        without the penalty)."""
+        return None
+
+    def baseline(self, name: str, width: int, layers: int) -> nn.Module:
+        """A hand-designed network of the space (:attr:`baselines`) of ``width`` and ``layers``."""
+        raise Unsupported(f"space {self.name!r} has no baselines")
+
+    #: the names of its baselines (:meth:`baseline`)
+    baselines: Tuple[str, ...] = ()
+
+    # -- tabular spaces -----------------------------------------------------------------------------------------
+    def query(self, arch, metric: str = "valid") -> float:
+        """The tabulated ``metric`` of ``arch`` (``"valid"``: the search's; ``"test"``: the report's)."""
+        raise Unsupported(f"space {self.name!r} is not tabular: train its networks instead")
+
+    # -- what it can do -----------------------------------------------------------------------------------------
+    def _overrides(self, method: str) -> bool:
+        return getattr(type(self), method) is not getattr(SearchSpace, method)
+
+    def _decisions_or_raise(self) -> Tuple[Decision, ...]:
+        decisions = self.decisions()
+        if not decisions:
+            raise Unsupported(f"space {self.name!r} has no categorical decisions")
+        return decisions
+
+    def lacks(self, capability: str) -> Optional[str]:
+        """Why the space cannot do ``capability`` (one of :data:`CAPABILITIES`), as a phrase, or None if it can."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"capability: expected one of {', '.join(CAPABILITIES)}, got {capability!r}")
+        if capability == "data":
+            return None if self.data_kind is not None else "is tabular (no data to train on)"
+        if capability == "decisions":
+            return None if self.decisions() else "has no categorical decisions"
+        if capability in ("sample", "mutate"):
+            ok = self._overrides(capability) or self.decisions()
+            return None if ok else f"has no categorical decisions and no {capability} of its own"
+        if capability == "encode":
+            return None if self._overrides("encode") or self.decisions() else "has no fixed-length encoding"
+        if capability == "distance":
+            ok = self._overrides("distance") or self._overrides("encode") or self.decisions()
+            return None if ok else "has neither a distance nor an encoding"
+        if capability == "child":
+            return None if self._overrides("child") else "builds no networks"
+        if capability == "supernet":
+            return None if self._overrides("supernet") else "has no one-shot supernet"
+        return None if self._overrides("query") else "is not tabular"
+
+    # -- the DARTS-family helpers ---------------------------------------------------------------------------------
     @property
     def op_names(self) -> Tuple[str, ...]:
         """The primitives' names, in column order."""
@@ -206,40 +449,43 @@ class SearchSpace(ABC):
         """The columns whose primitive is the zero op (``fold == "zero"``)."""
         return tuple(k for k, p in enumerate(self.primitives) if p.fold_at(stride) == "zero")
 
-    @abstractmethod
-    def supernet(self, C: int, num_classes: int, layers: int, **options) -> nn.Module:
-        """The one-shot network holding every candidate of every edge, with its architecture parameters."""
+    def check_tag(self, d) -> dict:
+        """``d`` without its ``"space"`` tag, after checking the tag names this space (an untagged object is taken
+        as this space's); ValueError, one line, for anything else."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a {self.name} architecture (a JSON object), got {type(d).__name__}")
+        tag = d.get("space", self.name)
+        if tag != self.name:
+            raise ValueError(f"expected a {self.name} architecture, got one of space {tag!r}")
+        return {k: v for k, v in d.items() if k != "space"}
 
-    @abstractmethod
-    def network(self, genotype, C: int, num_classes: int, layers: int, auxiliary: bool = False,
-                **options) -> nn.Module:
-        """The child network of ``genotype``, trained from scratch in evaluation."""
 
-    @abstractmethod
-    def random_genotype(self, generator: Optional[torch.Generator] = None, include_none: bool = False):
-        """A genotype drawn uniformly (the random baseline); ``include_none``: the zero op may be drawn too."""
+class OneShot:
+    """What a one-shot supernet offers a strategy (:meth:`SearchSpace.supernet`; the DARTS
+    :class:`~snas_fast.spaces.darts.supernet.Supernet` and the graph supernet have it):
 
-    @abstractmethod
-    def encode(self, genotype) -> Tensor:
-        """``genotype`` as one-hot architecture weights (the sample that runs that child in the supernet)."""
+    - ``arch_parameters()``: one ``log_alpha`` per decision group, ``[..., K]``; ``alpha_names``: their names
+      (``"normal"``, ``"reduce"``; ``"node"``, ``"edge"``), the metrics' and plots' column prefixes;
+    - ``weight_parameters()``, ``beta_parameters()`` (PC-DARTS's edge normalisation; else ``[]``);
+    - ``alphas()``: ``softmax(log_alpha)`` of each, detached;
+    - ``run_arch(x, weights, choices=None) -> logits``: the network under architecture weights, one tensor per
+      ``log_alpha`` (its shape); ``choices``: per ``log_alpha`` the chosen column of every row (hard paths: only
+      those candidates run), or None;
+    - ``forward_child(x) -> logits``: the derived child (every row's argmax) with the shared weights;
+    - ``drop_path_prob``: drop-path of the candidates (0 where the space has none).
+    """
 
-    @abstractmethod
-    def derive(self, alphas: Sequence[Tensor], rule: str):
-        """The genotype of architecture weights ``alphas`` under derivation ``rule``."""
+    alpha_names: Tuple[str, ...] = ()
+    drop_path_prob: float = 0.0
 
-    def decisions(self, form: str) -> Tuple[int, ...]:
-        """The sizes of the categorical decisions that make one genotype of ``form``, in order (what a controller
-        such as MONAS's emits, one softmax each). Optional: a space without it has no controller strategies."""
-        raise NotImplementedError(f"space {self.name!r} does not describe its genotypes as decisions")
-
-    def from_decisions(self, choices: Sequence[int], form: str):
-        """The genotype of one index per decision of :meth:`decisions`."""
-        raise NotImplementedError(f"space {self.name!r} does not describe its genotypes as decisions")
+    def beta_parameters(self) -> List[nn.Parameter]:
+        return []
 
 
 _REGISTRY: Dict[str, Union[str, Callable[[], SearchSpace]]] = {
     "darts": "snas_fast.spaces.darts:DartsSpace",
     "gnn": "snas_fast.spaces.gnn:GnnSpace",
+    "morph": "snas_fast.spaces.morph:MorphSpace",
 }
 
 
@@ -258,7 +504,8 @@ def space_names() -> Tuple[str, ...]:
 
 
 def get_space(name: str) -> SearchSpace:
-    """A new instance of the registered space ``name`` (see :func:`space_names`)."""
+    """A new instance of the registered space ``name`` (see :func:`space_names`), named ``name`` (the tag of its
+    architectures' JSON)."""
     if name not in _REGISTRY:
         raise ValueError(f"space: expected one of {', '.join(_REGISTRY)}, got {name!r}")
     factory = _REGISTRY[name]
@@ -268,4 +515,20 @@ def get_space(name: str) -> SearchSpace:
     space = factory()
     if not isinstance(space, SearchSpace):
         raise TypeError(f"space {name!r}: its factory returned {type(space).__name__}, not a SearchSpace")
+    if space.name != name:  # a space registered under a name of its own (a DartsSpace with a 9th primitive, ...)
+        space = copy.copy(space)
+        space.name = name
     return space
+
+
+def space_of_dict(d) -> Optional[str]:
+    """The space an architecture's JSON object names: its ``"space"`` tag; for objects written before the tag, a
+    morphable network's description (``"format"``) is ``morph``'s and a cell pair (``"normal"``) ``darts``'s;
+    None when nothing says."""
+    if not isinstance(d, dict):
+        return None
+    if isinstance(d.get("space"), str):
+        return d["space"]
+    if str(d.get("format", "")).startswith("snas_fast.morph"):
+        return "morph"
+    return "darts" if "normal" in d else None

@@ -1,5 +1,5 @@
-"""Plots of a graph search (:mod:`snas_fast.search.gnn`), as loop callbacks: ``alphas.png`` (every cell's node and
-edge ``softmax(log_alpha)`` over the epochs), ``cell.png`` (the derived cells) and ``curves.png``."""
+"""Plots of a one-shot search on the graph space (:mod:`snas_fast.spaces.gnn`), as loop callbacks: ``alphas.png`` (every
+cell's node and edge ``softmax(log_alpha)`` over the epochs), ``cell.png`` (the derived cells) and ``curves.png``."""
 from __future__ import annotations
 
 from typing import Mapping, Optional, Sequence
@@ -72,10 +72,11 @@ def gnn_cell_figure(genotype: GraphGenotype, title: Optional[str] = None):
 
 def gnn_search_plots(end: EpochEnd) -> None:
     """The figures of a graph search's run directory, after every epoch."""
-    from ..search.gnn import describe_arch
+    from ..search.convergence import summary
 
     task = end.task
-    _save(gnn_alphas_figure(task.history, describe_arch(task.arch).replace("; ", "\n")), end.run.path("alphas.png"))
+    title = summary(task.arch, len(NODE_OPS), sep="\n")
+    _save(gnn_alphas_figure(task.history, title), end.run.path("alphas.png"))
     _save(gnn_cell_figure(task.model.genotype(), "derived cells"), end.run.path("cell.png"))
     plot_curves(end.run.metrics(), end.run.path("curves.png"),
                 keys=["train_loss", "val_loss", "train_acc", "val_acc", "child_val_acc"])

@@ -152,7 +152,7 @@ def genotype_cost(genotype, costs_normal: Tensor, costs_reduce: Tensor,
     and ``costs_reduce [m, 14, K, ...]`` (:func:`network_costs`, or a latency table's ``[n, 14, K]``): every cell's
     one-hot sample priced by :func:`expected_cost` and summed over the cells. ``[M]`` for tables with a last axis
     of M costs, a scalar for ``[n, 14, K]``; float64."""
-    z = space_of(space).encode(genotype).to(torch.float64)  # [2, 14, K]
+    z = torch.stack(space_of(space).arch_weights(genotype)).to(torch.float64)  # [2, 14, K]
     total = 0
     for t, tables in enumerate((costs_normal, costs_reduce)):
         for table in tables:
@@ -242,3 +242,14 @@ def resource_penalty(Z_normal: Tensor, Z_reduce: Tensor, costs_normal: Tensor, c
         term = cell_terms.mean() if cell_terms.dim() == 1 else cell_terms  # sum over the type's cells / n
         total = type_weight * term if total is None else total + type_weight * term
     return total.to(Z_normal.dtype)
+
+
+def supernet_costs(model, image_size: int) -> Tuple[Tensor, Tensor]:
+    """Per cell type, the cost tables of a :class:`~snas_fast.spaces.darts.supernet.Supernet`'s cells stacked,
+    ``[n, 14, K, 3]`` (params, FLOPs, MAC of every candidate of every edge, from the shapes alone:
+    :func:`network_costs`; the search's BatchNorms, affine-free). A supernet of fewer than 3 cells has no reduction
+    cell; that type then costs nothing (zeros ``[14, K, 3]``)."""
+    if model.layers >= 3:
+        return network_costs(model.C, model.layers, image_size, image_size, pool_bn=model.pool_bn, space=model.space)
+    normal = cell_costs(model.C, image_size, image_size, False, pool_bn=model.pool_bn, space=model.space)
+    return normal.expand(model.layers, -1, -1, -1), torch.zeros_like(normal)

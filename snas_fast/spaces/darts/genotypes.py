@@ -28,6 +28,7 @@ __all__ = [
     "Genotype",
     "available",
     "cell_kind",
+    "decision_ops",
     "decision_sizes",
     "derive",
     "from_decisions",
@@ -37,6 +38,7 @@ __all__ = [
     "nodes",
     "one_hot",
     "random_genotype",
+    "to_decisions",
 ]
 
 Pair = Tuple[str, int]
@@ -148,8 +150,9 @@ class Genotype:
 
     @classmethod
     def from_dict(cls, d: dict, space: Optional[DartsSpace] = None) -> "Genotype":
-        """The inverse of :meth:`to_dict`; keys starting with ``_`` (comments) are ignored. ``space``: the space
-        whose primitives the ops name (default DARTS's)."""
+        """The inverse of :meth:`to_dict`; keys starting with ``_`` (comments) and the ``"space"`` tag of
+        :meth:`DartsSpace.to_dict <snas_fast.spaces.darts.space.DartsSpace.to_dict>` are ignored. ``space``: the
+        space whose primitives the ops name (default DARTS's)."""
         if not isinstance(d, dict):
             raise TypeError(f"d: expected a dict with keys normal, normal_concat, reduce, reduce_concat, "
                             f"got {type(d).__name__}")
@@ -157,7 +160,7 @@ class Genotype:
         missing = [k for k in fields if k not in d]
         if missing:
             raise ValueError(f"d: missing key(s) {missing}; expected {list(fields)}")
-        unknown = sorted(k for k in d if k not in fields and not str(k).startswith("_"))
+        unknown = sorted(k for k in d if k not in fields and k != "space" and not str(k).startswith("_"))
         if unknown:
             raise ValueError(f"d: unknown key(s) {unknown}; expected {list(fields)}")
         return cls(**{k: d[k] for k in fields}, op_names=_names_of(space))
@@ -348,7 +351,8 @@ def random_genotype(generator: Optional[torch.Generator] = None, space: Optional
                     op_names=_names_of(space))
 
 
-def _decision_ops(form: str, space: DartsSpace) -> List[str]:
+def decision_ops(form: str, space: DartsSpace) -> List[str]:
+    """The ops a decision of ``form`` chooses from: every op but ``none`` (top2), or every op (edge_all)."""
     if form not in _RULES:
         raise ValueError(f"form: expected one of {', '.join(_RULES)}, got {form!r}")
     return [op for k, op in enumerate(space.op_names) if form == "edge_all" or k not in space.zero_columns()]
@@ -363,7 +367,7 @@ def decision_sizes(form: str = "top2", space: Optional[DartsSpace] = None) -> Tu
     - ``edge_all``: per edge in :data:`EDGES` order, its op, ``none`` included. 14 decisions per cell.
     """
     space = space_of(space)
-    K = len(_decision_ops(form, space))
+    K = len(decision_ops(form, space))
     if form == "edge_all":
         cell = [K] * NUM_EDGES
     else:
@@ -375,7 +379,7 @@ def from_decisions(choices: Sequence[int], form: str = "top2", space: Optional[D
     """The genotype of ``choices`` (one index per decision of :func:`decision_sizes`); ValueError naming the first
     index out of its range."""
     space = space_of(space)
-    sizes, ops = decision_sizes(form, space), _decision_ops(form, space)
+    sizes, ops = decision_sizes(form, space), decision_ops(form, space)
     choices = [int(c) for c in choices]
     if len(choices) != len(sizes):
         raise ValueError(f"choices: expected {len(sizes)} decisions for the {form} form, got {len(choices)}")
@@ -396,3 +400,29 @@ def from_decisions(choices: Sequence[int], form: str = "top2", space: Optional[D
 
     return Genotype(normal=cell(choices[:half]), normal_concat=CONCAT, reduce=cell(choices[half:]),
                     reduce_concat=CONCAT, op_names=_names_of(space))
+
+
+def to_decisions(genotype: Genotype, form: str = "top2", space: Optional[DartsSpace] = None) -> Tuple[int, ...]:
+    """The decisions of ``genotype`` (the inverse of :func:`from_decisions`); ValueError naming what the form cannot
+    express (top2: a node without two distinct inputs, or with ``none``; edge_all: two ops on one edge)."""
+    space = space_of(space)
+    ops = decision_ops(form, space)
+    out: List[int] = []
+    for what, cell in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+        if form == "edge_all":
+            out += [ops.index(op) for op in edge_ops(cell)]
+            continue
+        groups = nodes(cell)
+        if len(cell) != _TOP2_LEN:
+            live = live_edges(cell)
+            if any(len(g) != 2 for g in live):
+                raise ValueError(f"genotype: its {what} cell is not a top-2 cell (a node without exactly two "
+                                 f"inputs other than none); form top2 cannot express it")
+            groups = live
+        for i, ((op1, first), (op2, second)) in enumerate(groups):
+            if first == second or op1 not in ops or op2 not in ops:
+                raise ValueError(f"genotype: {what} cell node {i + 2} ({op1!r} on {first}, {op2!r} on {second}) "
+                                 f"is not two distinct inputs with ops other than none; form top2 cannot express it")
+            others = [j for j in range(i + 2) if j != first]
+            out += [first, ops.index(op1), others.index(second), ops.index(op2)]
+    return tuple(out)

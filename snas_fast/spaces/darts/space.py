@@ -15,16 +15,19 @@ to :func:`~snas_fast.spaces.count_module` on the built module.
 """
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..._checks import check_int
-from ..base import Cost, Primitive, SearchBN, SearchSpace
+from ..._settings import setting
+from ..base import Cost, Decision, LayoutSettings, MixedSettings, Primitive, SearchBN, SearchSpace, SizeSettings
 from .operations import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero  # noqa: F401  (0.1's search_space)
 
-__all__ = ["DARTS", "DARTS_PRIMITIVES", "DartsSpace", "EDGES", "NUM_EDGES", "NUM_NODES", "OPS", "PRIMITIVES",
+__all__ = ["DARTS", "DARTS_PRIMITIVES", "DartsSettings", "DartsSpace", "EDGES", "NUM_EDGES", "NUM_NODES", "OPS", "PRIMITIVES",
            "check_primitive", "edge_index", "make_op"]
 
 #: Intermediate nodes of a cell (cell nodes 2..5).
@@ -150,7 +153,33 @@ PRIMITIVES: List[str] = [p.name for p in DARTS_PRIMITIVES]
 #: DARTS-style table: ``OPS[name](C, stride, affine) -> nn.Module`` (pools without the search BN).
 OPS = {p.name: p.build for p in DARTS_PRIMITIVES}
 
+#: How the supernet mixes an edge (:mod:`.supernet`).
+MIXED = ("fused", "fused_sum", "eager")
+_FORMS = ("top2", "edge_all")  # the genotype forms (genotypes.py): a form of genotypes, a rule of derivation
 _COLOURS = ("#e377c2", "#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173")  # primitives without a colour
+
+
+@dataclass
+class DartsSettings(SizeSettings, MixedSettings, LayoutSettings):
+    """The DARTS space's own settings (besides its size, how its supernet mixes and its memory format): the form of
+    the genotypes a strategy draws, how a supernet's cells are read, the supernet's options, and a latency table."""
+
+    form: str = setting("top2", "form of the genotypes a strategy draws and mutates: top2 (DARTS: per node two "
+                                "inputs, each with an op other than none) or edge_all (an op per edge, none "
+                                "included)", choices=_FORMS, roles=("search",))
+    rule: str = setting("edge_all", "how a supernet's cells are derived: edge_all (SNAS: every edge's strongest op, "
+                                    "none included) or top2 (DARTS: per node the two strongest inputs)",
+                        choices=_FORMS, roles=("search",))
+    latency_table: Optional[str] = setting(None, "the measured latency table of the search network (snas-fast "
+                                                 "latency-table): the space then prices latency (SNAS's --penalty "
+                                                 "latency, MONAS's --objective latency)", kind=str, roles=("search",))
+    pool_bn: bool = setting(False, "BatchNorm after the pool candidates of the supernet (DARTS)", roles=("search",))
+    partial_channels: int = setting(1, "PC-DARTS's k: each supernet edge mixes 1/k of its channels, the rest bypass "
+                                       "and are shuffled in (1: all channels; memory falls about k-fold)",
+                                    roles=("search",))
+    edge_normalization: bool = setting(False, "PC-DARTS's edge normalisation: each supernet edge's output weighted "
+                                              "by a softmax of beta over its node's incoming edges",
+                                       roles=("search",))
 
 
 class DartsSpace(SearchSpace):
@@ -162,11 +191,26 @@ class DartsSpace(SearchSpace):
     rules, the plots and retraining unchanged: pass it as ``space=`` to :class:`~snas_fast.Supernet`,
     :class:`~snas_fast.NetworkCIFAR` and the cost and genotype functions. It needs one ``"zero"`` primitive at most
     and at least one other.
+
+    As a :class:`~snas_fast.spaces.SearchSpace`: an architecture is a :class:`~.genotypes.Genotype`; its
+    decisions are those of ``form`` (:func:`~.genotypes.decision_sizes`: top2's 32, edge_all's 28); ``encode`` is
+    the one-hot of every edge's op, ``[2 * 14 * K]`` (normal then reduction cell, edges a top-2 cell leaves out
+    on ``none``), so two orders of a node's inputs encode alike; ``distance`` the number of edges whose op differs.
+    ``configure`` binds the network's size (``layers``, ``channels``), ``form``, ``rule`` and the images'
+    shape (``info``).
     """
 
     name = "darts"
+    data_kind = "images"
+    settings = DartsSettings
 
-    def __init__(self, primitives: Sequence[Primitive] = DARTS_PRIMITIVES):
+    #: how its supernet may mix (``--mixed``)
+    mixed_modes = MIXED
+    #: the supernet's options that its settings give (:meth:`supernet`)
+    SUPERNET_OPTIONS = ("mixed", "pool_bn", "partial_channels", "edge_normalization")
+
+    def __init__(self, primitives: Sequence[Primitive] = DARTS_PRIMITIVES, layers: int = 5, channels: int = 8,
+                 form: str = "top2", rule: str = "edge_all", info=None, latency_table: Optional[str] = None):
         primitives = tuple(primitives)
         for k, p in enumerate(primitives):
             if not isinstance(p, Primitive):
@@ -178,7 +222,14 @@ class DartsSpace(SearchSpace):
         if zeros not in ([], ["none"]) or len(zeros) == len(primitives):
             raise ValueError(f"primitives: expected at most one zero op, named 'none' (the genotypes' word for a "
                              f"missing edge), and at least one other op, got {names} (zero ops: {zeros})")
+        for what, value in (("form", form), ("rule", rule)):
+            if value not in _FORMS:
+                raise ValueError(f"{what}: expected one of {', '.join(_FORMS)}, got {value!r}")
         self.primitives = primitives
+        self.layers, self.channels, self.form, self.rule, self.info = layers, channels, form, rule, info
+        self.latency_table = latency_table
+        self.mixed, self.pool_bn, self.partial_channels, self.edge_normalization = "fused", False, 1, False
+        self.channels_last = False
 
     def __repr__(self) -> str:
         return f"DartsSpace({list(self.op_names)})"
@@ -194,11 +245,155 @@ class DartsSpace(SearchSpace):
         k = self.op_names.index(name)
         return self.primitives[k].color or _COLOURS[k % len(_COLOURS)]
 
-    # -- the SearchSpace protocol ------------------------------------------------------------------------------
-    def supernet(self, C: int, num_classes: int, layers: int, **options) -> nn.Module:
+    # -- one run's space ------------------------------------------------------------------------------------------
+    def configure(self, config=None, info=None) -> "DartsSpace":
+        space = copy.copy(self)
+        for name in ("layers", "channels", "form", "rule", "latency_table", "channels_last") + self.SUPERNET_OPTIONS:
+            value = getattr(config, name, None)
+            if value is not None:
+                setattr(space, name, value)
+        if space.form not in _FORMS or space.rule not in _FORMS:
+            raise ValueError(f"form, rule: expected {' or '.join(_FORMS)}, got {space.form!r}, {space.rule!r}")
+        if space.mixed not in MIXED:
+            raise ValueError(f"mixed: space darts mixes by {', '.join(MIXED)}, got {space.mixed!r}")
+        if (isinstance(space.partial_channels, bool) or not isinstance(space.partial_channels, int)
+                or space.partial_channels < 1):
+            raise ValueError(f"partial_channels: expected an integer >= 1, got {space.partial_channels!r}")
+        if space.channels % space.partial_channels:
+            raise ValueError(f"partial_channels: channels = {space.channels} is not divisible by "
+                             f"{space.partial_channels} (every edge mixes channels / k of them)")
+        space.info = info if info is not None else self.info
+        return space
+
+    def defaults(self, role: str):
+        """A search's networks: 5 cells of C = 8 (the digits' short recipe); a retraining's: 8 cells of C = 16."""
+        return dict(layers=5, channels=8) if role == "search" else dict(layers=8, channels=16)
+
+    def _info(self):
+        if self.info is None:
+            raise ValueError("space darts: no dataset bound (configure(config, info) with the images' info)")
+        return self.info
+
+    # -- the choices ------------------------------------------------------------------------------------------
+    def decisions(self) -> Tuple[Decision, ...]:
+        """top2: per cell and node ``n`` (cell node ``n``): ``input1`` (its ``n`` earlier nodes), ``op1`` (every op
+        but ``none``), ``input2`` (the k-th of the other inputs), ``op2``; edge_all: per cell and edge ``j->n``
+        its op, ``none`` included."""
+        from .genotypes import decision_ops
+
+        ops = tuple(decision_ops(self.form, self))
+        out = []
+        for cell in ("normal", "reduce"):
+            if self.form == "edge_all":
+                out += [Decision(f"{cell}.edge{j}-{node + 2}", ops) for node, j in EDGES]
+                continue
+            for i in range(NUM_NODES):
+                inputs = tuple(str(j) for j in range(i + 2))
+                out += [Decision(f"{cell}.node{i + 2}.input1", inputs), Decision(f"{cell}.node{i + 2}.op1", ops),
+                        Decision(f"{cell}.node{i + 2}.input2", tuple(f"other{j}" for j in range(i + 1))),
+                        Decision(f"{cell}.node{i + 2}.op2", ops)]
+        return tuple(out)
+
+    def from_choices(self, choices: Sequence[int]):
+        from .genotypes import from_decisions
+
+        return from_decisions(choices, self.form, self)
+
+    def to_choices(self, arch) -> Tuple[int, ...]:
+        from .genotypes import to_decisions
+
+        return to_decisions(arch, self.form, self)
+
+    def sample(self, generator: Optional[torch.Generator] = None, zero: bool = False):
+        """top2: :func:`~.genotypes.random_genotype` (two distinct inputs per node, each with an op other than
+        ``none``; ``zero``: any op); edge_all: every edge's op uniformly, ``none`` included."""
+        if self.form == "edge_all":
+            return super().sample(generator)
+        return self.random_genotype(generator, include_none=zero)
+
+    def encode(self, arch) -> Tensor:
+        return torch.stack(self.arch_weights(arch)).flatten()
+
+    def to_dict(self, arch) -> dict:
+        return {"space": self.name, **arch.to_dict()}
+
+    def from_dict(self, d):
+        from .genotypes import Genotype
+
+        return Genotype.from_dict(self.check_tag(d), self)
+
+    def costs(self, arch) -> dict:
+        """``params``, ``flops``, ``mac`` of the genotype's edges in the network of this space's size on its images
+        (:func:`~.costs.genotype_cost`, affine BatchNorms: the child's); with a ``latency_table``, ``latency`` too
+        (milliseconds: the table's fixed part and its entries of the genotype's edges). ValueError, one line, for a
+        table of another network."""
+        from . import costs as cost_model
+
+        key = (self.channels, self.layers, self._info().image_size, self.latency_table)
+        if getattr(self, "_cost_key", None) != key:
+            size = key[2]
+            self._cost_tables = cost_model.network_costs(self.channels, self.layers, size, size, affine=True,
+                                                         space=self)
+            self._latency = self.latency(self.channels, self.layers) if self.latency_table else None
+            self._cost_key = key
+        params, flops, mac = cost_model.genotype_cost(arch, *self._cost_tables, space=self).tolist()
+        out = dict(params=params, flops=flops, mac=mac)
+        if self._latency is not None:
+            table = self._latency
+            out["latency"] = table.fixed_ms + float(cost_model.genotype_cost(arch, table.normal, table.reduce,
+                                                                             space=self))
+        return out
+
+    def latency(self, channels: int, layers: int):
+        """The measured table ``latency_table``, checked against a network of ``channels`` and ``layers`` on this
+        space's images (:class:`~.latency.LatencyTable`); ValueError, one line, otherwise."""
+        from .latency import LatencyTable
+
+        try:
+            table = LatencyTable.load(self.latency_table)
+            table.check(channels, layers, self._info().image_size, self.op_names)
+        except ValueError as error:
+            raise ValueError(f"latency_table: {self.latency_table}: {error}") from None
+        return table
+
+    def published(self) -> Tuple[str, ...]:
+        from .genotypes import available
+
+        return tuple(available())
+
+    def load(self, name: str):
+        from .genotypes import load
+
+        return load(name)
+
+    # -- networks -----------------------------------------------------------------------------------------------
+    def _memory_format(self):
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def child(self, arch, auxiliary: bool = False, **options) -> nn.Module:
+        """:class:`~.networks.NetworkCIFAR` of ``arch`` at this space's size and memory format; ``options``: its
+        own (``memory_format``, ...)."""
+        info = self._info()
+        options.setdefault("memory_format", self._memory_format())
+        return self.network(arch, self.channels, info.num_classes, self.layers, auxiliary,
+                            in_channels=info.in_channels, **options)
+
+    def supernet(self, C: Optional[int] = None, num_classes: Optional[int] = None, layers: Optional[int] = None,
+                 **options) -> nn.Module:
+        """:class:`~.supernet.Supernet` (this space's size, images, memory format and supernet settings unless
+        given); ``options``: its own."""
         from .supernet import Supernet
 
-        return Supernet(C, num_classes, layers, space=self, **options)
+        if C is None and layers is None:  # this run's supernet: its settings
+            for name in self.SUPERNET_OPTIONS:
+                options.setdefault(name, getattr(self, name))
+            options.setdefault("memory_format", self._memory_format())
+        if num_classes is None or "in_channels" not in options:
+            info = self._info()
+            num_classes = info.num_classes if num_classes is None else num_classes
+            options.setdefault("in_channels", info.in_channels)
+        return Supernet(self.channels if C is None else C, num_classes, self.layers if layers is None else layers,
+                        space=self, **options)
 
     def network(self, genotype, C: int, num_classes: int, layers: int, auxiliary: bool = False,
                 **options) -> nn.Module:
@@ -211,28 +406,52 @@ class DartsSpace(SearchSpace):
 
         return random_genotype(generator, space=self, include_none=include_none)
 
-    def encode(self, genotype) -> Tensor:
-        """``[2, 14, K]``: the one-hot Z of the normal and the reduction cell of ``genotype``."""
+    def arch_weights(self, arch) -> List[Tensor]:
+        """``[normal [14, K], reduce [14, K]]``: the one-hot Z of each cell type of ``arch``."""
         from .genotypes import one_hot
 
-        return torch.stack([one_hot(genotype.normal, space=self), one_hot(genotype.reduce, space=self)])
+        return [one_hot(arch.normal, space=self), one_hot(arch.reduce, space=self)]
 
-    def decisions(self, form: str = "top2") -> Tuple[int, ...]:
-        from .genotypes import decision_sizes
+    def derive(self, source, rule: Optional[str] = None, kept: Optional[Sequence[Sequence[int]]] = None):
+        """The genotype of a :class:`~.supernet.Supernet` (its ``softmax(log_alpha)``) or of ``(normal [14, K],
+        reduce [14, K])`` weights, by ``rule`` (default: this space's; :func:`~.genotypes.derive`). ``kept``: per
+        cell type, the edges kept (a top-2 cell of those edges, each with its strongest op, in edge order)."""
+        from .genotypes import CONCAT, Genotype, derive
 
-        return decision_sizes(form, self)
+        if kept is None and isinstance(source, nn.Module):
+            return source.genotype(rule or self.rule)  # PC-DARTS's edge normalisation weighs the edges there
+        normal, reduce = source.alphas() if isinstance(source, nn.Module) else source
+        if kept is None:
+            return derive(normal, reduce, rule=rule or self.rule, space=self)
+        names = self.op_names
+        cells = [tuple((names[int(w[e].argmax())], EDGES[e][1]) for e in sorted(edges))
+                 for w, edges in zip((normal, reduce), kept)]
+        return Genotype.from_dict(dict(normal=cells[0], normal_concat=CONCAT, reduce=cells[1],
+                                       reduce_concat=CONCAT), self)
 
-    def from_decisions(self, choices: Sequence[int], form: str = "top2"):
-        from .genotypes import from_decisions
+    def topology(self) -> List[Tuple[int, List[int], int]]:
+        """DARTS's topology decisions (DARTS-PT's second step): per cell type and node, its incoming edges, of which
+        two are kept: ``(cell type, rows, 2)``."""
+        return [(t, [e for e, (n, _) in enumerate(EDGES) if n == node], 2) for t in range(2)
+                for node in range(NUM_NODES)]
 
-        return from_decisions(choices, form, self)
+    def penalty(self, supernet: nn.Module, form: str):
+        """SNAS's resource penalty (:func:`~.costs.resource_penalty` of ``form``: log or linear, of params, FLOPs
+        and MAC), or ``form="latency"``: the expected latency of the measured table ``latency_table``
+        (:func:`~.latency.latency_penalty`). ValueError, one line, for a missing table or one of another network."""
+        from . import costs as cost_model
+        from .latency import latency_penalty
 
-    def derive(self, alphas: Sequence[Tensor], rule: str = "edge_all"):
-        """The genotype of ``alphas = (normal [14, K], reduce [14, K])`` (:func:`~.genotypes.derive`)."""
-        from .genotypes import derive
-
-        normal, reduce = alphas
-        return derive(normal, reduce, rule=rule, space=self)
+        size = self._info().image_size
+        device = supernet.log_alpha_normal.device
+        if form == "latency":
+            if not self.latency_table:
+                raise ValueError("latency_table: the latency penalty needs a table (snas-fast latency-table)")
+            table = self.latency(supernet.C, supernet.layers)
+            normal, reduce = table.normal.to(device), table.reduce.to(device)
+            return lambda z: latency_penalty(z[0], z[1], normal, reduce)
+        normal, reduce = (t.to(device) for t in cost_model.supernet_costs(supernet, size))
+        return lambda z: cost_model.resource_penalty(z[0], z[1], normal, reduce, form=form)
 
 
 #: The DARTS space with its eight primitives (every function here defaults to it).

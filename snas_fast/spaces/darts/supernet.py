@@ -28,9 +28,9 @@ from ...ops.zero import Zero, is_zero_op
 from .genotypes import Genotype, derive
 from .networks import drop_path
 from .operations import FactorizedReduce, ReLUConvBN
-from .space import EDGES, NUM_EDGES, NUM_NODES, DartsSpace, is_reduction_edge, make_op, reduction_cells, space_of
+from ..base import OneShot
+from .space import EDGES, MIXED, NUM_EDGES, NUM_NODES, DartsSpace, is_reduction_edge, make_op, reduction_cells, space_of
 
-MIXED = ("fused", "fused_sum", "eager")
 
 #: Per-cell architecture weights: ``[14, K]`` (the batch shares them) or ``[B, 14, K]`` (one row per example).
 CellWeights = Tensor
@@ -251,8 +251,9 @@ def normalised_edge_weights(beta: Tensor) -> Tensor:
                       for node in range(NUM_NODES)])
 
 
-class Supernet(nn.Module):
-    """The one-shot network of the DARTS space: its weights and its architecture parameters ``log_alpha``.
+class Supernet(nn.Module, OneShot):
+    """The one-shot network of the DARTS space: its weights and its architecture parameters ``log_alpha``
+    (:class:`~snas_fast.spaces.OneShot`: ``alpha_names`` ``("normal", "reduce")``).
 
     Args:
         C: channels of the first cells (16 in the paper's search).
@@ -279,6 +280,8 @@ class Supernet(nn.Module):
     (hard: only the chosen candidates run). Returns logits ``[B, num_classes]``. SNAS's sample at a temperature is
     :class:`snas_fast.search.snas.SnasSampler`'s job (``snas_fast.Supernet`` is this network with it attached).
     """
+
+    alpha_names = ("normal", "reduce")
 
     def __init__(self, C: int, num_classes: int, layers: int, in_channels: int = 3, steps: int = 4,
                  multiplier: int = 4, stem_multiplier: int = 3, mixed: str = "fused", pool_bn: bool = False,
@@ -379,6 +382,14 @@ class Supernet(nn.Module):
             s0, s1 = s1, cell(s0, s1, weights[i], self.drop_path_prob, None if choices is None else choices[i],
                               edge_weights)
         return self.classifier(self.global_pooling(s1).flatten(1))
+
+    def run_arch(self, x: Tensor, weights: Sequence[Tensor], choices: Optional[Sequence[Sequence[int]]] = None
+                 ) -> Tensor:
+        """Logits under one weight tensor per cell type (``weights = [normal, reduce]``, each ``[14, K]`` or ``[B, 14,
+        K]``) and, for hard paths, the chosen columns per cell type: every cell takes its type's
+        (:class:`~snas_fast.spaces.OneShot`)."""
+        types = self.cell_types()
+        return self.run(x, [weights[t] for t in types], None if choices is None else [choices[t] for t in types])
 
     def forward_child(self, x: Tensor, genotype_choice: Optional[Tuple[Sequence[int], Sequence[int]]] = None) -> Tensor:
         """The derived child with the supernet's weights: every edge runs only its argmax candidate (or the

@@ -5,22 +5,25 @@ their own mixed operations, over PyG graphs, every mixed operation one call of t
 - :mod:`.supernet`: :class:`GraphSupernet` (``mixed="fused" | "fused_edge" | "eager"``) and :class:`GraphNetwork`.
 - :mod:`.genotype`: :class:`GraphGenotype` and its JSON form. Pure policy.
 - :mod:`.space`: :class:`GnnSpace`, the :class:`~snas_fast.spaces.SearchSpace` protocol.
-- :mod:`.datasets`: ``digits-graph``, ``sbm-cluster``, ``karate`` (:func:`load_dataset`), offline and seeded.
+- :mod:`.baselines`: :class:`GraphBaseline`, the PyG networks a searched genotype is measured against.
 
-The search, retraining and PyG baselines: :mod:`snas_fast.search.gnn`.
+Its datasets (``digits-graph``, ``sbm-cluster``, ``karate``; :func:`load_dataset`) are in the data layer,
+:mod:`snas_fast.data.graphs`. Every strategy runs on it (``snas-fast compare --space gnn``); the retraining and the
+baselines are ``snas-fast train --space gnn``.
 """
 from ..._lazy import lazy_attributes
 
-__all__ = ["DATASETS", "EDGE_OPS", "GnnSpace", "GraphGenotype", "GraphNetwork", "GraphSupernet", "NODE_OPS",
-           "load_dataset"]
+__all__ = ["DATASETS", "EDGE_OPS", "GnnSpace", "GraphBaseline", "GraphGenotype", "GraphNetwork", "GraphSupernet",
+           "NODE_OPS", "load_dataset"]
 
 __getattr__, __dir__ = lazy_attributes(__name__, {
-    "DATASETS": ".datasets:DATASETS",
+    "DATASETS": "snas_fast.data.graphs:DATASETS",
+    "GraphBaseline": ".baselines:GraphBaseline",
     "EDGE_OPS": ".operations:EDGE_OPS",
     "NODE_OPS": ".operations:NODE_OPS",
     "GnnSpace": ".space:GnnSpace",
     "GraphGenotype": ".genotype:GraphGenotype",
     "GraphNetwork": ".supernet:GraphNetwork",
     "GraphSupernet": ".supernet:GraphSupernet",
-    "load_dataset": ".datasets:load_dataset",
+    "load_dataset": "snas_fast.data.graphs:load_dataset",
 })

@@ -64,7 +64,10 @@ class GraphGenotype:
         """The genotype of :meth:`to_dict`'s form; ValueError (one line) for anything else, a DARTS genotype
         included."""
         if not isinstance(d, dict) or d.get("space") != "gnn":
-            kind = "a DARTS cell genotype" if isinstance(d, dict) and "normal" in d else type(d).__name__
+            if isinstance(d, dict) and isinstance(d.get("space"), str):
+                kind = f"a genotype of space {d['space']!r}"
+            else:
+                kind = "a DARTS cell genotype" if isinstance(d, dict) and "normal" in d else type(d).__name__
             raise ValueError(f"expected a gnn genotype (a JSON object with \"space\": \"gnn\"), got {kind}")
         try:
             cells = tuple((tuple(c["node"]), tuple(c["edge"])) for c in d["cells"])

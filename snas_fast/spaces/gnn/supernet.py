@@ -34,12 +34,13 @@ from torch_geometric.utils import scatter
 
 from ...ops import functional as fops
 from ...ops import reference
+from ..base import OneShot
 from .genotype import GraphGenotype, links, num_links
 from .operations import EDGE_OPS, NODE_OPS, edge_input, make_edge_op, make_node_op
+from .space import MIXED
 
 __all__ = ["GraphNetwork", "GraphSupernet", "MIXED", "TASKS"]
 
-MIXED = ("fused", "fused_edge", "eager")
 _TRIVIAL = ("none", "identity")  # the operations without a module
 TASKS = ("node", "graph")
 
@@ -218,8 +219,9 @@ class _GraphBase(nn.Module):
         return self.classifier(V)  # [N, classes] or [graphs, classes]
 
 
-class GraphSupernet(_GraphBase):
-    """EGNAS's supernet: every link of every cell holds the five node and the five edge operations.
+class GraphSupernet(_GraphBase, OneShot):
+    """EGNAS's supernet: every link of every cell holds the five node and the five edge operations
+    (:class:`~snas_fast.spaces.OneShot`: ``alpha_names`` ``("node", "edge")``; no drop-path).
 
     Args:
         in_dim, edge_dim: node and edge input features (``batch.x [N, in_dim]``, ``batch.edge_attr [E, edge_dim]``).
@@ -231,6 +233,8 @@ class GraphSupernet(_GraphBase):
     ``node_alpha``, ``edge_alpha``: ``[cells, links, 5]`` (one set per cell, nothing shared), initialised at
     ``1e-3 * randn`` as DARTS.
     """
+
+    alpha_names = ("node", "edge")
 
     def __init__(self, in_dim: int, edge_dim: int, hidden: int, num_classes: int, cells: int = 2, nodes: int = 2,
                  task: str = "node", mixed: str = "fused"):
@@ -277,6 +281,15 @@ class GraphSupernet(_GraphBase):
         specs = [([("weights", node_w[c, l]) for l in range(node_w.shape[1])],
                   [("weights", edge_w[c, l]) for l in range(edge_w.shape[1])]) for c in range(self.num_cells)]
         return self._run(batch, specs, self.mixed)
+
+    def run_arch(self, batch, weights: Sequence[Tensor], choices=None) -> Tensor:
+        """:meth:`run` (``choices`` unused: every candidate runs, those of weight 0 too)."""
+        return self.run(batch, weights)
+
+    def forward_child(self, batch) -> Tensor:
+        """The derived child (every mixed operation's argmax, one-hot weights) with the supernet's weights."""
+        return self.run(batch, [F.one_hot(a.detach().argmax(-1), a.shape[-1]).to(a.dtype)
+                                for a in self.arch_parameters()])
 
     def genotype(self) -> GraphGenotype:
         """The argmax derivation (``none`` allowed) of the current ``log_alpha``."""

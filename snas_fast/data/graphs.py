@@ -3,7 +3,7 @@ train, search-validation (split by ``seed``) and a test part (fixed, whatever th
 
 - ``digits-graph``: scikit-learn's 8x8 digits, each a 64-node grid graph (4-neighbourhood, both directions; node
   features: intensity / 16 and the position (row, column) / 7; edge feature: intensity(target) - intensity(source),
-  / 16); graph classification, 10 classes. The parts are the CNN digits' (:func:`snas_fast.engine.data.
+  / 16); graph classification, 10 classes. The parts are the CNN digits' (:func:`snas_fast.data.images.
   digits_split_indices`): the offline analogue of the MNIST-superpixel task of benchmarking-gnns.
 - ``sbm-cluster``: benchmarking-gnns' CLUSTER generator: 6 clusters of 5-35 nodes (uniform), an edge within a
   cluster with probability p = 0.55 and across with q = 0.25 (undirected, no self-loops); the input feature of a node
@@ -12,7 +12,9 @@ train, search-validation (split by ``seed``) and a test part (fixed, whatever th
 - ``karate``: PyG's KarateClub (bundled in PyG; 34 nodes, 4 classes, one labelled node per class for training), the
   other 30 nodes split in half by ``seed`` into validation and test; identity node features, edge feature 1.
 
-Node tasks mark the nodes a part is scored on with ``target_mask`` (all nodes for sbm-cluster).
+Node tasks mark the nodes a part is scored on with ``target_mask`` (all nodes for sbm-cluster). A loader batches graphs
+with :func:`collate`: ``(Batch, target)``, the target of a node outside ``target_mask`` being :data:`IGNORE`
+(``cross_entropy``'s ``ignore_index``), so a network's logits of every node line up with the targets.
 """
 from __future__ import annotations
 
@@ -21,13 +23,18 @@ from typing import List, Tuple
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch_geometric.data import Data
 
-__all__ = ["DATASETS", "GraphData", "GraphInfo", "load_dataset", "sbm_cluster_graph"]
+from .._seeds import make_generator  # the one place seeded streams are made
+from . import IGNORE
+from .images import digits_split_indices  # the CNN digits' parts: one fact in one place
+
+__all__ = ["DATASETS", "IGNORE", "GraphData", "GraphInfo", "collate", "load_dataset", "sbm_cluster_graph"]
 
 DATASETS = ("digits-graph", "sbm-cluster", "karate")
 
-# Streams of snas_fast.engine.seeds.make_generator, kept apart from the other uses of seed_for.
+# Streams of make_generator, kept apart from the other uses of seed_for.
 _SBM_STREAM = 0x73626D  # "sbm"
 _SBM_TEST_SEED = 20210101
 _KARATE_STREAM = 0x6B6172  # "kar"
@@ -37,13 +44,15 @@ SBM_SIZES = dict(train=500, val=100, test=200)
 @dataclass(frozen=True)
 class GraphInfo:
     """What a network needs to know of a dataset: ``in_dim``, ``edge_dim``, ``num_classes``, ``task`` ("node" or
-    "graph") and its ``name``."""
+    "graph") and its ``name``. ``kind`` is ``"graphs"`` (:mod:`snas_fast.data`)."""
 
     name: str
     in_dim: int
     edge_dim: int
     num_classes: int
     task: str
+
+    kind = "graphs"
 
     def to_dict(self) -> dict:
         return dict(name=self.name, in_dim=self.in_dim, edge_dim=self.edge_dim, num_classes=self.num_classes,
@@ -116,8 +125,6 @@ def sbm_cluster_graph(generator: torch.Generator, clusters: int = 6, min_size: i
 
 
 def _sbm(seed: int) -> GraphData:
-    from ...engine.seeds import make_generator  # the one place seeded streams are made
-
     g_search = make_generator(_SBM_STREAM, seed)
     g_test = make_generator(_SBM_STREAM, _SBM_TEST_SEED)
     train = [sbm_cluster_graph(g_search) for _ in range(SBM_SIZES["train"])]
@@ -128,8 +135,6 @@ def _sbm(seed: int) -> GraphData:
 
 def _karate(seed: int) -> GraphData:
     from torch_geometric.datasets import KarateClub
-
-    from ...engine.seeds import make_generator
 
     g = KarateClub()[0]
     n = g.num_nodes
@@ -146,8 +151,6 @@ def _karate(seed: int) -> GraphData:
 
 
 def _digits_graph(seed: int) -> GraphData:
-    from ...engine.data import digits_split_indices  # the CNN digits' parts: one fact in one place
-
     graphs, labels = _digits_graphs()
     train, val, test = digits_split_indices(labels, seed=seed)
     pick = lambda idx: [graphs[i] for i in idx]  # noqa: E731
@@ -163,3 +166,19 @@ def load_dataset(name: str, seed: int = 0) -> GraphData:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
     return loaders[name](int(seed))
+
+
+def collate(items) -> Tuple[object, Tensor]:
+    """PyG ``Data`` items -> ``(Batch, target)``: the graphs' classes ``[graphs]`` (graph tasks), or the class of
+    every node ``[N]`` (node tasks), :data:`IGNORE` outside the nodes of ``target_mask``."""
+    from torch_geometric.data import Batch
+
+    batch = Batch.from_data_list(items)
+    if "target_mask" not in batch:
+        return batch, batch.y
+    return batch, torch.where(batch.target_mask, batch.y, torch.full_like(batch.y, IGNORE))
+
+
+def load_part(name: str, data_dir, seed: int, split: str):
+    """The loader of :data:`snas_fast.data.DATASETS` for the graph datasets (``data_dir`` unused)."""
+    return load_dataset(name, seed).split(split)
