@@ -5,10 +5,13 @@ The layers (docs/architecture.md), each a subpackage:
 
 - :mod:`snas_fast.ops`: the fused ops (:func:`mixed_op`, :func:`gumbel_mixed_op`, :func:`mixed_edge`,
   :class:`FusedMixedOp`), their backends and the eager reference. Knows no search space.
-- :mod:`snas_fast.spaces`: search spaces (:class:`snas_fast.spaces.Primitive`, the DARTS space with
-  :class:`Supernet`, :class:`NetworkCIFAR`, :class:`NetworkImageNet`, genotypes and costs).
-- :mod:`snas_fast.search`: search strategies (SNAS's sampling policy, its schedules and convergence figures).
-- :mod:`snas_fast.engine`: the one training loop, run directories, data, many processes, retraining.
+- :mod:`snas_fast.data`: the datasets by name and kind (images, graphs) and their loaders. Knows no space.
+- :mod:`snas_fast.spaces`: search spaces behind one protocol (:class:`snas_fast.spaces.SearchSpace`): the DARTS space
+  with :class:`Supernet`, :class:`NetworkCIFAR`, :class:`NetworkImageNet`, genotypes and costs; EGNAS's graph
+  space; Auto-Keras's morphable networks.
+- :mod:`snas_fast.search`: search strategies, each written once against the protocol (SNAS, DARTS, SNAS-PT, random,
+  rsws, NASWOT, MONAS, evolution, BO, the morphism searches), the evaluators, schedules and convergence figures.
+- :mod:`snas_fast.engine`: the one training loop, run directories, settings, many processes, retraining.
 - :mod:`snas_fast.viz`: plots, as callbacks of the loop.
 
 Every name below is imported on first use, so importing a pure-policy module (say the DARTS genotypes) does not
@@ -42,7 +45,7 @@ _PUBLIC = {
     "search_space": ".spaces.darts.space",
 }
 #: the layers, as attributes (``snas_fast.spaces.darts``) without an import of their own
-_LAYERS = {name: f".{name}" for name in ("ops", "spaces", "search", "engine", "viz", "cli")}
+_LAYERS = {name: f".{name}" for name in ("ops", "data", "spaces", "search", "engine", "viz", "cli")}
 #: the old flat modules, as attributes too (``snas_fast.trainer.RECIPES``): the deprecated alias of each
 _OLD = {old.rpartition(".")[2]: old for old in _compat.MOVED if old.rpartition(".")[2] not in _PUBLIC}
 

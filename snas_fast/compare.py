@@ -77,6 +77,7 @@ class CompareConfig(TrainingConfig):
 
     Error = CompareError
     roles = ("child", "search")
+    data_parallel = False  # whole cells per rank
 
     out: str = setting("runs/compare", "run directory")
     strategies: str = setting("snas,snas-pt,random,rsws,naswot",

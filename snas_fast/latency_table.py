@@ -32,6 +32,7 @@ class LatencyConfig(RunConfig):
 
     Error = LatencyError
     out_is_file = True
+    hidden = ("overwrite",)  # the table file is written anew
 
     out: str = setting("latency_table.json", "the table's JSON file")
     space: str = setting("darts", "a DARTS-family search space (darts, or one registered with other primitives)")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-LAYERS = ("ops", "spaces", "search", "engine", "viz")
+LAYERS = ("ops", "data", "spaces", "search", "engine", "viz")
 
 
 def loaded_after(statement: str):
@@ -41,8 +41,14 @@ def test_the_darts_policy_modules_load_no_compiled_extension(module):
 
 def test_spaces_load_no_strategy_engine_or_plot():
     modules = loaded_after("import snas_fast.spaces.darts.supernet, snas_fast.spaces.darts.networks, "
-                           "snas_fast.spaces.morph")
-    assert layers_in(modules) == {"ops", "spaces"}
+                           "snas_fast.spaces.morph, snas_fast.spaces.gnn.space, snas_fast.spaces.gnn.supernet")
+    assert layers_in(modules) <= {"ops", "data", "spaces"} and "spaces" in layers_in(modules)
+
+
+def test_the_data_layer_loads_no_space_engine_or_strategy():
+    modules = loaded_after("import snas_fast.data, snas_fast.data.images, snas_fast.data.graphs, "
+                           "snas_fast.data.loaders; snas_fast.data.load('digits-graph', limit=2)")
+    assert layers_in(modules) == {"data"}
 
 
 def test_the_engine_loads_no_plot_and_no_strategy():
@@ -54,7 +60,8 @@ def test_the_engine_loads_no_plot_and_no_strategy():
 
 def test_a_strategy_loads_no_plot():
     modules = loaded_after("import snas_fast.search.snas, snas_fast.search.snas_pt, snas_fast.search.random, "
-                           "snas_fast.search.rsws, "
+                           "snas_fast.search.rsws, snas_fast.search.darts, snas_fast.search.evolution, "
+                           "snas_fast.search.bo, snas_fast.search.monas, snas_fast.search.evaluators, "
                            "snas_fast.search.naswot, snas_fast.search.morph, snas_fast.search.bayes, "
                            "snas_fast.search.registry")
     assert "viz" not in layers_in(modules) and not any(m.startswith("matplotlib") for m in modules)

@@ -197,7 +197,10 @@ def _all_datasets() -> Tuple[str, ...]:
 
 @dataclass
 class DataConfig(RunConfig):
-    """A command that reads a dataset of a search space."""
+    """A command that reads a dataset of a search space. ``data_parallel``: under torchrun it trains data-parallel
+    (a comparison instead shares whole runs out over the ranks)."""
+
+    data_parallel: ClassVar[bool] = True
 
     space: str = setting("darts", "search space (snas_fast.spaces.space_names())")
     dataset: Optional[str] = setting(None, _dataset_help(), kind=str, choices=_all_datasets())
@@ -226,7 +229,6 @@ class DataConfig(RunConfig):
                                                               dataset=data.default_dataset(space.data_kind))]
 
     def validate(self) -> None:
-        from .. import data
         from ..spaces import space_names
         from . import distributed
 
@@ -245,7 +247,7 @@ class DataConfig(RunConfig):
             raise self.Error(f"data_limit: expected an integer >= 1, got {self.data_limit}")
         if not _int_at_least(self.num_workers, 0):
             raise self.Error(f"num_workers: expected an integer >= 0, got {self.num_workers!r}")
-        if kind == "graphs" and distributed.context(self.device).distributed:
+        if kind == "graphs" and self.data_parallel and distributed.context(self.device).distributed:
             raise self.Error("space: the graph spaces run in one process; start the command without torchrun")
 
     def load_data(self, split: str = "search"):

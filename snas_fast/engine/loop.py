@@ -83,11 +83,19 @@ class Task:
         return ""
 
     def state_dict(self) -> dict:
-        """What the checkpoint keeps besides ``epoch`` and ``config`` (model, optimisers, schedules, ...)."""
-        raise NotImplementedError
+        """What the checkpoint keeps besides ``epoch`` and ``config``: by default ``model``, ``optimizer`` and, where
+        the task has one, ``schedule``; a task with more (a second optimiser, a history) extends it."""
+        state = dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict())
+        if getattr(self, "schedule", None) is not None:
+            state["schedule"] = self.schedule.state_dict()
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        raise NotImplementedError
+        """The inverse of :meth:`state_dict`."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if "schedule" in state:
+            self.schedule.load_state_dict(state["schedule"])
 
     def begin_epoch(self, epoch: int) -> Dict[str, float]:
         """Sets the epoch up (temperature, drop-path, ...); returns its columns of the metrics row."""

@@ -363,15 +363,6 @@ class Retraining(Task):
         self.net = distributed.wrap_ddp(self.model, ctx, find_unused_parameters=unused)
         self.generator = None
 
-    def state_dict(self) -> dict:
-        return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                    schedule=self.schedule.state_dict())
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-
     def begin_epoch(self, epoch: int) -> Dict[str, float]:
         self.generator = make_generator(_AUGMENT_STREAM, self.config.seed, epoch, self.ctx.rank)
         self.model.drop_path_prob = drop_path_prob(self.config.drop_path, epoch, self.config.epochs)

@@ -154,13 +154,6 @@ class ChildTraining(Task):
         self.val_loader = eval_loader(val_set, config.batch_size, ctx, config.num_workers)
         self.best_acc, self.best_state, self.bad = -1.0, None, 0
 
-    def state_dict(self) -> dict:
-        return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict())
-
-    def load_state_dict(self, state: dict) -> None:  # children are never resumed mid-way
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-
     def begin_epoch(self, epoch: int) -> Dict[str, float]:
         self.model.train()
         return {}

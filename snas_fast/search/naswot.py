@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from ..engine import distributed
 from ..engine.config import NetworkConfig, RunError, setting

@@ -90,15 +90,6 @@ class RswsTraining(Task):
         self.net = distributed.wrap_ddp(_ArchForward(self.model), ctx, find_unused_parameters=True)
         self.generator = None
 
-    def state_dict(self) -> dict:
-        return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                    schedule=self.schedule.state_dict())
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
-
     def begin_epoch(self, epoch: int) -> Dict[str, float]:
         # the paths of an epoch: a function of (seed, epoch) alone, the same on every rank
         self.generator = make_generator(self.config.seed, epoch, 0x72737773)  # "rsws"
