@@ -7,7 +7,8 @@ TORCH_CUDA ?= torch==2.14.1
 CUDA_HOME ?= /usr/local/cuda
 DEPS = "triton>=3.6,<3.10" numpy ninja pytest expecttest hypothesis tqdm matplotlib scikit-learn scipy pytest-benchmark torch_geometric
 
-.PHONY: all env build test search compare pareto latency-table compare-cells sweep morph compare-morph gnn-compare bench cuda-check clean
+.PHONY: all env build test search compare pareto latency-table compare-cells sweep morph compare-morph gnn-compare \
+	compare-strategies-gnn bench cuda-check clean
 
 all: test
 
@@ -87,6 +88,15 @@ compare-morph: build
 		$(if $(wildcard runs/compare-morph/config.json),--resume runs/compare-morph,--out runs/compare-morph \
 		--space morph --dataset digits --strategies morph-bo,morph-random,morph-bfs --seeds 3 \
 		--morph-budget $(MORPH_BUDGET))
+
+# Every strategy the graph space takes, side by side on it (README, "Any strategy on any space"): digits-graph cut to
+# 300 graphs per part, short budgets, 3 seeds, each result retrained 5 epochs. Resumable.
+COMPARE_GNN = snas,darts,random,rsws,naswot,monas,evolution,bo
+compare-strategies-gnn: build
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(COMPARE_PROCS) -m snas_fast compare \
+		$(if $(wildcard runs/compare-gnn/config.json),--resume runs/compare-gnn,--out runs/compare-gnn --space gnn \
+		--dataset digits-graph --data-limit 300 --strategies $(COMPARE_GNN) --seeds 3 --search-epochs 4 --archs 20 \
+		--random-archs 4 --random-epochs 2 --epochs 5)
 
 # EGNAS's graph space (README, "Graph networks (EGNAS)"): an SNAS search on sbm-cluster, the derived genotype
 # retrained from scratch, and three PyG baselines (GCN, GIN, gated GCN) at its parameter count and epochs; then the

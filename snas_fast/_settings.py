@@ -9,9 +9,11 @@ from typing import Any, Callable, Iterator, Optional, Sequence, Tuple
 
 __all__ = ["ROLES", "flag_fields", "setting"]
 
-#: Who reads a setting: ``"search"`` (a strategy: the networks and architectures it draws and trains), ``"child"`` (a
-#: retraining: the network trained from scratch). A command's config class lists the roles it plays (``roles``).
-ROLES = ("search", "child")
+#: Who reads a setting: ``"search"`` (a strategy: the architectures it draws and the networks it trains),
+#: ``"supernet"`` (a strategy that trains the space's one-shot supernet), ``"child"`` (a retraining: the network
+#: trained from scratch). A command's config class lists the roles it plays (``roles``, the first giving its
+#: defaults).
+ROLES = ("search", "supernet", "child")
 
 
 def setting(default: Any, help: str, kind: Optional[Callable] = None, flag: Optional[str] = None,

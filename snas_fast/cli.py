@@ -191,10 +191,17 @@ def _search(args, strategy) -> int:
         config.strategy = strategy.name  # the run's strategy, in its config.json (read back by --resume)
         return strategy.load_data(config)
 
+    caught = []
+
     def run(config, data, resume, progress):
-        with warnings.catch_warnings():  # the loop's SearchWarning is printed by report, as one line
-            warnings.simplefilter("ignore", SearchWarning)
-            return strategy.run(config, data, resume=resume, progress=progress, callbacks=callbacks)
+        with warnings.catch_warnings(record=True) as seen:  # a SearchWarning is printed by report, as one line
+            warnings.simplefilter("always", SearchWarning)
+            result = strategy.run(config, data, resume=resume, progress=progress, callbacks=callbacks)
+        caught.extend(str(w.message) for w in seen if issubclass(w.category, SearchWarning))
+        for w in seen:
+            if not issubclass(w.category, SearchWarning):
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return result
 
     def report(config, result):
         space = config.space_object()
@@ -206,8 +213,8 @@ def _search(args, strategy) -> int:
         else:
             print(f"  best: its own score {result.score:.4f} (search-validation)")
         print(f"  genotype: {json.dumps(space.to_dict(result.genotype))}")
-        if getattr(result, "warning", None):
-            print(f"snas-fast: warning: {result.warning}", file=sys.stderr)
+        for message in dict.fromkeys(caught):
+            print(f"snas-fast: warning: {message}", file=sys.stderr)
 
     return _run(args, strategy.config_class, load_data, run, report)
 

@@ -76,7 +76,7 @@ class CompareConfig(TrainingConfig):
     space's data)."""
 
     Error = CompareError
-    roles = ("child", "search")
+    roles = ("child", "search", "supernet")
     data_parallel = False  # whole cells per rank
 
     out: str = setting("runs/compare", "run directory")

@@ -46,7 +46,7 @@ class RankConfig(TrainingConfig):
     ``search_epochs``; each architecture trained ``epochs`` for the reference accuracy."""
 
     Error = RankError
-    roles = ("search",)
+    roles = ("search", "supernet")
 
     out: str = setting("runs/rank", "run directory")
     archs: int = setting(20, "architectures drawn and scored")

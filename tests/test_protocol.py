@@ -231,3 +231,39 @@ def test_the_readme_shows_the_matrix_of_the_registries():
 
     readme = (pathlib.Path(__file__).parent.parent / "README.md").read_text()
     assert matrix(BUILT_IN, [n for n in strategy_names() if n != "sweep"]) in readme
+
+
+def test_a_candidate_search_resumes_without_retraining_and_proposes_what_it_would_have(tmp_path, monkeypatch, capsys):
+    from snas_fast.search import evaluators
+
+    tiny = ["--strategy", "evolution", "--dataset", "digits", "--data-limit", "16", "--batch-size", "16", "--layers",
+            "3", "--channels", "4", "--epochs", "1", "--archs", "4", "--population", "2", "--sample", "1", "--quiet"]
+    straight = tmp_path / "straight"
+    assert main(["search", *tiny, "--out", str(straight)]) == 0
+    original = evaluators.TrainedEvaluator.trained_score
+    trained = []
+
+    def stop_at_the_third(self, arch, name, callbacks=()):
+        if name == "candidate_002":
+            raise KeyboardInterrupt
+        trained.append(name)
+        return original(self, arch, name, callbacks)
+
+    monkeypatch.setattr(evaluators.TrainedEvaluator, "trained_score", stop_at_the_third)
+    interrupted = tmp_path / "interrupted"
+    assert main(["search", *tiny, "--out", str(interrupted)]) == 130
+    assert "the trained networks are saved: resume with" in capsys.readouterr().err
+    assert trained == ["candidate_000", "candidate_001"]
+
+    def no_retraining(config, *args, **kw):
+        assert config.out.endswith(("candidate_002", "candidate_003")), config.out
+        return real_train(config, *args, **kw)
+
+    from snas_fast.engine import retrain
+
+    real_train = retrain.train
+    monkeypatch.setattr(evaluators.TrainedEvaluator, "trained_score", original)
+    monkeypatch.setattr(retrain, "train", no_retraining)
+    assert main(["search", "--resume", str(interrupted), "--quiet"]) == 0  # the strategy from its config.json
+    assert json.load(open(interrupted / "scores.json")) == json.load(open(straight / "scores.json"))
+    assert json.load(open(interrupted / "config.json"))["strategy"] == "evolution"

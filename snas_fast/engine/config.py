@@ -40,11 +40,6 @@ def _int_at_least(value, low: int) -> bool:
     return not isinstance(value, bool) and isinstance(value, int) and value >= low
 
 
-#: The help of ``channels_last``, a setting of the commands that build a network (search, train).
-CHANNELS_LAST_HELP = ("run the network in channels_last (NHWC) memory format: faster convolutions on CPU and "
-                      "cuDNN's layout in half precision (bench/RESULTS.md)")
-
-
 @dataclass
 class RunConfig:
     """Settings every command has. ``roles``: who the command is (:data:`~snas_fast._settings.ROLES`; its first is
@@ -309,13 +304,13 @@ class TrainingConfig(NetworkConfig):
     graphs)."""
 
     epochs: Optional[int] = setting(10, "epochs", kind=int)
-    optimizer: Optional[str] = setting(None, "weights: sgd (momentum) or adam, with a cosine rate (default: sgd for "
-                                             "images, adam for graphs)", kind=str, choices=("sgd", "adam"))
-    lr: Optional[float] = setting(None, "weights: initial learning rate (default: 0.025 with sgd on images, 0.003 "
-                                        "with adam on graphs)", kind=float)
+    optimizer: Optional[str] = setting(None, "weights: sgd (momentum) or adam, with a cosine rate (sgd for images, "
+                                             "adam for graphs unless given)", kind=str, choices=("sgd", "adam"))
+    lr: Optional[float] = setting(None, "weights: initial learning rate (0.025 with sgd on images, 0.003 "
+                                        "with adam on graphs, unless given)", kind=float)
     lr_min: float = setting(0.0, "weights: final learning rate")
     momentum: float = setting(0.9, "weights: SGD momentum")
-    weight_decay: Optional[float] = setting(None, "weights: weight decay (default: 3e-4 images, 0 graphs)",
+    weight_decay: Optional[float] = setting(None, "weights: weight decay (3e-4 on images, 0 on graphs, unless given)",
                                             kind=float)
     grad_clip: float = setting(5.0, "weights: gradient norm clip")
     drop_path: Optional[float] = setting(0.0, "drop-path probability (ramped linearly from 0 over the epochs)",

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 from ..spaces import get_space, space_names, space_of_dict
 from ..spaces.darts.networks import count_parameters
 from . import distributed
-from .config import CHANNELS_LAST_HELP, RunError, TrainingConfig, setting
+from .config import RunError, TrainingConfig, setting
 from .data import eval_loader, train_loader
 from .loop import Callback, Task, drop_path_prob, evaluate, fit, recalibrate_bn
 from .rundir import RunDir
@@ -121,18 +121,17 @@ class TrainConfig(TrainingConfig):
                                                   "genotype JSON file, or a search run directory (its genotype.json)",
                                       kind=str)
     out: str = setting("runs/train", "run directory")
-    epochs: Optional[int] = setting(None, "training epochs (default: 10 images, 30 graphs)", kind=int)
-    channels_last: bool = setting(False, CHANNELS_LAST_HELP)
-    auxiliary_weight: Optional[float] = setting(None, "weight of the auxiliary head's loss (0: no head; default: 0.4 "
-                                                      "images, 0 graphs)", kind=float)
+    epochs: Optional[int] = setting(None, "training epochs (10 on images, 30 on graphs, unless given)", kind=int)
+    auxiliary_weight: Optional[float] = setting(None, "weight of the auxiliary head's loss (0: no head; 0.4 on "
+                                                      "images, 0 on graphs, unless given)", kind=float)
     cutout: Optional[int] = setting(None, "images: side of the cutout square, 0 for none (default: half the image "
                                           "side)", kind=int)
     augment: bool = setting(True, "images: random crop, and horizontal flip on CIFAR-10")
-    drop_path: Optional[float] = setting(None, "final drop-path probability (ramped linearly from 0; default: 0.2 "
-                                               "images, 0 graphs)", kind=float)
+    drop_path: Optional[float] = setting(None, "final drop-path probability (ramped linearly from 0; 0.2 on "
+                                               "images, 0 on graphs, unless given)", kind=float)
     bn_recalibration: Optional[int] = setting(None, "training batches that re-estimate BatchNorm's statistics before "
                                                     "each test evaluation (0: the running averages as they are; "
-                                                    "default: 0 images, 20 graphs)", kind=int)
+                                                    "0 on images, 20 on graphs, unless given)", kind=int)
 
     def __post_init__(self):
         if self.space is None:  # the genotype's own space

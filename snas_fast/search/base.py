@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -22,7 +23,7 @@ from ..engine import distributed
 from ..engine.rundir import RunDir
 from ..engine.seeds import make_generator
 
-__all__ = ["CandidateResult", "CandidateSearch", "NEEDS", "Strategy"]
+__all__ = ["CandidateResult", "CandidateSearch", "NEEDS", "SearchWarning", "Strategy"]
 
 #: What each capability a strategy may need is, in the words of a refusal.
 NEEDS = {"data": "data to train on", "decisions": "categorical decisions", "sample": "a prior to draw from",
@@ -30,6 +31,12 @@ NEEDS = {"data": "data to train on", "decisions": "categorical decisions", "samp
          "distance": "an encoding or a distance between architectures", "child": "networks it can train",
          "supernet": "a one-shot supernet", "query": "a benchmark table",
          "morphisms": "function-preserving morphisms"}
+
+
+class SearchWarning(UserWarning):
+    """A search that ran but did not search: a supernet's derived architecture is that of the untrained supernet, or
+    few of its rows left uniform (:func:`snas_fast.search.convergence.unmoved_warning`); or every candidate a
+    strategy evaluated scored the same non-finite value, so its pick is merely the first."""
 
 
 class Strategy(ABC):
@@ -136,6 +143,9 @@ class CandidateSearch(Strategy):
             history.append((arch, evaluator.score(arch, k, callbacks)))
         seconds = time.perf_counter() - start
         archs, scores = [a for a, _ in history], [s for _, s in history]
+        if not any(math.isfinite(s) for s in scores):
+            warnings.warn(f"{self.name}: every candidate scored {scores[0]}: its pick is merely the first drawn",
+                          SearchWarning, stacklevel=2)
         best = max(range(len(scores)), key=lambda i: (not math.isnan(scores[i]), scores[i]))
         run.write_json("scores.json", [{"genotype": space.to_dict(a), self.score_key: s} for a, s in history])
         run.write_json("genotype.json", dict(genotype=space.to_dict(archs[best]), score=scores[best],

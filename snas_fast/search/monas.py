@@ -3,16 +3,17 @@
 An LSTM :class:`~snas_fast.search.controller.Controller` emits an architecture one decision at a time (the space's
 :meth:`~snas_fast.spaces.SearchSpace.decisions`: on DARTS's, per node two inputs and two ops in the ``top2`` form,
 one op per edge in ``edge_all``; on the graph space, every link's node and edge operation) and is trained by
-REINFORCE (moving-average baseline, entropy bonus). A child's accuracy comes
-from a weight-shared supernet trained along the way, ENAS-style: every training step runs one path drawn from the
-controller (only that path: the supernet's hard path), and after each epoch the controller takes
-``controller_steps`` updates, each scoring one sampled child with the shared weights on one search-validation batch
-(eval mode). With ``child_train_epochs E`` each child is instead trained from scratch ``E`` epochs with the
-retraining recipe (MONAS's own protocol; slow). The cost is the child's ``objective`` in the search network, one of
-the space's :meth:`~snas_fast.spaces.SearchSpace.costs` (DARTS: params, FLOPs or MAC,
-:func:`~snas_fast.spaces.darts.costs.genotype_cost`; the graph space: params), or on DARTS's its latency predicted
-by a measured table (``snas-fast latency-table``). The reward is one of :mod:`snas_fast.search.rewards`; ``cost_ref`` and ``budget``
-default to the mean cost of 100 uniformly drawn genotypes (the seed's), so ``a`` and ``p`` are unit-free.
+REINFORCE (moving-average baseline, entropy bonus). A child's accuracy comes from a weight-shared supernet trained
+along the way, ENAS-style: every training step runs one path drawn from the controller (only that path: the
+supernet's hard path), and after each epoch the controller takes ``controller_steps`` updates, each scoring one
+sampled child with the shared weights on one search-validation batch (eval mode). With ``child_train_epochs E``
+each child is instead trained from scratch ``E`` epochs with the retraining recipe (MONAS's own protocol; slow).
+The cost is the child's ``objective`` in the search network, one of the space's
+:meth:`~snas_fast.spaces.SearchSpace.costs` (DARTS: params, FLOPs or MAC,
+:func:`~snas_fast.spaces.darts.costs.genotype_cost`, or its latency predicted by a measured table, ``snas-fast
+latency-table``; the graph space: params). The reward is one of :mod:`snas_fast.search.rewards`; ``cost_ref`` and
+``budget`` default to the mean cost of 100 genotypes drawn from the space's prior (the seed's), so ``a`` and ``p``
+are unit-free.
 
 At the end ``archs`` children are drawn from the controller, plus its greedy one; each is scored on the whole
 search-validation split (shared weights, or training) and the highest reward is the result. The supernet, the

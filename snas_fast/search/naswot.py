@@ -15,7 +15,11 @@ The score is not normalised by depth: compare networks of one size (the strategy
 
 On graphs (a PyG ``Batch`` for ``x``) the examples are the rows of the logits: the nodes of a node task, the graphs
 of a graph task; a ReLU call with another number of rows (edges, or nodes before a graph task's pooling) does not
-count. That is this package's extension of NASWOT, which was defined on images.
+count. That is this package's extension of NASWOT, which was defined on images. ``K``'s rank is at most twice the
+units counted, so it is singular (every score ``-inf``) when the batch holds more examples than that, or when
+examples share their codes: on a graph task only the classifier's ReLU counts, on a node task only the ReLUs of
+node rows (measured on digits-graph at width 32: every architecture scored ``-inf``, with batches of 128 and of 32
+graphs). The strategy then warns (:class:`~snas_fast.search.base.SearchWarning`): its pick is the first draw.
 """
 from __future__ import annotations
 

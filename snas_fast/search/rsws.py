@@ -41,7 +41,7 @@ class SharedWeightsConfig(TrainingConfig):
     """A supernet trained one path per step (``epochs``, the weights' optimiser with a cosine rate down to
     ``lr_min``), at the space's search size: what :class:`RswsTraining` reads."""
 
-    roles = ("search",)
+    roles = ("search", "supernet")
 
     epochs: int = setting(20, "epochs of supernet training, one path per step")
     lr_min: float = setting(0.001, "weights: final learning rate")

@@ -48,7 +48,7 @@ from ..ops import reference
 from ..spaces.darts.space import DartsSpace
 from ..spaces.darts.supernet import Supernet
 from . import convergence, schedules
-from .base import Strategy
+from .base import SearchWarning, Strategy
 
 __all__ = ["ESTIMATORS", "GRANULARITIES", "GUMBEL_SAMPLE", "RECIPES", "SearchConfig", "SearchError", "SearchResult",
            "SearchWarning", "Snas", "SnasSampler", "SnasSupernet", "gumbel", "gumbel_noise", "search"]
@@ -62,11 +62,6 @@ TAU_SCHEDULES = ("linear", "exp")
 
 class SearchError(RunError):
     """A search that cannot go on (non-finite loss, unusable configuration); its message is one line."""
-
-
-class SearchWarning(UserWarning):
-    """A search that ran but did not search: its derived cells are those of the untrained supernet, or few of its
-    edges left uniform (:func:`snas_fast.search.convergence.unmoved_warning`)."""
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -291,7 +286,7 @@ class SearchConfig(TrainingConfig):
     follow the official SNAS recipe (snas.md). ``tau_epochs`` None: the linear schedule spans the run's epochs."""
 
     Error = SearchError
-    roles = ("search",)
+    roles = ("search", "supernet")
 
     recipe: Optional[str] = setting(None, "short (moves the architecture within a short run; the default on images, "
                                           "whose values the defaults here show), snas-cifar (SNAS's CIFAR-10 search "

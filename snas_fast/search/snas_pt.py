@@ -59,7 +59,8 @@ class SnasPtConfig(SearchConfig):
 
 def _search_settings(config: SearchConfig) -> dict:
     """The settings that make the supernet: every SearchConfig field but the run directory and the strategy."""
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(SearchConfig) if f.name not in ("out", "strategy")}
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(SearchConfig)
+            if f.name not in ("out", "strategy")}
 
 
 def adopt_supernet(config: SnasPtConfig) -> None:

@@ -32,9 +32,9 @@ from torch import Tensor, nn
 from .._settings import setting
 
 
-__all__ = ["BaselineSettings", "CAPABILITIES", "LayoutSettings", "MixedSettings", "Cost", "Decision", "FOLDS", "OneShot", "Primitive", "SearchBN",
-           "SearchSpace", "SizeSettings", "Unsupported", "count_module", "get_space", "register_space", "space_names",
-           "space_of_dict"]
+__all__ = ["BaselineSettings", "CAPABILITIES", "Cost", "Decision", "FOLDS", "LayoutSettings", "MixedSettings", "OneShot",
+           "Primitive", "SearchBN", "SearchSpace", "SizeSettings", "Unsupported", "count_module", "get_space",
+           "register_space", "space_names", "space_of_dict"]
 
 #: How the fused edge may fold a candidate (see the module docstring).
 FOLDS = ("zero", "max_pool", "avg_pool", "identity", "bn_tail", "opaque")
@@ -218,7 +218,7 @@ class MixedSettings:
     mixed: str = setting("fused", "how the supernet mixes: darts: fused (deep-fused edges), fused_sum (the fused "
                                   "weighted sum only) or eager (DARTS's sum); gnn: fused (gumbel_mixed_op / "
                                   "mixed_op), fused_edge (BatchNorms folded into mixed_edge, prefixes recomputed) or "
-                                  "eager", choices=("fused", "fused_sum", "fused_edge", "eager"), roles=("search",))
+                                  "eager", choices=("fused", "fused_sum", "fused_edge", "eager"), roles=("supernet",))
 
 
 @dataclass

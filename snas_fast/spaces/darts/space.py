@@ -27,8 +27,8 @@ from ..._settings import setting
 from ..base import Cost, Decision, LayoutSettings, MixedSettings, Primitive, SearchBN, SearchSpace, SizeSettings
 from .operations import DilConv, FactorizedReduce, Identity, ReLUConvBN, SepConv, Zero  # noqa: F401  (0.1's search_space)
 
-__all__ = ["DARTS", "DARTS_PRIMITIVES", "DartsSettings", "DartsSpace", "EDGES", "NUM_EDGES", "NUM_NODES", "OPS", "PRIMITIVES",
-           "check_primitive", "edge_index", "make_op"]
+__all__ = ["DARTS", "DARTS_PRIMITIVES", "DartsSettings", "DartsSpace", "EDGES", "MIXED", "NUM_EDGES", "NUM_NODES", "OPS",
+           "PRIMITIVES", "check_primitive", "edge_index", "make_op"]
 
 #: Intermediate nodes of a cell (cell nodes 2..5).
 NUM_NODES = 4
@@ -169,17 +169,17 @@ class DartsSettings(SizeSettings, MixedSettings, LayoutSettings):
                                 "included)", choices=_FORMS, roles=("search",))
     rule: str = setting("edge_all", "how a supernet's cells are derived: edge_all (SNAS: every edge's strongest op, "
                                     "none included) or top2 (DARTS: per node the two strongest inputs)",
-                        choices=_FORMS, roles=("search",))
+                        choices=_FORMS, roles=("supernet",))
     latency_table: Optional[str] = setting(None, "the measured latency table of the search network (snas-fast "
                                                  "latency-table): the space then prices latency (SNAS's --penalty "
-                                                 "latency, MONAS's --objective latency)", kind=str, roles=("search",))
-    pool_bn: bool = setting(False, "BatchNorm after the pool candidates of the supernet (DARTS)", roles=("search",))
+                                                 "latency, MONAS's --objective latency)", kind=str, roles=("supernet",))
+    pool_bn: bool = setting(False, "BatchNorm after the pool candidates of the supernet (DARTS)", roles=("supernet",))
     partial_channels: int = setting(1, "PC-DARTS's k: each supernet edge mixes 1/k of its channels, the rest bypass "
                                        "and are shuffled in (1: all channels; memory falls about k-fold)",
-                                    roles=("search",))
+                                    roles=("supernet",))
     edge_normalization: bool = setting(False, "PC-DARTS's edge normalisation: each supernet edge's output weighted "
                                               "by a softmax of beta over its node's incoming edges",
-                                       roles=("search",))
+                                       roles=("supernet",))
 
 
 class DartsSpace(SearchSpace):
