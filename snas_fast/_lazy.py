@@ -7,7 +7,7 @@ their public attributes in one table instead and import them when asked.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Mapping, Tuple, Union
 
 
 def lazy_attributes(package: str, table: Dict[str, str]) -> Tuple[Callable[[str], object], Callable[[], List[str]]]:
@@ -28,3 +28,19 @@ def lazy_attributes(package: str, table: Dict[str, str]) -> Tuple[Callable[[str]
         return sorted(set(table) | set(vars(importlib.import_module(package))))
 
     return __getattr__, __dir__
+
+
+def make(registry: Mapping[str, Union[str, Callable]], name: str, what: str, kind: type):
+    """A new object of the registry entry ``name``: its factory, or the factory its import path names
+    (``"module:attribute"``, imported when first asked for), called with no argument. ValueError listing the names
+    for an unknown one (``what``: the setting's name); TypeError for a factory that does not make a ``kind``."""
+    if name not in registry:
+        raise ValueError(f"{what}: expected one of {', '.join(registry)}, got {name!r}")
+    factory = registry[name]
+    if isinstance(factory, str):
+        module, _, attribute = factory.partition(":")
+        factory = getattr(importlib.import_module(module), attribute)
+    made = factory()
+    if not isinstance(made, kind):
+        raise TypeError(f"{what} {name!r}: its factory returned {type(made).__name__}, not a {kind.__name__}")
+    return made

@@ -1,9 +1,9 @@
 """The strategies by name (``snas-fast compare --strategies``), imported when asked for."""
 from __future__ import annotations
 
-import importlib
 from typing import Callable, Dict, Tuple, Union
 
+from .._lazy import make
 from .base import Strategy
 
 _STRATEGIES: Dict[str, Union[str, Callable[[], Strategy]]] = {
@@ -37,13 +37,4 @@ def strategy_names() -> Tuple[str, ...]:
 
 def get_strategy(name: str) -> Strategy:
     """A new instance of the strategy ``name`` (see :func:`strategy_names`)."""
-    if name not in _STRATEGIES:
-        raise ValueError(f"strategy: expected one of {', '.join(_STRATEGIES)}, got {name!r}")
-    factory = _STRATEGIES[name]
-    if isinstance(factory, str):
-        module, _, attribute = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attribute)
-    strategy = factory()
-    if not isinstance(strategy, Strategy):
-        raise TypeError(f"strategy {name!r}: its factory returned {type(strategy).__name__}, not a Strategy")
-    return strategy
+    return make(_STRATEGIES, name, "strategy", Strategy)

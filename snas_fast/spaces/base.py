@@ -19,7 +19,6 @@ FactorizedReduce, a ``"bn_tail"``, at stride 2). A pool wrapped by the supernet'
 from __future__ import annotations
 
 import copy
-import importlib
 import math
 import numbers
 from abc import ABC, abstractmethod
@@ -29,6 +28,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Un
 import torch
 from torch import Tensor, nn
 
+from .._lazy import make
 from .._settings import setting
 
 
@@ -506,15 +506,7 @@ def space_names() -> Tuple[str, ...]:
 def get_space(name: str) -> SearchSpace:
     """A new instance of the registered space ``name`` (see :func:`space_names`), named ``name`` (the tag of its
     architectures' JSON)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"space: expected one of {', '.join(_REGISTRY)}, got {name!r}")
-    factory = _REGISTRY[name]
-    if isinstance(factory, str):
-        module, _, attribute = factory.partition(":")
-        factory = getattr(importlib.import_module(module), attribute)
-    space = factory()
-    if not isinstance(space, SearchSpace):
-        raise TypeError(f"space {name!r}: its factory returned {type(space).__name__}, not a SearchSpace")
+    space = make(_REGISTRY, name, "space", SearchSpace)
     if space.name != name:  # a space registered under a name of its own (a DartsSpace with a 9th primitive, ...)
         space = copy.copy(space)
         space.name = name
