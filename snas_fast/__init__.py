@@ -47,7 +47,8 @@ _PUBLIC = {
 #: the layers, as attributes (``snas_fast.spaces.darts``) without an import of their own
 _LAYERS = {name: f".{name}" for name in ("ops", "data", "spaces", "search", "engine", "viz", "cli")}
 #: the old flat modules, as attributes too (``snas_fast.trainer.RECIPES``): the deprecated alias of each
-_OLD = {old.rpartition(".")[2]: old for old in _compat.MOVED if old.rpartition(".")[2] not in _PUBLIC}
+_OLD = {old.rpartition(".")[2]: old for old in _compat.MOVED
+        if old.count(".") == 1 and old.rpartition(".")[2] not in _PUBLIC}
 
 __all__ = sorted(_PUBLIC)
 

@@ -37,11 +37,12 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def _add_flags(p: argparse.ArgumentParser, cls, space=None) -> None:
+def _add_flags(p: argparse.ArgumentParser, cls, space=None, taken=()) -> None:
     """One flag per setting of the config class ``cls`` that a command on ``space`` reads
     (:func:`snas_fast.engine.config.shown_fields`): ``--{flag}``, parsed by the field's kind, defaulting to None (the
     config's default, shown once in the help, with the allowed values: the datasets of ``space``'s kind); a bool flag
-    alone means true (``--hard``), or takes true/false."""
+    alone means true (``--hard``), or takes true/false. ``taken``: flags the command already has (the search's
+    ``--strategy`` names the strategy; a strategy setting of that name is then fixed by it)."""
     from .engine.config import space_choices
 
     try:
@@ -49,6 +50,8 @@ def _add_flags(p: argparse.ArgumentParser, cls, space=None) -> None:
     except Exception:  # a space the settings refuse: its error comes when the command runs
         defaults = cls()
     for flag, f in shown_fields(cls, space):
+        if flag in taken:
+            continue
         kind = f.metadata["kind"] or type(f.default)
         choices = f.metadata.get("choices")
         if space is not None:
@@ -75,7 +78,7 @@ def _parser(sub, name: str, help: str, cls, space=None, strategies=None) -> argp
     if strategies:
         p.add_argument("--strategy", metavar="{" + ",".join(strategies) + "}", choices=strategies, default=None,
                        help="the search strategy (default: snas); its own flags follow")
-    _add_flags(p, cls, space)
+    _add_flags(p, cls, space, ("strategy",) if strategies else ())
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     if "threads" not in {f.name for f in dataclasses.fields(cls)}:  # latency-table's threads are a setting
         p.add_argument("--threads", dest="torch_threads", type=int, metavar="N",
@@ -220,15 +223,13 @@ def _search(args, strategy) -> int:
 
 
 def _train(args) -> int:
-    from .engine.retrain import TrainConfig, TrainError, load_train_data, train
+    from .engine.retrain import TrainConfig, genotype_required, load_train_data, train
     from .viz.callbacks import train_plots
 
     def load_data(config):
         given = args.genotype is not None or (args.config and "genotype" in _read_json(args.config))
         if not (args.resume or given or config.baseline != "none"):
-            baselines = config.space_object().baselines
-            raise TrainError("genotype: required: a published genotype, a genotype JSON file or a search run directory"
-                             + (f", or give --baseline {'|'.join(baselines)}" if baselines else ""))
+            raise genotype_required(config.space_object())
         return load_train_data(config)
 
     def run(config, data, resume, progress):
@@ -277,7 +278,7 @@ def _morph(args) -> int:
         return config.load_data()
 
     def run(config, data, resume, progress):
-        strategy = get_strategy(f"morph-{config.strategy}")
+        strategy = get_strategy(f"morph-{config.proposer}")
         return strategy.run(config, data, resume=resume, progress=progress, callbacks=[morph_plots])
 
     def report(config, result):
@@ -362,9 +363,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .engine.retrain import genotype_space
 
         space_name = genotype_space(_requested(words, "genotype"))
-    space = _space(space_name or ("morph" if command == "morph" else "darts"))
     name = _requested(words, "strategy") if command == "search" else None
     strategy = get_strategy(name if name in strategy_names() else "snas")
+    if space_name is None:  # the command's own default space (the morphism strategies': morph)
+        cls = {"search": strategy.config_class}.get(command)
+        if command == "morph":
+            from .search.morph import MorphConfig as cls
+        space_name = cls.__dataclass_fields__["space"].default if cls is not None else "darts"
+    space = _space(space_name)
 
     parser = _Parser(prog="snas-fast", description="Stochastic Neural Architecture Search, fused.", allow_abbrev=False)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -115,7 +115,7 @@ class ParetoConfig(CompareConfig):
 def pareto(config: ParetoConfig, resume: bool = False, progress: bool = True) -> List[dict]:
     """Runs every setting (:meth:`ParetoConfig.settings`), then writes ``pareto.csv``, ``pareto.md``,
     ``pareto.png``; returns the rows (on every rank)."""
-    from .search.monas import CostModel
+    from .search.monas import CostModel, MonasError, objective_of
 
     config.validate()
     cells = config.settings()
@@ -123,6 +123,10 @@ def pareto(config: ParetoConfig, resume: bool = False, progress: bool = True) ->
     # the cost's network: the search network's size
     space = config.space_object().configure(dataclasses.replace(config, layers=config.search_layers,
                                                                 channels=config.search_channels), info)
+    try:  # before the sweep: a cost the space does not count is refused now, not after every cell has run
+        cost = CostModel(objective_of(config, space), space)
+    except MonasError as error:
+        raise CompareError(str(error)) from None
 
     def run(label: str, seed: int, previous: Optional[dict]) -> dict:
         method, overrides = cells[label]
@@ -135,7 +139,6 @@ def pareto(config: ParetoConfig, resume: bool = False, progress: bool = True) ->
 
     units = [[(label, seed)] for label in cells for seed in range(config.seeds)]
     rows = run_units(config, units, run, resume, progress)
-    cost = CostModel(config.objective, space)
     out_rows = []
     for row in rows:
         method, _, set_to = row["strategy"].partition("@")

@@ -97,6 +97,10 @@ def test_old_module_paths_are_deprecated_aliases_of_the_same_modules():
         from snas_fast.supernet import Supernet
         from snas_fast.trainer import SearchConfig, read_checkpoint, search  # noqa: F401
         from snas_fast.distributed import gumbel_noise, train_loader  # noqa: F401
+    # 0.1's data module is the data layer now, with the names it had
+    from snas_fast.data import (CIFAR10_MEAN, DIGITS_TEST_SEED, DatasetError, DatasetInfo, ShardSampler,  # noqa: F401
+                                eval_loader, limit, load_cifar10, load_digits, make_loaders)
+    assert "digits" in __import__("snas_fast").data.DATASETS
 
     import torch
 

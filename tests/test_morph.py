@@ -315,7 +315,8 @@ def test_ablations_run_under_their_own_names(tmp_path, name):
     strategy = get_strategy(name)
     config = _config(tmp_path, models=3, epochs=1)
     result = strategy.run(config, strategy.load_data(config), progress=False)
-    assert len(result.history) == 3 and json.load(open(tmp_path / "config.json"))["strategy"] == name[6:]
+    saved = json.load(open(tmp_path / "config.json"))
+    assert len(result.history) == 3 and (saved["strategy"], saved["proposer"]) == (name, name[6:])
     assert all(math.isnan(r["acquisition"]) for r in result.history)
 
 
@@ -333,3 +334,11 @@ def test_cli_morph_and_train_on_its_result(tmp_path, capsys):
     assert json.load(open(tmp_path / "t" / "genotype.json"))["genotype"]["format"] == "snas_fast.morph/1"
     assert main(["morph", "--out", str(tmp_path / "x"), "--budget", "0"]) == 2
     assert "budget: expected minutes > 0, got 0" in capsys.readouterr().err
+
+
+def test_a_config_from_before_the_proposer_had_its_name_reads_back():
+    from snas_fast.search.morph import MorphConfig
+
+    old = {k: v for k, v in MorphConfig().to_dict().items() if k != "proposer"}
+    config = MorphConfig.from_dict(dict(old, strategy="random"))
+    assert (config.proposer, config.strategy) == ("random", "morph-random")

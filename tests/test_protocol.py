@@ -267,3 +267,15 @@ def test_a_candidate_search_resumes_without_retraining_and_proposes_what_it_woul
     assert main(["search", "--resume", str(interrupted), "--quiet"]) == 0  # the strategy from its config.json
     assert json.load(open(interrupted / "scores.json")) == json.load(open(straight / "scores.json"))
     assert json.load(open(interrupted / "config.json"))["strategy"] == "evolution"
+
+
+@pytest.mark.parametrize("strategy_name", [n for n, _ in PAIRS[::4]])
+def test_every_strategy_lists_the_flags_of_every_space(strategy_name, capsys):
+    for space in BUILT_IN:
+        with pytest.raises(SystemExit) as exit_:
+            main(["search", "--strategy", strategy_name, "--space", space, "--help"])
+        assert exit_.value.code == 0, (strategy_name, space)
+        shown = capsys.readouterr().out
+        assert ("--nodes" in shown) == (space == "gnn") and ("--max-params" in shown) == (space == "morph")
+        assert ("--pool-bn" in shown) == (space == "darts" and get_strategy(strategy_name).missing(get_space(space))
+                                          is None and "supernet" in get_strategy(strategy_name).needs)

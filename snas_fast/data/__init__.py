@@ -79,7 +79,8 @@ def load(name: str, data_dir: Optional[str] = None, seed: int = 0, split: str = 
     """``(first, second, info)`` of the dataset ``name``: search-train and search-validation (``split="search"``) or
     search-train + search-validation and the test part (``"train_test"``), the search parts split by ``seed``, each
     cut to its first ``limit`` examples when given. Raises ValueError or :class:`DatasetError`, one line."""
-    kind, loader = DATASETS[name] if name in DATASETS else (kind_of(name), None)
+    kind_of(name)  # an unknown name: one line listing the datasets
+    loader = DATASETS[name][1]
     if split not in ("search", "train_test"):
         raise ValueError(f"split: expected search or train_test, got {split!r}")
     if isinstance(loader, str):
@@ -121,6 +122,15 @@ __getattr__, __dir__ = lazy_attributes(__name__, {
     "load_cifar10": ".images:load_cifar10",
     "load_dataset": ".images:load_dataset",
     "make_loaders": ".loaders:make_loaders",
+    # the rest of 0.1's ``snas_fast.data`` (then the engine's data module; its ``DATASETS`` tuple is this registry)
+    "train_loader": ".loaders:train_loader",
+    "eval_loader": ".loaders:eval_loader",
+    "ShardSampler": ".loaders:ShardSampler",
+    "limit": ".images:limit",
+    "CIFAR10_MEAN": ".images:CIFAR10_MEAN",
+    "CIFAR10_STD": ".images:CIFAR10_STD",
+    "DIGITS_TEST_FRACTION": ".images:DIGITS_TEST_FRACTION",
+    "DIGITS_TEST_SEED": ".images:DIGITS_TEST_SEED",
     "images": ".images",
     "graphs": ".graphs",
     "loaders": ".loaders",

@@ -76,8 +76,6 @@ RETRAIN_DEFAULTS: Dict[str, Dict[str, object]] = {
 def retrain_defaults(config) -> Dict[str, object]:
     """:data:`RETRAIN_DEFAULTS` of ``config``'s space's kind of data (none for an unknown space: validate names
     it)."""
-    from ..spaces import space_names
-
     if config.space not in space_names():
         return {}
     return RETRAIN_DEFAULTS[config.space_object().data_kind or "table"]
@@ -156,9 +154,7 @@ class TrainConfig(TrainingConfig):
                                  f"got {self.baseline!r}")
             self.check_ints(("baseline_layers",), 1)
         elif not self.genotype:
-            raise TrainError("genotype: required: a published genotype, a genotype JSON file or a search run "
-                             "directory" + (f", or give --baseline {'|'.join(space.baselines)}" if space.baselines
-                                            else ""))
+            raise genotype_required(space)
         lacks = space.lacks("child")
         if lacks:
             raise TrainError(f"space: {self.space} {lacks}: nothing to train")
@@ -167,6 +163,12 @@ class TrainConfig(TrainingConfig):
 # ------------------------------------------------------------------------------------------------------------
 # Policy: small pure functions
 # ------------------------------------------------------------------------------------------------------------
+def genotype_required(space) -> TrainError:
+    """The error of a retraining given nothing to train on ``space``."""
+    return TrainError("genotype: required: a published genotype, a genotype JSON file or a search run directory"
+                      + (f", or give --baseline {'|'.join(space.baselines)}" if space.baselines else ""))
+
+
 def resolve_genotype(spec: str, space=None) -> Tuple[object, str]:
     """``(architecture, source)`` for ``--genotype spec``: a published name of ``space``
     (:meth:`SearchSpace.published <snas_fast.spaces.SearchSpace.published>`), a JSON file (an architecture's

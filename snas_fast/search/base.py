@@ -35,8 +35,8 @@ NEEDS = {"data": "data to train on", "decisions": "categorical decisions", "samp
 
 class SearchWarning(UserWarning):
     """A search that ran but did not search: a supernet's derived architecture is that of the untrained supernet, or
-    few of its rows left uniform (:func:`snas_fast.search.convergence.unmoved_warning`); or every candidate a
-    strategy evaluated scored the same non-finite value, so its pick is merely the first."""
+    few of its rows left uniform (:func:`snas_fast.search.convergence.unmoved_warning`); or no candidate a strategy
+    evaluated scored a finite value, so its pick is merely the first."""
 
 
 class Strategy(ABC):
@@ -106,8 +106,9 @@ class CandidateSearch(Strategy):
 
     Written once here: the settings check, the space, the data, the generator (``stream``: a function of the seed
     alone), the loop over candidates, ``scores.json`` (every candidate, ``score_key``) and ``genotype.json`` (the
-    best). A candidate trained before (its run directory's summary) is read back, so a rerun or ``--resume`` redoes
-    nothing and proposes what the first run proposed."""
+    best). A candidate trained before with the same architecture and settings is read back, so ``--resume`` (or a
+    rerun with ``--overwrite``) redoes nothing it finished and proposes what the first run proposed; a finished
+    search in ``out`` is refused without either."""
 
     needs = ("evaluate",)
     #: the stream of :func:`~snas_fast.engine.seeds.make_generator` (with the seed) its random choices draw from
@@ -133,6 +134,9 @@ class CandidateSearch(Strategy):
         space = self.space_for(config, None if data is None else data[2])
         generator = make_generator(config.seed, self.stream)
         run = RunDir(config.out, ctx)
+        if not resume and not config.overwrite and os.path.exists(run.path("scores.json")):
+            raise config.Error(f"out: {config.out} holds a search already; continue it with --resume {config.out}, "
+                               f"or give --overwrite true to start again there")
         if not (resume and os.path.exists(run.config_path)):
             run.start(config.to_dict())
         evaluator = self.evaluator(config, space, data, run, generator)
@@ -144,8 +148,9 @@ class CandidateSearch(Strategy):
         seconds = time.perf_counter() - start
         archs, scores = [a for a, _ in history], [s for _, s in history]
         if not any(math.isfinite(s) for s in scores):
-            warnings.warn(f"{self.name}: every candidate scored {scores[0]}: its pick is merely the first drawn",
-                          SearchWarning, stacklevel=2)
+            values = ", ".join(sorted({str(s) for s in scores}))
+            warnings.warn(f"{self.name}: no candidate scored a finite value ({values}): its pick is merely the first "
+                          f"drawn", SearchWarning, stacklevel=2)
         best = max(range(len(scores)), key=lambda i: (not math.isnan(scores[i]), scores[i]))
         run.write_json("scores.json", [{"genotype": space.to_dict(a), self.score_key: s} for a, s in history])
         run.write_json("genotype.json", dict(genotype=space.to_dict(archs[best]), score=scores[best],

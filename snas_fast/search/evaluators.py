@@ -34,7 +34,9 @@ class Evaluator(ABC):
 class TrainedEvaluator(Evaluator):
     """Short training: ``config`` (a :class:`~snas_fast.engine.retrain.TrainConfig`, its ``out`` unused) trains each
     candidate from scratch on ``data = (search-train, search-validation, info)`` in ``folder/candidate_<k>``; the
-    score is its accuracy on search-validation (the retraining's "test" part here)."""
+    score is its accuracy on search-validation (the retraining's "test" part here). A candidate already trained
+    there is read back only if it is this architecture trained with these settings (its ``genotype.json`` and
+    ``config.json``); anything else there is trained again."""
 
     def __init__(self, config, data, folder: str):
         self.config, self.data, self.folder = config, data, folder
@@ -49,12 +51,27 @@ class TrainedEvaluator(Evaluator):
         from ..engine.retrain import train
 
         out = os.path.join(self.folder, name)
-        summary = os.path.join(out, "summary.json")
-        if not os.path.exists(summary):
-            train(dataclasses.replace(self.config, out=out), self.data, genotype=arch, progress=False,
-                  callbacks=callbacks)
-        with open(summary) as f:
+        config = dataclasses.replace(self.config, out=out)
+        if not self._done(config, arch):
+            train(config, self.data, genotype=arch, progress=False, callbacks=callbacks)
+        with open(os.path.join(out, "summary.json")) as f:
             return json.load(f)["test_acc"]  # the candidate's "test" part is search-validation
+
+    def _done(self, config, arch) -> bool:
+        """Whether ``config.out`` holds ``arch`` trained to the end with ``config``'s settings."""
+        paths = [os.path.join(config.out, name) for name in ("summary.json", "genotype.json", "config.json")]
+        if not all(os.path.exists(p) for p in paths):
+            return False
+        try:
+            with open(paths[1]) as f:
+                trained = json.load(f).get("genotype")
+            with open(paths[2]) as f:
+                settings = json.load(f)
+        except (OSError, ValueError):
+            return False
+        space = config.space_object()
+        return (trained == json.loads(json.dumps(space.to_dict(arch)))
+                and settings == json.loads(json.dumps(config.to_dict())))
 
 
 class TabularEvaluator(Evaluator):
@@ -90,7 +107,7 @@ class NaswotEvaluator(Evaluator):
 
 def evaluator_for(config, space, data, folder: str, label: str) -> Evaluator:
     """The evaluator of a search on ``space``: a table's lookup where one backs the space, else short training
-    with ``config``'s retraining recipe (its ``epochs``, network size, ...; :meth:`train_config`), each candidate
+    with ``config``'s settings carried to the retraining recipe (its ``epochs``, network size, ...), each candidate
     under ``folder``; ``label``: the source its candidates' ``genotype.json`` names."""
     if space.lacks("query") is None:
         return TabularEvaluator(space)

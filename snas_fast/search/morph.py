@@ -73,9 +73,9 @@ class MorphConfig(TrainingConfig):
 
     space: str = setting("morph", "search space: a morphism space (morph)")
     out: str = setting("runs/morph", "run directory")
-    strategy: str = setting("bo", "how the next network is chosen: bo (Bayesian optimisation), random (a random "
+    proposer: str = setting("bo", "how the next network is chosen: bo (Bayesian optimisation), random (a random "
                                   "morphism of a random trained network), bfs (breadth-first over the morph tree)",
-                            choices=PROPOSERS)
+                            choices=PROPOSERS, flag="strategy")
     budget: float = setting(10.0, "minutes of search: training and choosing, summed over the networks")
     models: Optional[int] = setting(None, "stop after this many trained networks (None: the budget alone)",
                                     kind=int)
@@ -87,6 +87,16 @@ class MorphConfig(TrainingConfig):
                             "unbounded, as Auto-Keras; bench/RESULTS.md shows why 1 is the default)")
     lr: float = setting(1e-3, "Adam learning rate of every network's training")
     weight_decay: float = setting(0.0, "Adam weight decay")
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """The config of ``d``; a ``config.json`` written before the proposer had its own name (``"strategy": "bo"``)
+        reads as that proposer of the registry's ``morph-bo``."""
+        d = dict(d)
+        if d.get("strategy") in PROPOSERS and "proposer" not in d:
+            d["proposer"] = d["strategy"]
+            d["strategy"] = f"morph-{d['proposer']}"
+        return super().from_dict(d)
 
     def validate(self) -> None:
         super().validate()
@@ -220,7 +230,7 @@ def _write_history(path: str, rows: List[dict]) -> None:
 
 
 class MorphSearch(Strategy):
-    """The search of ``config.strategy`` (``morph-bo``; :class:`MorphRandom` and :class:`MorphBfs` are its
+    """The search of ``config.proposer`` (``morph-bo``; :class:`MorphRandom` and :class:`MorphBfs` are its
     ablations under their own names): the morphism space's own growth strategies. See the module docstring."""
 
     name = "morph-bo"
@@ -237,8 +247,8 @@ class MorphSearch(Strategy):
             callbacks: Sequence = ()) -> MorphResult:
         """Runs (or resumes) the search. ``callbacks``: ``callback(out, history rows)`` after every network, on the
         main process (the CLI draws the tree). Runs on one process (a process group's other ranks wait)."""
-        if config.strategy != self.proposer:
-            config = replace(config, strategy=self.proposer)
+        if (config.proposer, config.strategy) != (self.proposer, self.name):
+            config = replace(config, proposer=self.proposer, strategy=self.name)
         config.validate()
         train_set, val_set, info = data
         result = None
@@ -334,7 +344,7 @@ class _Search:
             shutil.copyfile(self._path(model_id), os.path.join(self.out, "best.pt"))
             write_json_atomic(dict(model_id=model_id, val_acc=acc, spec=net.spec.to_dict()),
                               os.path.join(self.out, "best.json"))
-            write_json_atomic(dict(genotype=net.spec.to_dict(), source=f"morph-{self.config.strategy} model "
+            write_json_atomic(dict(genotype=net.spec.to_dict(), source=f"morph-{self.config.proposer} model "
                                                                          f"{model_id}"),
                               os.path.join(self.out, "genotype.json"))
         for callback in self.callbacks:
@@ -342,7 +352,7 @@ class _Search:
 
     def run(self) -> MorphResult:
         c = self.config
-        pbar = bar(None, f"morph-{c.strategy}", self.progress, total=round(60 * c.budget), unit="s")
+        pbar = bar(None, f"morph-{c.proposer}", self.progress, total=round(60 * c.budget), unit="s")
         pbar.update(round(self._spent()))
         if not self.rows:
             seed_everything(c.seed)
@@ -352,7 +362,7 @@ class _Search:
         while not self._done():
             step = len(self.rows)
             start = time.perf_counter()
-            proposal = propose(c.strategy, self.observations, make_generator(c.seed, step, _CHOOSE), c.neighbours,
+            proposal = propose(c.proposer, self.observations, make_generator(c.seed, step, _CHOOSE), c.neighbours,
                                lambda spec: spec.num_params() <= c.max_params, c.max_width, c.seed, c.chain or None)
             choose_s = time.perf_counter() - start
             if proposal is None:
@@ -378,6 +388,6 @@ class _Search:
         choose = sum(r["choose_s"] for r in self.rows)
         write_json_atomic(dict(best_model=best["model_id"], val_acc=best["val_acc"], test_acc=test_acc,
                                params=best["params"], models=len(self.rows), seconds=spent, choose_seconds=choose,
-                               choose_fraction=choose / max(spent, 1e-9), strategy=f"morph-{self.config.strategy}"),
+                               choose_fraction=choose / max(spent, 1e-9), strategy=f"morph-{self.config.proposer}"),
                           os.path.join(self.out, "summary.json"))
         return MorphResult(net.spec, best["val_acc"], best["model_id"], test_acc, self.rows, spent, choose)

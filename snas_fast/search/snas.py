@@ -251,14 +251,16 @@ class SnasSupernet(Supernet):
 #:   recalibrated before each evaluation of the supernet and of the child. Sized for the embedded digits.
 #: - ``snas-cifar``: SNAS's official single-GPU CIFAR-10 search exactly (snas.md): 150 epochs, 8 cells, C = 16,
 #:   SGD 3e-4 for ``log_alpha``, tau linear 1 -> 0.03 over 150 epochs, drop-path 0.3, no recalibration.
-#: - ``graph`` (the default on graphs): EGNAS's space searched on the CPU: 10 epochs, Adam for the weights at 3e-3
-#:   (EGNAS's SGD at 0.025 left the digits-graph supernet at chance after 3 epochs), Adam at 0.03 for ``log_alpha``,
-#:   tau 1 -> 0.1, 5 batches of BatchNorm recalibration.
-#: A recipe is applied once, when a config is built (``dataclasses.replace`` of ``recipe`` alone changes nothing
-#: else); ``tau_epochs`` None under ``snas-cifar`` is its 150 (give the run's epochs to anneal over the run).
+#: - ``graph`` (the default on graphs): EGNAS's space searched on the CPU: 10 epochs, Adam at 0.03 for ``log_alpha``,
+#:   tau 1 -> 0.1, 5 batches of BatchNorm recalibration (the weights' Adam at 3e-3 is the graphs' default:
+#:   :data:`~snas_fast.engine.config.KIND_DEFAULTS`).
+#: A recipe outranks the space's defaults (``snas-cifar`` sets DARTS's 8 cells of C = 16; the network size is
+#: otherwise the space's search size) and the defaults of the kind of data. It is applied once, when a config is built
+#: (``dataclasses.replace`` of ``recipe`` alone changes nothing else); ``tau_epochs`` None under ``snas-cifar`` is its
+#: 150 (give the run's epochs to anneal over the run).
 RECIPES: Dict[str, Dict[str, object]] = {
-    "short": dict(epochs=20, layers=5, channels=8, arch_optimizer="adam", arch_lr=0.1, arch_weight_decay=1e-3,
-                  tau_epochs=None, drop_path=0.0, bn_recalibration=20, lr_min=0.001, tau_end=0.03),
+    "short": dict(epochs=20, arch_optimizer="adam", arch_lr=0.1, arch_weight_decay=1e-3, tau_epochs=None,
+                  drop_path=0.0, bn_recalibration=20, lr_min=0.001, tau_end=0.03),  # the space's search size
     "snas-cifar": dict(epochs=150, layers=8, channels=16, arch_optimizer="sgd", arch_lr=3e-4, arch_weight_decay=0.0,
                        tau_epochs=150, drop_path=0.3, bn_recalibration=0, lr_min=0.001, tau_end=0.03),
     "graph": dict(epochs=10, arch_optimizer="adam", arch_lr=0.03, arch_weight_decay=1e-3, tau_epochs=None,
@@ -275,7 +277,7 @@ DEFAULT_RECIPE = {"images": "short", "graphs": "graph"}
 TRICKS: Dict[str, Dict[str, object]] = {
     "warmup": dict(warmup_epochs=5),  # log_alpha frozen for the first 5 epochs (a quarter of the recipe's 20)
     "no-bn-recal": dict(bn_recalibration=0),  # evaluations use the running statistics of training
-    "tau-exp": dict(tau_schedule="exp"),  # the same 1 -> 0.03 over the run, geometric instead of linear
+    "tau-exp": dict(tau_schedule="exp"),  # the same tau_start -> tau_end over the run, geometric instead of linear
     "no-arch-wd": dict(arch_weight_decay=0.0),
 }
 
@@ -469,7 +471,8 @@ def _flatten(arch: dict) -> dict:
 
 def genotype_of_choice(choice, space=None) -> object:
     """The architecture whose rows run the columns ``choice`` (one index list per ``log_alpha``, e.g. DARTS's
-    ``(normal [14], reduce [14])``), as ``space`` derives it (default: DARTS's, whose rule is edge_all)."""
+    ``(normal [14], reduce [14])``), as ``space`` derives it by its rule (default: DARTS's space, its rule edge_all:
+    every row's column)."""
     space = space or DartsSpace()
     K = len(space.primitives)
     return space.derive([F.one_hot(torch.tensor(c), K).double() for c in choice])

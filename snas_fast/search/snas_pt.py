@@ -97,12 +97,6 @@ class _FineTune(Task):
         self.weights = weights
         self.optimizer, self.schedule = config.weight_optimizer(model.weight_parameters())
 
-    def state_dict(self) -> dict:
-        return dict(model=self.model.state_dict(), optimizer=self.optimizer.state_dict())
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-
     def begin_epoch(self, epoch: int) -> Dict[str, float]:
         self.model.train()
         return {}

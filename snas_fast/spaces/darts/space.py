@@ -153,6 +153,8 @@ PRIMITIVES: List[str] = [p.name for p in DARTS_PRIMITIVES]
 #: DARTS-style table: ``OPS[name](C, stride, affine) -> nn.Module`` (pools without the search BN).
 OPS = {p.name: p.build for p in DARTS_PRIMITIVES}
 
+#: The networks' size by role: a search's (the digits' short recipe) and a retraining's (:meth:`DartsSpace.defaults`).
+SIZES = dict(search=dict(layers=5, channels=8), child=dict(layers=8, channels=16))
 #: How the supernet mixes an edge (:mod:`.supernet`).
 MIXED = ("fused", "fused_sum", "eager")
 _FORMS = ("top2", "edge_all")  # the genotype forms (genotypes.py): a form of genotypes, a rule of derivation
@@ -209,8 +211,9 @@ class DartsSpace(SearchSpace):
     #: the supernet's options that its settings give (:meth:`supernet`)
     SUPERNET_OPTIONS = ("mixed", "pool_bn", "partial_channels", "edge_normalization")
 
-    def __init__(self, primitives: Sequence[Primitive] = DARTS_PRIMITIVES, layers: int = 5, channels: int = 8,
-                 form: str = "top2", rule: str = "edge_all", info=None, latency_table: Optional[str] = None):
+    def __init__(self, primitives: Sequence[Primitive] = DARTS_PRIMITIVES, layers: int = SIZES["search"]["layers"],
+                 channels: int = SIZES["search"]["channels"], form: str = "top2", rule: str = "edge_all", info=None,
+                 latency_table: Optional[str] = None):
         primitives = tuple(primitives)
         for k, p in enumerate(primitives):
             if not isinstance(p, Primitive):
@@ -266,8 +269,9 @@ class DartsSpace(SearchSpace):
         return space
 
     def defaults(self, role: str):
-        """A search's networks: 5 cells of C = 8 (the digits' short recipe); a retraining's: 8 cells of C = 16."""
-        return dict(layers=5, channels=8) if role == "search" else dict(layers=8, channels=16)
+        """A search's networks: 5 cells of C = 8 (the digits' short recipe); a retraining's: 8 cells of C = 16
+        (:data:`SIZES`)."""
+        return dict(SIZES["child" if role == "child" else "search"])
 
     def _info(self):
         if self.info is None:

@@ -60,7 +60,11 @@ class GnnSpace(SearchSpace):
     #: how its supernet may mix (``--mixed``)
     mixed_modes = MIXED
 
-    def __init__(self, nodes: int = 2, cells: int = 2, hidden: int = 32, info=None, mixed: str = "fused"):
+    #: its size, searched and retrained alike: cells (``layers``) and width (``channels``)
+    SIZE = dict(layers=2, channels=32)
+
+    def __init__(self, nodes: int = 2, cells: int = SIZE["layers"], hidden: int = SIZE["channels"], info=None,
+                 mixed: str = "fused"):
         self.nodes, self.cells, self.hidden, self.info, self.mixed = nodes, cells, hidden, info, mixed
 
     # -- one run's space ------------------------------------------------------------------------------------------
@@ -76,8 +80,8 @@ class GnnSpace(SearchSpace):
         return space
 
     def defaults(self, role: str):
-        """2 cells of width 32, search and retraining alike."""
-        return dict(layers=2, channels=32)
+        """2 cells of width 32, search and retraining alike (:attr:`SIZE`)."""
+        return dict(self.SIZE)
 
     def _info(self):
         if self.info is None:
@@ -126,9 +130,11 @@ class GnnSpace(SearchSpace):
         return GraphGenotype(self.nodes, tuple((draw(NODE_OPS), draw(EDGE_OPS)) for _ in range(self.cells)))
 
     def to_dict(self, arch: GraphGenotype) -> dict:
-        return arch.to_dict()
+        return dict(arch.to_dict(), space=self.name)
 
     def from_dict(self, d) -> GraphGenotype:
+        if isinstance(d, dict) and self.name != "gnn" and d.get("space") == self.name:
+            d = dict(d, space="gnn")  # a graph genotype of this space, registered under a name of its own
         return GraphGenotype.from_dict(d)
 
     def costs(self, arch: GraphGenotype) -> dict:
@@ -140,8 +146,7 @@ class GnnSpace(SearchSpace):
         """:class:`~.supernet.GraphNetwork` of ``arch`` (its cells and nodes) at this space's width."""
         from .supernet import GraphNetwork
 
-        info = self._info()
-        options.pop("memory_format", None)  # images' setting
+        info = self._info()  # options (an image network's memory format, auxiliary head) do not apply
         return GraphNetwork(arch, info.in_dim, info.edge_dim, self.hidden, info.num_classes, task=info.task)
 
     def supernet(self, C: Optional[int] = None, num_classes: Optional[int] = None, layers: Optional[int] = None,
@@ -158,16 +163,6 @@ class GnnSpace(SearchSpace):
         return GraphSupernet(options.pop("in_dim"), options.pop("edge_dim"), self.hidden if C is None else C,
                              num_classes, self.cells if layers is None else layers, options.pop("nodes", self.nodes),
                              **options)
-
-    def network(self, genotype, C: int, num_classes: int, layers: int = 0, auxiliary: bool = False,
-                **options) -> nn.Module:
-        """``GraphNetwork(genotype, in_dim, edge_dim, hidden=C, num_classes, task)``: the genotype fixes the cells
-        (``layers`` is ignored); no auxiliary head."""
-        from .supernet import GraphNetwork
-
-        if auxiliary:
-            raise NotImplementedError("space 'gnn' has no auxiliary head")
-        return GraphNetwork(genotype, options.pop("in_dim"), options.pop("edge_dim"), C, num_classes, **options)
 
     def arch_weights(self, arch: GraphGenotype) -> List[Tensor]:
         """``[node_w, edge_w]``, ``[cells, links, 5]`` one-hot: the weights that run ``arch`` in the supernet
