@@ -17,12 +17,12 @@ ROLES = ("search", "supernet", "child")
 
 
 def setting(default: Any, help: str, kind: Optional[Callable] = None, flag: Optional[str] = None,
-            choices: Optional[Sequence[str]] = None, roles: Sequence[str] = ROLES):
+            choices: Optional[Sequence[str]] = None, roles: Sequence[str] = ROLES, minimum: Optional[int] = None):
     """A config field with its command-line flag: ``--{flag}`` (default: the field name with dashes) parsed by
     ``kind`` (default: the type of ``default``; bools take true/false); ``choices``: the values it may take (checked
     by ``RunConfig.check_types``, listed by ``--help``); ``roles``: who reads it (:data:`ROLES`; a command shows the
-    flags of its roles)."""
-    return field(default=default, metadata=dict(help=help, kind=kind, flag=flag, roles=tuple(roles),
+    flags of its roles); ``minimum``: the least value an integer setting may take (checked with its kind)."""
+    return field(default=default, metadata=dict(help=help, kind=kind, flag=flag, roles=tuple(roles), minimum=minimum,
                                                 choices=tuple(choices) if choices is not None else None))
 
 

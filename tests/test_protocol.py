@@ -181,6 +181,19 @@ def test_the_data_layer_knows_kinds_and_refuses_the_wrong_one(tmp_path, capsys):
     assert "dataset: expected one of digits, cifar10, got 'karate' (space darts)" in capsys.readouterr().err
 
 
+def test_a_registered_dataset_is_a_dataset_of_its_kind(tmp_path, monkeypatch):
+    from snas_fast.data.images import load_part
+
+    monkeypatch.setattr(datasets, "DATASETS", dict(datasets.DATASETS))
+    datasets.register_dataset("digits-again", "images", lambda name, *rest: load_part("digits", *rest))
+    assert datasets.dataset_names("images")[-1] == "digits-again"
+    RandomConfig(dataset="digits-again", out=str(tmp_path)).validate()
+    with pytest.raises(RandomConfig.Error, match="dataset: expected one of digits-graph, sbm-cluster, karate, got 'digits-again'"):
+        RandomConfig(space="gnn", dataset="digits-again", out=str(tmp_path)).validate()
+    first, second, info = datasets.load("digits-again", limit=4)
+    assert len(first) == 4 and info.num_classes == 10
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The matrix: every pair the protocol allows runs, the others are refused in one line
 # ----------------------------------------------------------------------------------------------------------------

@@ -93,11 +93,14 @@ def load(name: str, data_dir: Optional[str] = None, seed: int = 0, split: str = 
 
 
 def subset(dataset, indices: Sequence[int]):
-    """The examples ``indices`` of ``dataset``, in that order: a ``TensorDataset`` of images or a list of graphs."""
+    """The examples ``indices`` of ``dataset``, in that order: a ``TensorDataset`` of images or a list of graphs. A
+    ``range`` of step 1 keeps views of the tensors (no copy)."""
     import torch
     from torch.utils.data import TensorDataset
 
     if isinstance(dataset, TensorDataset):
+        if isinstance(indices, range) and indices.step == 1:
+            return TensorDataset(*(t[indices.start:indices.stop] for t in dataset.tensors))
         idx = torch.as_tensor(list(indices), dtype=torch.long)
         return TensorDataset(*(t[idx] for t in dataset.tensors))
     return [dataset[int(i)] for i in indices]

@@ -77,8 +77,8 @@ class RunConfig:
     def check_types(self) -> None:
         """Raises ``self.Error`` naming the first setting whose value is not of its flag's kind (an integer where an
         integer is expected, never a bool; any real number for a float; a string; true/false for a bool), e.g. a
-        ``--config`` file's ``"1"``, ``1.5``, ``[1, 2]``, ``true`` or ``null`` for an integer. A setting whose
-        default is None may be None."""
+        ``--config`` file's ``"1"``, ``1.5``, ``[1, 2]``, ``true`` or ``null`` for an integer, then its ``choices``
+        and its ``minimum``. A setting whose default is None may be None."""
         for f in dataclasses.fields(self):
             if "help" not in f.metadata:
                 continue
@@ -101,6 +101,9 @@ class RunConfig:
             choices = f.metadata.get("choices")
             if choices is not None and value is not None and value not in choices:
                 raise self.Error(f"{f.name}: expected one of {', '.join(choices)}, got {value!r}")
+            low = f.metadata.get("minimum")
+            if low is not None and value is not None and value < low:
+                raise self.Error(f"{f.name}: expected an integer >= {low}, got {value!r}")
 
     def validate(self) -> None:
         """Raises ``self.Error`` naming the first bad setting."""
@@ -177,19 +180,6 @@ class RunConfig:
         return cls(**d)
 
 
-def _dataset_help() -> str:
-    from .. import data
-
-    kinds = "; ".join(f"{kind}: {', '.join(data.dataset_names(kind))}" for kind in data.KINDS)
-    return f"dataset, of the space's kind ({kinds}; default: the kind's first; nothing is downloaded)"
-
-
-def _all_datasets() -> Tuple[str, ...]:
-    from .. import data
-
-    return data.dataset_names()
-
-
 @dataclass
 class DataConfig(RunConfig):
     """A command that reads a dataset of a search space. ``data_parallel``: under torchrun it trains data-parallel
@@ -198,7 +188,9 @@ class DataConfig(RunConfig):
     data_parallel: ClassVar[bool] = True
 
     space: str = setting("darts", "search space (snas_fast.spaces.space_names())")
-    dataset: Optional[str] = setting(None, _dataset_help(), kind=str, choices=_all_datasets())
+    # its values are those of the space's kind, registered datasets included (space_choices), so no fixed choices
+    dataset: Optional[str] = setting(None, "dataset, of the space's kind (default: the kind's first; nothing is "
+                                           "downloaded)", kind=str)
     data_dir: Optional[str] = setting(None, "folder holding cifar-10-batches-py", kind=str)
     data_limit: Optional[int] = setting(None, "keep the first N examples of each split", kind=int)
     num_workers: int = setting(0, "data loader workers")
@@ -264,12 +256,12 @@ class DataConfig(RunConfig):
 
     def bound_space(self, info=None):
         """The space of this run: its own settings from this config and the dataset's ``info``
-        (:meth:`SearchSpace.configure <snas_fast.spaces.SearchSpace.configure>`). ``self.Error`` for a setting the
-        space refuses."""
+        (:meth:`SearchSpace.configure <snas_fast.spaces.SearchSpace.configure>`). ``self.Error`` (the space's one
+        line, which names the setting) for a setting the space refuses."""
         try:
             return self.space_object().configure(self, info)
         except ValueError as error:
-            raise self.Error(f"space: {error}") from None
+            raise self.Error(str(error)) from None
 
 
 @dataclass
@@ -285,17 +277,6 @@ class NetworkConfig(SpaceSettings, DataConfig):
     ``config.json``, ``--resume`` reads it back)."""
 
     strategy: Optional[str] = None
-
-    def validate(self) -> None:
-        super().validate()
-        space = self.space_object()
-        names = {f.name for f in dataclasses.fields(space.settings)} if space.settings else set()
-        for name in ("layers", "channels"):
-            if name in names:
-                self.check_ints((name,), 1)
-        for name in ("nodes", "width", "max_width", "max_params", "depth"):
-            if name in names:
-                self.check_ints((name,), 0 if name == "depth" else 1)
 
 
 @dataclass

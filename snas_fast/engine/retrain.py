@@ -152,7 +152,6 @@ class TrainConfig(TrainingConfig):
                 raise TrainError(f"baseline: space {self.space} has "
                                  f"{'the baselines ' + ', '.join(space.baselines) if space.baselines else 'none'}, "
                                  f"got {self.baseline!r}")
-            self.check_ints(("baseline_layers",), 1)
         elif not self.genotype:
             raise genotype_required(space)
         lacks = space.lacks("child")

@@ -205,9 +205,10 @@ class SizeSettings:
     """The size of the networks a space builds, for the spaces that read it. None: the space's default for the
     command (:meth:`SearchSpace.defaults`: a search's networks are smaller than a retraining's)."""
 
-    layers: Optional[int] = setting(None, "cells in the network (gnn: cells of node and edge operations)", kind=int)
+    layers: Optional[int] = setting(None, "cells in the network (gnn: cells of node and edge operations)", kind=int,
+                                    minimum=1)
     channels: Optional[int] = setting(None, "channels of the first cells, C (gnn: the width F of every node and edge "
-                                            "state)", kind=int)
+                                            "state)", kind=int, minimum=1)
 
 
 @dataclass
@@ -236,7 +237,7 @@ class BaselineSettings:
 
     baseline: str = setting("none", "train a baseline network of the space instead of a genotype (none: the genotype)",
                             roles=("child",))
-    baseline_layers: int = setting(4, "baseline: its layers", roles=("child",))
+    baseline_layers: int = setting(4, "baseline: its layers", roles=("child",), minimum=1)
     param_budget: Optional[str] = setting(None, "baseline: its width is chosen to come closest to this many "
                                                 "parameters (an integer, or a run directory whose summary.json gives "
                                                 "them); default: --channels", kind=str, roles=("child",))

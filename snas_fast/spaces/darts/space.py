@@ -178,7 +178,7 @@ class DartsSettings(SizeSettings, MixedSettings, LayoutSettings):
     pool_bn: bool = setting(False, "BatchNorm after the pool candidates of the supernet (DARTS)", roles=("supernet",))
     partial_channels: int = setting(1, "PC-DARTS's k: each supernet edge mixes 1/k of its channels, the rest bypass "
                                        "and are shuffled in (1: all channels; memory falls about k-fold)",
-                                    roles=("supernet",))
+                                    roles=("supernet",), minimum=1)
     edge_normalization: bool = setting(False, "PC-DARTS's edge normalisation: each supernet edge's output weighted "
                                               "by a softmax of beta over its node's incoming edges",
                                        roles=("supernet",))

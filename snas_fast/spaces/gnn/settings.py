@@ -13,4 +13,4 @@ __all__ = ["GnnSettings"]
 class GnnSettings(SizeSettings, MixedSettings, BaselineSettings):
     """The graph space's own settings (besides its size and its baselines)."""
 
-    nodes: int = setting(2, "intermediate states per cell (gnn)", roles=("search",))
+    nodes: int = setting(2, "intermediate states per cell (gnn)", roles=("search",), minimum=1)

@@ -33,12 +33,12 @@ class MorphSettings(LayoutSettings):
     """The morphism space's own settings."""
 
     width: int = setting(64, "filters of the initial network's conv layers and units of its dense layer (morph; "
-                             "Auto-Keras: 64)", roles=("search",))
-    max_width: int = setting(512, "widest layer a wider morphism may make (morph)", roles=("search",))
+                             "Auto-Keras: 64)", roles=("search",), minimum=1)
+    max_width: int = setting(512, "widest layer a wider morphism may make (morph)", roles=("search",), minimum=1)
     max_params: int = setting(1_000_000, "largest network (parameters) a search may propose (morph)",
-                              roles=("search",))
+                              roles=("search",), minimum=1)
     depth: int = setting(3, "a sampled network is the initial one after up to this many random morphisms (morph)",
-                         roles=("search",))
+                         roles=("search",), minimum=0)
 
 
 class MorphSpace(SearchSpace):
