@@ -1,14 +1,15 @@
 # Everything a fresh machine needs, from the project's own files. `make search` and `make test` are the two
-# commands of the README; CI (.ci/run) runs `make test` and `make cuda-check`.
+# commands of the README; CI (.ci/run) runs `make test`, `make test-all` and `make cuda-check`.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_CPU ?= torch==2.13.0
 TORCH_CUDA ?= torch==2.14.1
 CUDA_HOME ?= /usr/local/cuda
-DEPS = "triton>=3.6,<3.10" numpy ninja pytest expecttest hypothesis tqdm matplotlib scikit-learn scipy pytest-benchmark torch_geometric
+DEPS = "triton>=3.6,<3.10" numpy ninja pytest pytest-xdist expecttest hypothesis tqdm matplotlib scikit-learn scipy \
+	pytest-benchmark torch_geometric nas-bench-graph==1.4.0
 
-.PHONY: all env build test search compare pareto latency-table compare-cells sweep morph compare-morph gnn-compare \
-	compare-strategies-gnn bench cuda-check clean
+.PHONY: all env build test test-all search compare pareto latency-table compare-cells sweep morph compare-morph gnn-compare \
+	compare-strategies-gnn nbgraph bench cuda-check clean
 
 all: test
 
@@ -17,7 +18,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade "setuptools>=70" wheel
 	$(VENV)/bin/pip install --progress-bar on $(TORCH_CPU) $(DEPS) | grep -E '^(Collecting|Downloading|Installing|Successfully)' || true
-	$(VENV)/bin/python -c "import torch, triton, hypothesis"  # the install above succeeded
+	$(VENV)/bin/python -c "import torch, triton, hypothesis, xdist, nas_bench_graph"  # the install above succeeded
 	touch $@
 
 env: $(VENV)/.deps
@@ -35,8 +36,14 @@ ifeq ($(wildcard snas_fast/_C*.so),)
 .PHONY: $(VENV)/.built
 endif
 
+# The suite on two workers (pytest-xdist): `make test` without the slow cases (the Triton interpreter, the property
+# tests, end-to-end runs of several epochs: tests/conftest.py), `make test-all` with them. CI runs both.
+TEST_WORKERS ?= 2
 test: build
-	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/python -m pytest -q -m "not slow" -n $(TEST_WORKERS)
+
+test-all: build
+	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS)
 
 # The main job: the short recipe on the digits (snas_fast.search.snas.RECIPES; README, "The search"). Run again, it
 # continues (or reports) the run in runs/digits instead of replacing it.
@@ -55,6 +62,22 @@ compare: build
 	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(COMPARE_PROCS) -m snas_fast compare \
 		$(if $(wildcard runs/compare/config.json),--resume runs/compare,--out runs/compare --dataset digits \
 		--strategies $(COMPARE_STRATEGIES) --seeds 2)
+
+# The query-based strategies on NAS-Bench-Graph's nine tables (snas-fast benchmark; README, "NAS-Bench-Graph"):
+# random, regularized evolution, MONAS's controller and BO, NBGRAPH_BUDGET queries each, NBGRAPH_SEEDS seeds, every
+# pick reported by its test value against random search and the table's oracles; MONAS on latency
+# as a multi-objective front. Two processes of one thread each. Resumable: run it again to continue.
+NBGRAPH_DATASETS ?= cora citeseer pubmed cs physics photo computers arxiv proteins
+NBGRAPH_SEEDS ?= 20
+NBGRAPH_BUDGET ?= 500
+nbgraph: build
+	for d in $(NBGRAPH_DATASETS); do \
+		if [ -f runs/nbgraph/$$d/config.json ]; then args="--resume runs/nbgraph/$$d"; \
+		else args="--space nbgraph --out runs/nbgraph/$$d --dataset $$d --seeds $(NBGRAPH_SEEDS) \
+			--budget $(NBGRAPH_BUDGET) --strategies random,evolution,monas,bo,monas+latency --procs 2"; fi; \
+		OMP_NUM_THREADS=1 $(VENV)/bin/snas-fast benchmark $$args --quiet || exit 1; \
+	done
+	$(VENV)/bin/python bench/nbgraph_table.py runs/nbgraph
 
 # The accuracy-MAC front of SNAS (lambda sweep), MONAS (sweep of its reward's accuracy weight) and random sampling
 # on the digits, every architecture retrained with one recipe (README, "Multi-objective search"). Resumable.

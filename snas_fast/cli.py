@@ -313,6 +313,12 @@ def _compare(args) -> int:
     return _summarised(args, CompareConfig, compare, "comparison done", "leaderboard.md", "\n\n")
 
 
+def _benchmark(args) -> int:
+    from .benchmark import BenchmarkConfig, benchmark
+
+    return _summarised(args, BenchmarkConfig, benchmark, "benchmark done", "summary.md")
+
+
 def _rank(args) -> int:
     from .rank import RankConfig, rank
 
@@ -369,6 +375,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         cls = {"search": strategy.config_class}.get(command)
         if command == "morph":
             from .search.morph import MorphConfig as cls
+        if command == "benchmark":
+            from .benchmark import BenchmarkConfig as cls
         space_name = cls.__dataclass_fields__["space"].default if cls is not None else "darts"
     space = _space(space_name)
 
@@ -384,6 +392,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     _parser(sub, "compare", "search with several strategies on one budget, retrain every result with one recipe, "
                             "and write a leaderboard", CompareConfig, space)
+    from .benchmark import BenchmarkConfig
+
+    _parser(sub, "benchmark", "query-based strategies on a benchmark table (nbgraph): anytime curves of the test "
+                              "value of each one's best by validation, against random search and the table's oracles",
+            BenchmarkConfig, space)
     from .rank import RankConfig
 
     _parser(sub, "rank", "score random architectures by NASWOT, by shared weights (rsws, snas) and by training, "
@@ -408,8 +421,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             return _fail(f"--resume {args.resume}: a resumed run keeps the strategy of its config.json; drop "
                          f"--strategy")
         return _search(args, strategy)
-    commands = {"train": _train, "compare": _compare, "rank": _rank, "pareto": _pareto, "latency-table": _latency,
-                "morph": _morph}
+    commands = {"train": _train, "compare": _compare, "benchmark": _benchmark, "rank": _rank, "pareto": _pareto,
+                "latency-table": _latency, "morph": _morph}
     return commands[args.command](args)
 
 

@@ -38,11 +38,14 @@ FIELDS = ["method", "setting", "seed", "test_acc", "cost", "on_front", "params",
 def non_dominated(points: Sequence[Tuple[float, float]]) -> List[bool]:
     """For each ``(cost, accuracy)``: whether no other point is at least as good in both and better in one (lower
     cost, higher accuracy). Equal points are all on the front."""
-    flags = []
-    for i, (c, a) in enumerate(points):
-        flags.append(not any((c2 <= c and a2 >= a) and (c2 < c or a2 > a) for j, (c2, a2) in enumerate(points)
-                             if j != i))
-    return flags
+    best_at: Dict[float, float] = {}  # the best accuracy at each cost
+    for c, a in points:
+        best_at[c] = max(a, best_at.get(c, -math.inf))
+    best_below, below = {}, -math.inf  # the best accuracy at any lower cost
+    for c in sorted(best_at):
+        best_below[c] = below
+        below = max(below, best_at[c])
+    return [not (best_below[c] >= a or best_at[c] > a) for c, a in points]
 
 
 def hypervolume(points: Sequence[Tuple[float, float]], ref: Tuple[float, float]) -> float:

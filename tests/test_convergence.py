@@ -117,6 +117,7 @@ def _config(out, **kw):
     return trainer.SearchConfig(**settings)
 
 
+@pytest.mark.slow  # an end-to-end run of several epochs
 def test_a_search_that_cannot_move_warns(tmp_path, capsys):
     config = _config(tmp_path / "frozen", arch_lr=0.0, resource_lambda=0.0)
     with pytest.warns(trainer.SearchWarning, match="did not search"):
@@ -134,6 +135,7 @@ def test_a_search_that_cannot_move_warns(tmp_path, capsys):
     assert "entropy" in captured.out and "edges decided" in captured.out
 
 
+@pytest.mark.slow  # an end-to-end run of several epochs
 def test_the_short_recipe_moves_the_architecture_reports_it_and_does_not_warn(tmp_path):
     # the recipe's log_alpha optimiser and rate, 4 steps an epoch for 5 epochs
     config = _config(tmp_path / "moving", epochs=5, data_limit=128)
@@ -154,6 +156,7 @@ def test_the_short_recipe_moves_the_architecture_reports_it_and_does_not_warn(tm
     assert initial != result.genotype
 
 
+@pytest.mark.slow  # an end-to-end run of several epochs
 def test_resume_of_a_run_from_before_recipes_keeps_its_settings(tmp_path):
     out = tmp_path / "run"
     assert main(["search", "--dataset", "digits", "--data-limit", "64", "--epochs", "2", "--batch-size", "32",

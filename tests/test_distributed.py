@@ -121,6 +121,7 @@ def _states(out, name):
     return [torch.load(out / f"{name}_rank{r}.pt") for r in range(2)]
 
 
+@pytest.mark.slow  # torchrun processes
 @pytest.mark.parametrize("run", ["search", "per_rank", "train"])
 def test_every_rank_ends_with_the_same_weights_and_log_alpha(two_ranks, run):
     out, _ = two_ranks
@@ -133,6 +134,7 @@ def test_every_rank_ends_with_the_same_weights_and_log_alpha(two_ranks, run):
         assert not torch.equal(rank0["log_alpha_normal"], initial)
 
 
+@pytest.mark.slow  # torchrun processes
 def test_two_processes_match_one_process_with_twice_the_batch(two_ranks, tmp_path, monkeypatch):
     out, _ = two_ranks
     monkeypatch.setattr(callbacks, "search_plots", lambda end: None)
@@ -154,6 +156,7 @@ def test_two_processes_match_one_process_with_twice_the_batch(two_ranks, tmp_pat
     assert moved > 0
 
 
+@pytest.mark.slow  # torchrun processes
 def test_resume_under_torchrun_ends_like_an_uninterrupted_run(two_ranks):
     out, _ = two_ranks
     straight, resumed = _states(out, "search")[0], _states(out, "resumed")[0]
@@ -163,6 +166,7 @@ def test_resume_under_torchrun_ends_like_an_uninterrupted_run(two_ranks):
     assert [r["epoch"] for r in rows] == [1, 2]
 
 
+@pytest.mark.slow  # torchrun processes
 def test_only_rank_0_writes_the_run_directory(two_ranks):
     out, proc = two_ranks
     for run in ("a", "b", "c", "train"):
@@ -176,6 +180,7 @@ def test_only_rank_0_writes_the_run_directory(two_ranks):
     assert proc.stdout.count("search done:") == 3 and proc.stdout.count("training done:") == 1
 
 
+@pytest.mark.slow  # torchrun processes
 def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
     proc, seconds = torchrun(WORKER, "fail", str(tmp_path), timeout=JOB_TIMEOUT)
     output = proc.stdout + proc.stderr
@@ -185,6 +190,7 @@ def test_a_failing_rank_ends_the_job_with_its_error(tmp_path):
     assert (tmp_path / "fail" / "config.json").is_file() and not (tmp_path / "fail" / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow  # torchrun processes
 def test_a_silent_rank_times_out_instead_of_hanging(tmp_path):
     # rank 1 sleeps for 600 s as its first epoch starts; rank 0's first collective gives up after --dist-timeout 3
     proc, seconds = torchrun(WORKER, "hang", str(tmp_path), timeout=JOB_TIMEOUT)

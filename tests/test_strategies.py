@@ -188,6 +188,7 @@ def test_plan_pairs_snas_pt_with_its_snas_and_runs_the_variants_last():
     assert share(units, 1) == [0] * len(units)
 
 
+@pytest.mark.slow  # an end-to-end run of several epochs
 def test_compare_ablation_rows_and_snas_pt_on_snas_supernet(tmp_path, monkeypatch):
     """snas-pt selects from the snas search of its seed (its supernet is not trained twice); a variant is its
     strategy with the one change, reported against it in leaderboard.md."""
@@ -236,6 +237,7 @@ def test_snas_pt_refuses_a_supernet_searched_otherwise(tmp_path):
         SnasPt().run(config, config.load_data(), progress=False)
 
 
+@pytest.mark.slow  # torchrun processes
 def test_compare_under_torchrun_shares_the_cells_out(tmp_path):
     """Two ranks: each runs whole cells alone and writes them; rank 0 writes the leaderboard of all."""
     import subprocess

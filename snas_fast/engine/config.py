@@ -189,8 +189,8 @@ class DataConfig(RunConfig):
 
     space: str = setting("darts", "search space (snas_fast.spaces.space_names())")
     # its values are those of the space's kind, registered datasets included (space_choices), so no fixed choices
-    dataset: Optional[str] = setting(None, "dataset, of the space's kind (default: the kind's first; nothing is "
-                                           "downloaded)", kind=str)
+    dataset: Optional[str] = setting(None, "dataset, of the space's kind, or a tabular space's table (default: the "
+                                           "kind's first; nothing is downloaded)", kind=str)
     data_dir: Optional[str] = setting(None, "folder holding cifar-10-batches-py", kind=str)
     data_limit: Optional[int] = setting(None, "keep the first N examples of each split", kind=int)
     num_workers: int = setting(0, "data loader workers")
@@ -332,11 +332,12 @@ KIND_DEFAULTS["table"] = KIND_DEFAULTS["images"]  # a table trains nothing; its 
 
 def space_choices(space, name: str) -> Optional[Tuple[str, ...]]:
     """The values the setting ``name`` may take on ``space`` where the space narrows its flag's choices: the
-    datasets of its kind (``dataset``), how its supernet mixes (``mixed``); None elsewhere."""
+    datasets of its kind (``dataset``; a tabular space's tables), how its supernet mixes (``mixed``); None
+    elsewhere."""
     from .. import data
 
-    if name == "dataset" and space.data_kind is not None:
-        return data.dataset_names(space.data_kind)
+    if name == "dataset":
+        return data.dataset_names(space.data_kind) if space.data_kind is not None else (space.datasets or None)
     if name == "mixed":
         return getattr(space, "mixed_modes", None)
     return None
@@ -360,8 +361,8 @@ def shown_fields(cls, space=None):
     own = {f.name for f in dataclasses.fields(space.settings)} if space.settings else set()
     roles = set(getattr(cls, "roles", ROLES))
     hidden = set(getattr(cls, "hidden", ()))
-    if space.data_kind is None:  # a tabular space reads no data
-        hidden |= {"dataset", "data_dir", "data_limit", "num_workers"}
+    if space.data_kind is None:  # a tabular space reads no data (but may hold several tables: its datasets)
+        hidden |= {"data_dir", "data_limit", "num_workers"} | (set() if space.datasets else {"dataset"})
     for flag, f in flag_fields(cls):
         if f.name in hidden or (f.name in owned and f.name not in own):
             continue

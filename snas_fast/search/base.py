@@ -9,14 +9,13 @@ A strategy sees a space only through :class:`~snas_fast.spaces.SearchSpace` and 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from .._progress import bar
 from ..engine import distributed
@@ -122,6 +121,10 @@ class CandidateSearch(Strategy):
 
         return evaluator_for(config, space, data, run.path(""), self.name)
 
+    def start(self, config, space, generator) -> None:
+        """Called once before the first :meth:`propose` of a run (a strategy with a model of its own builds it
+        here). Default: nothing."""
+
     @abstractmethod
     def propose(self, config, space, history: List[Tuple[object, float]], generator):
         """The next architecture to evaluate, given ``history``: every ``(architecture, score)`` so far, in
@@ -141,6 +144,7 @@ class CandidateSearch(Strategy):
             run.start(config.to_dict())
         evaluator = self.evaluator(config, space, data, run, generator)
         history: List[Tuple[object, float]] = []
+        self.start(config, space, generator)
         start = time.perf_counter()
         for k in bar(range(config.archs), self.name, progress and ctx.is_main):
             arch = self.propose(config, space, history, generator)
@@ -158,6 +162,18 @@ class CandidateSearch(Strategy):
         return CandidateResult(archs[best], scores[best], scores, archs, seconds)
 
 
+def unseen(space, history, draw: Callable[[], object], tries: int = 100):
+    """``draw()`` again until it gives an architecture not in ``history`` (:func:`seen_key`), at most ``tries``
+    times (then the last draw): a strategy spends its evaluations on new architectures."""
+    seen = {seen_key(space, a) for a, _ in history}
+    for _ in range(tries):
+        arch = draw()
+        if seen_key(space, arch) not in seen:
+            break
+    return arch
+
+
 def seen_key(space, arch) -> str:
-    """A key equal for equal architectures of ``space`` (its JSON object, keys sorted)."""
-    return json.dumps(space.to_dict(arch), sort_keys=True)
+    """A key equal for the architectures ``space`` holds to be the same (:meth:`SearchSpace.key
+    <snas_fast.spaces.SearchSpace.key>`)."""
+    return str(space.key(arch))

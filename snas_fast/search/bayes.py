@@ -38,6 +38,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from scipy.linalg import solve_triangular
 
 from ..spaces.morph.distance import distances
 from ..spaces.morph.spec import Morphism, Spec
@@ -112,13 +113,13 @@ class GaussianProcess:
                     raise
                 jitter *= 10
         self.jitter_ = jitter
-        self.alpha_ = np.linalg.solve(self.L_.T, np.linalg.solve(self.L_, z))
+        self.alpha_ = solve_triangular(self.L_.T, solve_triangular(self.L_, z, lower=True), lower=False)
         return self
 
     def predict(self, Ks: np.ndarray, kss: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         Ks = np.atleast_2d(np.asarray(Ks, float))
         mean = Ks @ self.alpha_
-        v = np.linalg.solve(self.L_, Ks.T)
+        v = solve_triangular(self.L_, Ks.T, lower=True)
         var = np.maximum(np.asarray(kss, float) - (v * v).sum(0), 0.0)
         return mean * self.scale_ + self.mean_, np.sqrt(var) * self.scale_
 
@@ -206,8 +207,10 @@ def acquisition_search(observations: Sequence[Observation], generator: torch.Gen
 # Any space: a GP on feature vectors (the space's encoding, or a Bourgain embedding of its distance)
 # ------------------------------------------------------------------------------------------------------------
 def l1_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``[n, m]`` L1 distances of the rows of ``a [n, D]`` and ``b [m, D]``."""
-    return np.abs(a[:, None, :] - b[None, :, :]).sum(-1)
+    """``[n, m]`` L1 distances of the rows of ``a [n, D]`` and ``b [m, D]`` (scipy's ``cdist``)."""
+    from scipy.spatial.distance import cdist
+
+    return cdist(np.asarray(a, float), np.asarray(b, float), "cityblock")
 
 
 #: The lengthscales (multiples of the median pairwise distance) and noise variances (of the standardised metric)
@@ -220,13 +223,24 @@ class FeatureSurrogate:
     """GP-UCB on feature vectors: ``k(a, b) = exp(-||a - b||_1 / l)`` (a Laplace kernel: positive semi-definite for
     any real vectors, and on one-hot encodings a function of the number of decisions two architectures differ in),
     a noise variance on the diagonal (short trainings are noisy), ``l`` and the noise chosen on a grid
-    (:data:`LENGTHSCALES` x :data:`NOISES`) by the log marginal likelihood of the standardised metrics.
-    ``acquire(features [m, D]) -> UCB [m]``."""
+    (:data:`LENGTHSCALES` x :data:`NOISES`) by the log marginal likelihood of the standardised metrics
+    (:meth:`choose`), or given (``hyper = (lengthscale, noise)``). ``acquire(features [m, D]) -> UCB [m]``."""
 
-    def __init__(self, features: np.ndarray, metrics: Sequence[float], beta: float = BETA):
+    def __init__(self, features: np.ndarray, metrics: Sequence[float], beta: float = BETA,
+                 hyper: Optional[Tuple[float, float]] = None):
         self.x = np.asarray(features, float)
         y = np.asarray(metrics, float)
         D = l1_distances(self.x, self.x)
+        if hyper is None:
+            hyper = self.choose(D, y)
+        self.lengthscale, self.noise = hyper
+        self.gp = GaussianProcess().fit(np.exp(-D / self.lengthscale) + self.noise * np.eye(len(y)), y)
+        self.beta = beta
+
+    @staticmethod
+    def choose(D: np.ndarray, y: np.ndarray) -> Tuple[float, float]:
+        """``(lengthscale, noise)`` of highest log marginal likelihood on the grid, for pairwise L1 distances
+        ``D [n, n]`` and metrics ``y [n]`` (lengthscales in units of the median positive distance)."""
         positive = D[D > 0]
         scale = float(np.median(positive)) if positive.size else 1.0
         best = None
@@ -236,9 +250,8 @@ class FeatureSurrogate:
                 z = (y - gp.mean_) / gp.scale_
                 lml = -0.5 * z @ gp.alpha_ - np.log(np.diag(gp.L_)).sum() - 0.5 * len(y) * math.log(2 * math.pi)
                 if best is None or lml > best[0]:
-                    best = (lml, gp, ls * scale, noise)
-        _, self.gp, self.lengthscale, self.noise = best
-        self.beta = beta
+                    best = (lml, (ls * scale, noise))
+        return best[1]
 
     def acquire(self, features: np.ndarray) -> np.ndarray:
         Ks = np.exp(-l1_distances(np.asarray(features, float), self.x) / self.lengthscale)

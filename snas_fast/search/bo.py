@@ -7,8 +7,9 @@ of ``morph-bo``) generalised from network morphisms to every space through its :
 (:class:`~snas_fast.search.bayes.FeatureSurrogate`: a Laplace kernel on the features, its lengthscale and noise by
 the marginal likelihood) to every score so far and evaluates the candidate of highest UCB (β = 2.576) among
 ``candidates`` new ones: mutations of the ten best so far and draws from the prior, half each (NASLib's and
-BANANAS's acquisition search by mutation). Every random choice is drawn from the seed's generator and the history,
-so a resumed run proposes what an uninterrupted one does."""
+BANANAS's acquisition search by mutation). The lengthscale and noise are chosen after every evaluation up to 50,
+then after every tenth (:func:`choice_point`). Every random choice is drawn from the seed's generator and the
+history, so a resumed run proposes what an uninterrupted one does."""
 from __future__ import annotations
 
 import math
@@ -20,7 +21,7 @@ import torch
 
 from ..engine.config import RunError, setting
 from .base import CandidateSearch, seen_key
-from .bayes import BETA, BourgainEmbedding, FeatureSurrogate
+from .bayes import BETA, BourgainEmbedding, FeatureSurrogate, l1_distances
 from .random import SampledConfig
 
 __all__ = ["BayesianOptimisation", "BoConfig", "BoError", "features"]
@@ -54,11 +55,29 @@ class BoConfig(SampledConfig):
         self.check_numbers(("beta",), 0.0)
 
 
-def features(space, archs, observed) -> np.ndarray:
-    """``[len(archs), D]``: the space's encodings, or a Bourgain embedding of its distance with anchors among
-    ``observed``."""
+#: the GP's lengthscale and noise are chosen again by the marginal likelihood after every evaluation up to this
+#: many, then after every tenth (a function of the history alone, so a resumed run chooses the same)
+CHOOSE_EVERY_UP_TO = 50
+
+
+def choice_point(n: int) -> int:
+    """The number of evaluations whose history chose the GP's hyperparameters used at ``n`` evaluations."""
+    return n if n <= CHOOSE_EVERY_UP_TO else n - n % 10
+
+
+def features(space, archs, observed, cache: Optional[dict] = None) -> np.ndarray:
+    """``[len(archs), D]``: the space's encodings (kept in ``cache`` by :func:`seen_key` when given), or a Bourgain
+    embedding of its distance with anchors among ``observed``."""
     if space.lacks("encode") is None:
-        return torch.stack([space.encode(a) for a in archs]).double().numpy()
+        if cache is None:
+            cache = {}
+        rows = []
+        for a in archs:
+            key = seen_key(space, a)
+            if key not in cache:
+                cache[key] = space.encode(a).double().numpy()
+            rows.append(cache[key])
+        return np.stack(rows)
     embedding = BourgainEmbedding(list(observed), distance=lambda x, ys: np.array([space.distance(x, y) for y in ys]))
     return embedding.embed(list(archs))
 
@@ -91,6 +110,13 @@ class BayesianOptimisation(CandidateSearch):
         finite = [s for _, s in history if math.isfinite(s)]
         floor = min(finite) if finite else 0.0
         metrics = [s if math.isfinite(s) else floor for _, s in history]
-        x = features(space, observed + candidates, observed)
-        surrogate = FeatureSurrogate(x[: len(observed)], metrics, config.beta)
+        x = features(space, observed + candidates, observed, self.encodings)
+        at = choice_point(len(history))
+        if self.hyper is None or self.hyper[0] != at:  # the grid's choice on the history of its choice point
+            y = np.asarray(metrics[:at])
+            self.hyper = (at, FeatureSurrogate.choose(l1_distances(x[:at], x[:at]), y))
+        surrogate = FeatureSurrogate(x[: len(observed)], metrics, config.beta, self.hyper[1])
         return candidates[int(np.argmax(surrogate.acquire(x[len(observed):])))]
+
+    def start(self, config, space, generator) -> None:
+        self.encodings, self.hyper = {}, None

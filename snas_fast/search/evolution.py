@@ -1,11 +1,11 @@
 """Regularized evolution (Real, Aggarwal, Huang, Le, AAAI 2019, "aging evolution"): the standard query-based baseline
 of NAS-Bench-101/201 and NASLib. A population of ``population`` architectures, the first drawn from the space's prior;
 then each cycle draws ``sample`` members uniformly (without replacement), mutates the best of them
-(:meth:`SearchSpace.mutate <snas_fast.spaces.SearchSpace.mutate>`: one decision changed) into a child, evaluates it
-and removes the oldest member. With age-based removal the population is always the last ``population``
-architectures evaluated, so the search is a function of its history alone (:meth:`Evolution.propose`): a resumed
-run proposes what an uninterrupted one does. ``archs`` evaluations in all, the initial population included; the best
-ever evaluated is the result."""
+(:meth:`SearchSpace.mutate <snas_fast.spaces.SearchSpace.mutate>`: one decision changed) into a child not evaluated
+before (mutated again otherwise, up to 100 times), evaluates it and removes the oldest member. With age-based
+removal the population is always the last ``population`` architectures evaluated, so the search is a function of
+its history alone (:meth:`Evolution.propose`): a resumed run proposes what an uninterrupted one does. ``archs``
+evaluations in all, the initial population included; the best ever evaluated is the result."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 
 from ..engine.config import RunError, setting
-from .base import CandidateSearch
+from .base import CandidateSearch, unseen
 from .random import SampledConfig
 
 __all__ = ["Evolution", "EvolutionConfig", "EvolutionError"]
@@ -61,8 +61,8 @@ class Evolution(CandidateSearch):
 
     def propose(self, config: EvolutionConfig, space, history, generator):
         if len(history) < config.population:
-            return space.sample(generator)
+            return unseen(space, history, lambda: space.sample(generator))
         population = history[-config.population:]  # age-based removal: the oldest left first
         drawn = torch.randperm(len(population), generator=generator)[: config.sample].tolist()
         parent = max(drawn, key=lambda i: population[i][1])
-        return space.mutate(population[parent][0], generator)
+        return unseen(space, history, lambda: space.mutate(population[parent][0], generator))

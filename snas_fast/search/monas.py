@@ -18,7 +18,8 @@ are unit-free.
 At the end ``archs`` children are drawn from the controller, plus its greedy one; each is scored on the whole
 search-validation split (shared weights, or training) and the highest reward is the result. The supernet, the
 controller with its optimiser and baseline, and every reward are in the checkpoint: a resumed run is the
-uninterrupted one.
+uninterrupted one. On a tabular space (a benchmark table) there is no supernet: the controller queries the table
+``archs`` times, one REINFORCE step per answer (:class:`MonasQueries`).
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from ..engine.data import eval_loader
 from ..engine.loop import fit
 from ..engine.rundir import RunDir
 from ..engine.seeds import make_generator
-from .base import Strategy, seen_key
+from .base import CandidateSearch, Strategy, seen_key, unseen
 from .controller import Controller, Reinforce
 from .rewards import REWARDS, RewardSettings, reward
 from .rsws import RswsTraining, SharedWeightsConfig, shared_weight_accuracy
@@ -59,7 +60,8 @@ class MonasConfig(SharedWeightsConfig):
     Error = MonasError
 
     out: str = setting("runs/monas", "run directory")
-    archs: int = setting(20, "children drawn from the trained controller at the end (plus its greedy one)")
+    archs: int = setting(20, "children drawn from the trained controller at the end (plus its greedy one); on a "
+                             "tabular space: the queries, one REINFORCE step each")
     objective: Optional[str] = setting(None, "the cost: one of the space's (darts: params, flops, mac of the child's "
                                              "edges; gnn: params) or latency (darts, from --latency-table); default: "
                                              "mac where the space counts it, else params", kind=str,
@@ -92,7 +94,9 @@ class MonasConfig(SharedWeightsConfig):
                 raise MonasError(f"{name}: expected a number > 0, got {value!r}")
         if not 0.0 <= self.baseline_decay < 1.0:
             raise MonasError(f"baseline_decay: expected a number in [0, 1), got {self.baseline_decay}")
-        if self.objective == "latency" and not self.latency_table:
+        settings = self.space_object().settings
+        reads_table = settings is not None and "latency_table" in settings.__dataclass_fields__
+        if self.objective == "latency" and reads_table and not self.latency_table:  # a table's latency is its own
             raise MonasError("latency_table: objective latency needs a table (snas-fast latency-table)")
 
 
@@ -100,26 +104,42 @@ class CostModel:
     """The cost of a child: its ``objective``, one of the space's :meth:`~snas_fast.spaces.SearchSpace.costs` in the
     network of the space's search size (DARTS: ``latency`` too, predicted by its ``--latency-table``)."""
 
-    def __init__(self, objective: str, space):
+    def __init__(self, objective: Optional[str], space):
         self.space, self.objective = space, objective
 
     def __call__(self, genotype) -> float:
-        return float(self.space.costs(genotype)[self.objective])
+        """Its cost; 0 where the space counts none (``objective`` None): the reward is then accuracy alone."""
+        return 0.0 if self.objective is None else float(self.space.costs(genotype)[self.objective])
 
 
-def objective_of(config, space) -> str:
-    """``config.objective``, or the space's MAC where it counts it, else its params; MonasError naming the costs the
-    space has for an objective it lacks."""
+def objective_of(config, space) -> Optional[str]:
+    """``config.objective``, or the space's MAC where it counts it, else its params (None: the space counts no cost,
+    and none was asked for); MonasError naming the costs the space has for an objective it lacks."""
     try:
         probe = space.costs(space.sample(make_generator(config.seed, 0x70726F62)))  # "prob": one draw, its keys
     except ValueError as error:  # a latency table of another network
         raise MonasError(str(error)) from None
+    if not probe and config.objective is None:
+        return None
     objective = config.objective or ("mac" if "mac" in probe else "params")
     if objective not in probe:
         hint = " (give --latency-table)" if objective == "latency" and "mac" in probe else ""
         raise MonasError(f"objective: space {space.name} counts {', '.join(probe) or 'no cost'}{hint}, got "
                          f"{objective!r}")
     return objective
+
+
+def reference_cost(cost: CostModel, space, seed: int) -> float:
+    """The mean cost of 100 architectures drawn from ``space``'s prior (the seed's): ``cost_ref`` and ``budget``
+    where the config leaves them at None."""
+    gen = make_generator(seed, 0x72656663)  # "refc"
+    return sum(cost(space.sample(gen)) for _ in range(100)) / 100
+
+
+def reward_settings(config: MonasConfig, cost: CostModel, space) -> RewardSettings:
+    """The reward of ``config`` with its defaults filled in (:func:`reference_cost`)."""
+    ref = config.cost_ref or reference_cost(cost, space, config.seed) or 1.0  # 1.0: a space that counts no cost
+    return RewardSettings(config.reward, config.a, ref, config.budget or ref, config.p, config.w)
 
 
 class MonasTraining(RswsTraining):
@@ -132,8 +152,7 @@ class MonasTraining(RswsTraining):
                                    config.entropy_weight)
         self.objective = objective_of(config, space)
         self.cost = CostModel(self.objective, space)
-        ref = config.cost_ref or self.reference_cost()
-        self.settings = RewardSettings(config.reward, config.a, ref, config.budget or ref, config.p, config.w)
+        self.settings = reward_settings(config, self.cost, space)
         gen = make_generator(config.seed, 0x76616C62)  # "valb": one fixed order of the validation batches
         order = torch.randperm(len(self.val_set), generator=gen)
         self.val_loader = eval_loader(datasets.subset(self.val_set, order.tolist()), config.batch_size, ctx,
@@ -143,8 +162,7 @@ class MonasTraining(RswsTraining):
         self.data = data
 
     def reference_cost(self) -> float:
-        gen = make_generator(self.config.seed, 0x72656663)  # "refc"
-        return sum(self.cost(self.space.sample(gen)) for _ in range(100)) / 100
+        return reference_cost(self.cost, self.space, self.config.seed)
 
     def state_dict(self) -> dict:
         return dict(super().state_dict(), reinforce=self.reinforce.state_dict(), rewards=self.rewards)
@@ -213,13 +231,65 @@ class MonasResult:
     seconds: float = 0.0
 
 
+#: on a table, the controller's draws of an architecture queried before: drawn again up to this many times
+REDRAWS = 10
+
+
+class MonasQueries(CandidateSearch):
+    """MONAS on a benchmark table: each of ``archs`` queries is one architecture drawn from the controller, and its
+    answer (the table's validation metric, with the cost of ``objective``) is one REINFORCE step before the next
+    draw; a draw queried before is drawn again, up to :data:`REDRAWS` times (then queried again). The controller
+    is a function of the seed and the answers so far; the best answer is the result."""
+
+    name = "monas"
+    config_class = MonasConfig
+    needs = ("query", "decisions")
+    stream = 0x6D6F6E71  # "monq"
+
+    def start(self, config: MonasConfig, space, generator) -> None:
+        with torch.random.fork_rng():
+            torch.manual_seed(config.seed)
+            self.controller = Controller([d.size for d in space.decisions()], config.controller_hidden)
+        self.reinforce = Reinforce(self.controller, config.controller_lr, config.baseline_decay,
+                                   config.entropy_weight)
+        self.cost = CostModel(objective_of(config, space), space)
+        self.settings = reward_settings(config, self.cost, space)
+        self.learned = 0
+
+    def propose(self, config: MonasConfig, space, history, generator):
+        for arch, acc in history[self.learned:]:  # one REINFORCE step per answer not yet learned from
+            _, log_p, entropy = self.controller.evaluate(space.to_choices(arch))
+            self.reinforce.step(reward(self.settings, acc, self.cost(arch)), log_p, entropy)
+        self.learned = len(history)
+        seen = {seen_key(space, a) for a, _ in history}
+        arch = None
+        for _ in range(REDRAWS):
+            with torch.no_grad():
+                choices = self.controller.sample(generator)[0]
+            try:
+                arch = space.from_choices(choices)
+            except ValueError:  # a draw the space refuses (NAS-Bench-Graph's four skips): drawn again
+                continue
+            if seen_key(space, arch) not in seen:
+                break
+        return arch if arch is not None else unseen(space, history, lambda: space.sample(generator))
+
+
 class Monas(Strategy):
     name = "monas"
     config_class = MonasConfig
     needs = ("data", "decisions", "supernet")
 
-    def run(self, config: MonasConfig, data, resume: bool = False, progress: bool = True,
-            callbacks: Sequence = ()) -> MonasResult:
+    def missing(self, space):
+        if space.lacks("query") is None:  # a table: the controller queries it (MonasQueries)
+            return MonasQueries().missing(space)
+        return super().missing(space)
+
+    def run(self, config: MonasConfig, data, resume: bool = False, progress: bool = True, callbacks: Sequence = ()):
+        """The search (a :class:`MonasResult`); on a tabular space :class:`MonasQueries`' (a
+        :class:`~snas_fast.search.base.CandidateResult`)."""
+        if config.space_object().lacks("query") is None:
+            return MonasQueries().run(config, data, resume, progress, callbacks)
         config.validate()
         ctx = distributed.context(config.device)
         space = self.space_for(config, data[2])

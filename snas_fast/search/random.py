@@ -1,6 +1,6 @@
-"""Random search (the baseline Bag of Tricks asks every method to beat): ``archs`` architectures drawn from the
-space's prior (:meth:`SearchSpace.sample <snas_fast.spaces.SearchSpace.sample>`; DARTS's top-2 form), each scored
-by the evaluator (trained ``epochs`` epochs with the retraining recipe on search-train and scored on
+"""Random search (the baseline Bag of Tricks asks every method to beat): ``archs`` distinct architectures drawn
+from the space's prior (:meth:`SearchSpace.sample <snas_fast.spaces.SearchSpace.sample>`; DARTS's top-2 form), each
+scored by the evaluator (trained ``epochs`` epochs with the retraining recipe on search-train and scored on
 search-validation, or looked up in a table); the best is the result. The test part is never touched. Each candidate
 is its own run directory under ``out``; a finished one is kept (``--resume`` and reruns skip it)."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..engine.config import RunError, TrainingConfig, setting
-from .base import CandidateResult, CandidateSearch
+from .base import CandidateResult, CandidateSearch, unseen
 
 __all__ = ["RandomConfig", "RandomError", "RandomResult", "RandomSearch", "SampledConfig"]
 
@@ -53,4 +53,7 @@ class RandomSearch(CandidateSearch):
     stream = 0x72616E64  # "rand"
 
     def propose(self, config, space, history, generator):
-        return space.sample(generator)
+        """A draw from the prior not evaluated before (:meth:`SearchSpace.key
+        <snas_fast.spaces.SearchSpace.key>`; a table's isomorphic architectures are one), or, after 100 draws that
+        all were, the last of them."""
+        return unseen(space, history, lambda: space.sample(generator))

@@ -397,9 +397,23 @@ class SearchSpace(ABC):
     baselines: Tuple[str, ...] = ()
 
     # -- tabular spaces -----------------------------------------------------------------------------------------
+    #: a tabular space's tables, chosen by ``--dataset`` (empty: one table, or none)
+    datasets: Tuple[str, ...] = ()
+
     def query(self, arch, metric: str = "valid") -> float:
         """The tabulated ``metric`` of ``arch`` (``"valid"``: the search's; ``"test"``: the report's)."""
         raise Unsupported(f"space {self.name!r} is not tabular: train its networks instead")
+
+    def tabulated(self) -> List[object]:
+        """Every architecture of the table, one per row (the oracles of a benchmark: the best there is)."""
+        raise Unsupported(f"space {self.name!r} cannot list its table")
+
+    def key(self, arch) -> str:
+        """A key equal for the architectures the space holds to be the same one (a table's row: isomorphic
+        architectures share it). Default: the JSON object of :meth:`to_dict`, keys sorted."""
+        import json
+
+        return json.dumps(self.to_dict(arch), sort_keys=True)
 
     # -- what it can do -----------------------------------------------------------------------------------------
     def _overrides(self, method: str) -> bool:
@@ -487,6 +501,7 @@ _REGISTRY: Dict[str, Union[str, Callable[[], SearchSpace]]] = {
     "darts": "snas_fast.spaces.darts:DartsSpace",
     "gnn": "snas_fast.spaces.gnn:GnnSpace",
     "morph": "snas_fast.spaces.morph:MorphSpace",
+    "nbgraph": "snas_fast.spaces.nbgraph:NbGraphSpace",
 }
 
 

@@ -23,10 +23,12 @@ from matplotlib.ticker import MaxNLocator
 __all__ = [
     "PRIMITIVES",
     "alphas_figure",
+    "anytime_figure",
     "cell_figure",
     "curves_figure",
     "edge_names",
     "morph_tree_figure",
+    "plot_anytime",
     "plot_alphas",
     "plot_cell",
     "plot_curves",
@@ -502,6 +504,11 @@ def pareto_figure(points: Mapping[str, Sequence[Tuple[float, float, bool]]], xla
             ax.step([c for c, _ in front], [a for _, a in front], where="post", color=colour, lw=1.4)
             ax.scatter([c for c, _ in front], [a for _, a in front], s=30, color=colour, label=str(label),
                        edgecolors="none")
+    return _labelled(fig, ax, xlabel, ylabel, title)
+
+
+def _labelled(fig: Figure, ax, xlabel: str, ylabel: str, title: Optional[str]) -> Figure:
+    """``fig`` with its axes labelled, a light grid, the legend and the (small) title."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
@@ -509,6 +516,40 @@ def pareto_figure(points: Mapping[str, Sequence[Tuple[float, float, bool]]], xla
     if title:
         ax.set_title(title, fontsize=9)
     return fig
+
+
+def plot_anytime(curves: Mapping[str, Sequence[Sequence[float]]], path: PathLike,
+                 oracles: Optional[Mapping[str, float]] = None, ylabel: str = "test",
+                 title: Optional[str] = None) -> Path:
+    """Write :func:`anytime_figure` to the PNG ``path`` and return the path."""
+    return _save(anytime_figure(curves, oracles, ylabel, title), path)
+
+
+def anytime_figure(curves: Mapping[str, Sequence[Sequence[float]]], oracles: Optional[Mapping[str, float]] = None,
+                   ylabel: str = "test", title: Optional[str] = None) -> Figure:
+    """A benchmark's anytime curves: ``curves[strategy]`` is one list per seed of the value after each query
+    (``[seeds][queries]``, equal lengths); the mean as a line and ± one std as a band against queries on a log
+    scale; ``oracles`` (``{label: value}``) as dashed horizontal lines."""
+    import numpy as np
+
+    if not isinstance(curves, Mapping) or not curves:
+        raise ValueError(f"curves: expected a non-empty mapping strategy -> [[value per query] per seed], got "
+                         f"{curves!r}")
+    fig = _new_figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.add_subplot()
+    for k, (label, runs) in enumerate(curves.items()):
+        values = np.asarray(runs, dtype=float)
+        if values.ndim != 2 or values.shape[1] == 0:
+            raise ValueError(f"curves[{label!r}]: expected [seeds][queries] of equal lengths, got shape "
+                             f"{values.shape}")
+        q = np.arange(1, values.shape[1] + 1)
+        mean, std = np.nanmean(values, 0), np.nanstd(values, 0)
+        ax.plot(q, mean, color=f"C{k % 10}", lw=1.4, label=str(label))
+        ax.fill_between(q, mean - std, mean + std, color=f"C{k % 10}", alpha=0.15, lw=0)
+    for k, (label, value) in enumerate((oracles or {}).items()):
+        ax.axhline(value, color="0.3", ls=("--", ":")[k % 2], lw=1.0, label=label.replace("_", " "))
+    ax.set_xscale("log")
+    return _labelled(fig, ax, "queries", ylabel, title)
 
 
 # --------------------------------------------------------------------------------------------------------------
