@@ -9,7 +9,7 @@ DEPS = "triton>=3.6,<3.10" numpy ninja pytest pytest-xdist expecttest hypothesis
 	pytest-benchmark torch_geometric nas-bench-graph==1.4.0
 
 .PHONY: all env build test test-all search compare pareto latency-table compare-cells sweep morph compare-morph gnn-compare \
-	compare-strategies-gnn nbgraph bench cuda-check clean
+	compare-strategies-gnn nbgraph bench bench-check cuda-check clean
 
 all: test
 
@@ -42,8 +42,8 @@ TEST_WORKERS ?= 2
 test: build
 	$(VENV)/bin/python -m pytest -q -m "not slow" -n $(TEST_WORKERS)
 
-# The property tests run in a process of their own: hypothesis drew other examples under xdist, one of them a known
-# failing case (README, "Set-up on a fresh machine").
+# The property tests run in a process of their own, so that hypothesis draws the same examples whatever xdist does
+# with the rest of the suite.
 test-all: build
 	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --ignore tests/test_properties.py
 	$(VENV)/bin/python -m pytest -q tests/test_properties.py
@@ -148,6 +148,13 @@ bench: build
 	$(VENV)/bin/python bench/bench_search_step.py --quick --csv bench/results.csv
 	$(VENV)/bin/python bench/bench_fuse.py --quick --csv bench/results.csv
 	$(VENV)/bin/python bench/plot.py bench/results.csv --out bench/plots
+
+# The speed guard (issue 31): the op and search-step benchmarks on the configs of bench/RESULTS.md's "Guard figures"
+# table; fails when a ratio is worse than recorded there by more than the noise band the same run measures
+# (bench/check.py). A benchmark, not a timed test: CI (.ci/run) does not run it. 2 min 8 s on 2 idle cores
+# (2026-12-07: 3 op configs x 40 repetitions, the step at C = 16, 8 cells, 32x32, batch 16 x 10 repetitions).
+bench-check: build
+	$(VENV)/bin/python bench/check.py
 
 # Compile-only check of the CUDA kernels: a CUDA build of torch in its own environment, the extension built
 # against it into build/cuda-check, loaded, and its ops asked for CUDA kernels. No GPU needed.

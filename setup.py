@@ -65,7 +65,9 @@ def _cuda_include_dirs():
 def _extension():
     sources = ["csrc/mixed_op.cpp", "csrc/cpu/mixed_op_cpu.cpp", "csrc/mixed_edge.cpp", "csrc/cpu/mixed_edge_cpu.cpp"]
     # No -std flag: torch.utils.cpp_extension adds the standard its headers need (C++17, C++20 from torch 2.14).
-    cxx = ["-O3", "-fopenmp"] + _cpu_isa_flags()
+    # -ffp-contract=off: a * b + c rounds as written (g++ fuses it into an FMA where it sees fit otherwise), so the
+    # NCHW and NHWC loops of a kernel, written alike, give the same bits (csrc/cpu/fmadd.h).
+    cxx = ["-O3", "-fopenmp", "-ffp-contract=off"] + _cpu_isa_flags()
     if not _want_cuda():
         return cpp_extension.CppExtension(
             "snas_fast._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"]

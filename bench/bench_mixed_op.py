@@ -18,13 +18,24 @@ families of configs (``--ops``):
   edge of the search (B = 64, C = 16, 32x32, stride 1, M = 4: the separable and dilated convolutions) and a
   reduction edge (B = 64, C = 32, 32x32 -> 16x16, stride 2, M = 5: FactorizedReduce and the convolutions), plus
   a sweep of sizes in the full run. The gradient is taken with respect to ``x``, every ``u_m`` and the weights.
+  Also ``fused_cl``, the fused edge on the same values in channels_last, and its ratio ``fused_cl/fused`` (the
+  NHWC kernel's time over the NCHW kernel's, paired).
 
-On GPU it also reports achieved GB/s against the bandwidth floor (``mixed``/``gumbel``: forward reads K
-candidates and writes 1, backward reads K + 1 and writes K; ``mixed_edge``: forward reads x and the M inputs
-and writes the output, backward reads the output gradient, x and the M inputs and writes their gradients), the
-fraction of a device-to-device copy's bandwidth measured in the same run, and kernel launches per call.
+Bandwidth, on every device: each config and phase also times ``copy``, interleaved with the variants in the same
+repetitions: ``dst.copy_(src)`` moving the bytes the op must move at least (:func:`floor_bytes`: ``mixed``/
+``gumbel``: forward reads K candidates and writes 1, (K + 1)·n elements, backward reads K + 1 and writes K,
+(3K + 2)·n in all; ``mixed_edge``: forward reads x and the M inputs and writes the output, backward reads the
+output gradient, x and the M inputs and writes their gradients), half read and half written, its buffers made
+once per config and phase. Rows: ``{phase}_floor_mb`` (those bytes, MiB), the fused op's ``{phase}_gbps`` on
+them, the copy's ``copy_{phase}_gbps`` and ``{phase}_pct_of_copy`` = 100 x the copy's median time / the fused
+op's (its GB/s over the copy's on the same bytes). The copy is not paired with anything: the ratios stay
+fused/eager and fused/compiled, the median of the per-repetition ratios (``{phase}_ratio``, with
+``{phase}_ratio_p20`` and ``_p80``, their spread: the noise band ``bench/check.py`` uses). On GPU also kernel
+launches per call.
+
 Prints a Markdown table with the fused/eager and fused/compiled ratios; --csv appends the rows after every
-config. Timing on CPU runs pinned (see harness.py); compiled variants are compiled before timing.
+config. Timing on CPU runs pinned (see harness.py); compiled variants are compiled before timing (``--no-compile``
+leaves them out).
 """
 from __future__ import annotations
 
@@ -47,6 +58,11 @@ LARGE_SHAPES = {"b256_c64_32x32": (256, 64, 32, 32)}  # 64 MiB per float32 candi
 ALL_SHAPES = {**EDGE_SHAPES, **SWEEP_SHAPES, **LARGE_SHAPES}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 VARIANTS = ("fused", "eager", "compiled")
+#: ``mixed_edge`` also runs ``fused_cl``: the fused edge on channels_last inputs (x, the u_m and the gradient),
+#: against the fused edge on NCHW ones in the same repetitions (pair ``fused_cl/fused``: what the layout costs).
+EDGE_VARIANTS = VARIANTS + ("fused_cl",)
+PHASES = (("fwd", 0), ("fwd_bwd", 1))  # the phase and its closure in build()'s pair
+PAIRS = (("fused", "eager"), ("fused", "compiled"), ("fused_cl", "fused"))  # the paired ratios a/b, where both ran
 OPS = ("mixed", "gumbel", "mixed_edge")
 # mixed_edge: (B, C, H, W) of the edge input, stride, cols = [max, avg, id, bn_0, ...] (the search space's order:
 # none, max, avg, skip, sep3, sep5, dil3, dil5; at stride 2 skip is FactorizedReduce, a BatchNorm-ended candidate)
@@ -88,7 +104,8 @@ def build(op: str, variant: str, shape_name: str, dtype, device):
 
 def build_edge(variant: str, shape_name: str, dtype, device):
     """(forward, forward+backward) closures of the deep-fused edge: ``variant`` fused (``snas_fast.mixed_edge``),
-    eager (``reference.mixed_edge``) or compiled (``torch.compile`` of the reference)."""
+    eager (``reference.mixed_edge``), compiled (``torch.compile`` of the reference) or fused_cl (the fused edge on
+    the same values in channels_last)."""
     import snas_fast
     from snas_fast import reference
 
@@ -96,14 +113,16 @@ def build_edge(variant: str, shape_name: str, dtype, device):
     cols = EDGE_COLS[stride]
     M = len(cols) - 3
     Ho, Wo = (H - 1) // stride + 1, (W - 1) // stride + 1
+    fmt = torch.channels_last if variant == "fused_cl" else torch.contiguous_format
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(B, C, H, W, generator=g).to(device, dtype).requires_grad_()
-    us = [(2 * torch.randn(B, C, Ho, Wo, generator=g) + 0.5).to(device, dtype).requires_grad_() for _ in range(M)]
+    x = torch.randn(B, C, H, W, generator=g).to(device, dtype).contiguous(memory_format=fmt).requires_grad_()
+    us = [(2 * torch.randn(B, C, Ho, Wo, generator=g) + 0.5).to(device, dtype).contiguous(memory_format=fmt)
+          .requires_grad_() for _ in range(M)]
     weights = torch.softmax(torch.randn(K, generator=g), 0).to(device).requires_grad_()
     running_mean = [torch.zeros(C, device=device) for _ in range(M)]  # BatchNorm2d's buffers (float32)
     running_var = [torch.ones(C, device=device) for _ in range(M)]
-    grad = torch.randn(B, C, Ho, Wo, generator=g).to(device, dtype)
-    op = {"fused": snas_fast.mixed_edge, "eager": reference.mixed_edge,
+    grad = torch.randn(B, C, Ho, Wo, generator=g).to(device, dtype).contiguous(memory_format=fmt)
+    op = {"fused": snas_fast.mixed_edge, "fused_cl": snas_fast.mixed_edge, "eager": reference.mixed_edge,
           "compiled": torch.compile(reference.mixed_edge) if variant == "compiled" else None}[variant]
 
     def fn():
@@ -136,6 +155,17 @@ def config_name(name: str, dtype: str, op: str) -> str:
     return f"{op}/{name}/{dtype}/K{K}"
 
 
+def parse_config(config: str):
+    """``(op, shape name, dtype name)`` of a :func:`config_name`, or None for another string (bench/check.py)."""
+    op, _, rest = config.partition("/")
+    name, _, rest = rest.partition("/")
+    dtype = rest.partition("/")[0]
+    known = ALL_EDGE_SHAPES if op == "mixed_edge" else ALL_SHAPES if op in OPS else {}
+    if name not in known or dtype not in DTYPES or config_name(name, dtype, op) != config:
+        return None
+    return op, name, dtype
+
+
 def child_memory(args) -> None:
     """Child process: peak memory of one variant's forward and forward+backward, as one JSON line."""
     if args.threads:
@@ -149,12 +179,12 @@ def child_memory(args) -> None:
     print(json.dumps({"fwd": peak(fwd), "fwd_bwd": peak(fwd_bwd)}))
 
 
-def copy_gbps(device: str) -> float:
-    """Device-to-device copy bandwidth (read + write bytes per second) of a 1 GiB buffer."""
-    src = torch.empty(1 << 28, dtype=torch.float32, device=device)
+def same_size_copy(nbytes: int, device: str):
+    """A copy moving ``nbytes`` (half read, half written): ``dst.copy_(src)`` on byte buffers made here, ``src``
+    written once so that its pages are real (a never-touched page reads as the kernel's shared zero page)."""
+    src = torch.ones(nbytes // 2, dtype=torch.uint8, device=device)
     dst = torch.empty_like(src)
-    ms = harness.quantiles(harness.time_interleaved({"copy": lambda: dst.copy_(src)}, device, reps=20)["copy"])[0]
-    return 2 * src.numel() * 4 / (ms * 1e-3) / 1e9
+    return lambda: dst.copy_(src)
 
 
 def main() -> None:
@@ -167,6 +197,8 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="CPU: do not pin the threads (see harness.py)")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per variant")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="skip the torch.compile variant (and its fused/compiled ratios)")
     parser.add_argument("--ops", help=f"comma-separated config families among {', '.join(OPS)} (default: all)")
     parser.add_argument("--shapes", help=f"mixed/gumbel: comma-separated shape names among {', '.join(ALL_SHAPES)}")
     parser.add_argument("--edge-shapes",
@@ -209,45 +241,53 @@ def main() -> None:
     backend = snas_fast.ops._backend.resolve(torch.device(args.device))
     pin = f", {harness.pinning()}" if args.device == "cpu" else ""
     print(f"# {rows.device}, torch {torch.__version__}, fused backend: {backend}, reps {reps}{pin}", flush=True)
-    ceiling = copy_gbps(args.device) if args.device == "cuda" else None
-    if ceiling:
-        rows.add("copy", "copy_1GiB", "gbps", ceiling, "GB/s")
 
     for op, shape_name in configs:
         for dtype_name in dtypes:
             dtype = DTYPES[dtype_name]
             cfg = config_name(shape_name, dtype_name, op)
-            built = {v: build(op, v, shape_name, dtype, args.device) for v in VARIANTS}
-            with harness.whole_mask():  # compile outside the timing, with every pinned CPU for inductor's workers
-                for fn in built["compiled"]:
-                    fn()
-                harness.sync(args.device)
-            for phase, idx in (("fwd", 0), ("fwd_bwd", 1)):
-                samples = harness.time_interleaved({v: built[v][idx] for v in VARIANTS}, args.device, reps)
-                for v in VARIANTS:
+            variants = [v for v in (EDGE_VARIANTS if op == "mixed_edge" else VARIANTS)
+                        if not (v == "compiled" and args.no_compile)]
+            built = {v: build(op, v, shape_name, dtype, args.device) for v in variants}
+            if "compiled" in built:
+                with harness.whole_mask():  # compile outside the timing, with every pinned CPU for inductor's workers
+                    for fn in built["compiled"]:
+                        fn()
+                    harness.sync(args.device)
+            for phase, idx in PHASES:
+                nbytes = floor_bytes(op, shape_name, dtype, phase)
+                fns = {v: built[v][idx] for v in variants}
+                fns["copy"] = same_size_copy(nbytes, args.device)  # timed with them, paired with none
+                samples = harness.time_interleaved(fns, args.device, reps)
+                del fns
+                for v in samples:
                     med, p20, p80 = harness.quantiles(samples[v])
                     rows.add(v, cfg, f"{phase}_ms", med, "ms")
                     rows.add(v, cfg, f"{phase}_ms_p20", p20, "ms")
                     rows.add(v, cfg, f"{phase}_ms_p80", p80, "ms")
-                for other in ("eager", "compiled"):
-                    pairs = [f / e for f, e in zip(samples["fused"], samples[other])]
-                    rows.add(f"fused/{other}", cfg, f"{phase}_ratio", harness.quantiles(pairs)[0], "x")
-                if args.device == "cuda":
-                    gbps = floor_bytes(op, shape_name, dtype, phase) / (rows.get("fused", cfg, f"{phase}_ms") * 1e-3) / 1e9
-                    rows.add("fused", cfg, f"{phase}_gbps", gbps, "GB/s")
-                    rows.add("fused", cfg, f"{phase}_pct_of_copy", 100 * gbps / ceiling, "%")
+                for a, b in PAIRS:
+                    if a in samples and b in samples:
+                        med, p20, p80 = harness.quantiles([f / e for f, e in zip(samples[a], samples[b])])
+                        rows.add(f"{a}/{b}", cfg, f"{phase}_ratio", med, "x")
+                        rows.add(f"{a}/{b}", cfg, f"{phase}_ratio_p20", p20, "x")
+                        rows.add(f"{a}/{b}", cfg, f"{phase}_ratio_p80", p80, "x")
+                fused_ms, copy_ms = rows.get("fused", cfg, f"{phase}_ms"), rows.get("copy", cfg, f"{phase}_ms")
+                rows.add("fused", cfg, f"{phase}_floor_mb", nbytes / 2**20, "MiB")
+                rows.add("fused", cfg, f"{phase}_gbps", nbytes / (fused_ms * 1e-3) / 1e9, "GB/s")
+                rows.add("copy", cfg, f"copy_{phase}_gbps", nbytes / (copy_ms * 1e-3) / 1e9, "GB/s")
+                rows.add("fused", cfg, f"{phase}_pct_of_copy", 100 * copy_ms / fused_ms, "%")
             if args.device == "cuda":
                 fwd, fwd_bwd = built["fused"]
                 launches_fwd = harness.kernel_launches(fwd)
                 rows.add("fused", cfg, "launches_fwd", launches_fwd, "kernels")
                 rows.add("fused", cfg, "launches_bwd", harness.kernel_launches(fwd_bwd) - launches_fwd, "kernels")
             if not args.no_memory and args.device == "cuda":  # exact in-process: the caching allocator's peak
-                for v in VARIANTS:
-                    for phase, idx in (("fwd", 0), ("fwd_bwd", 1)):
+                for v in variants:
+                    for phase, idx in PHASES:
                         rows.add(v, cfg, f"{phase}_peak_mem_mb", harness.cuda_peak_mb(built[v][idx]), "MiB")
             del built
             if not args.no_memory and args.device == "cpu":
-                for v in VARIANTS:
+                for v in variants:
                     child = harness.run_child(
                         os.path.abspath(__file__),
                         ["--child-memory", "--device", args.device, "--op", op, "--variant", v, "--shape",
@@ -263,27 +303,39 @@ def main() -> None:
 
 
 def print_config(rows: "harness.Rows", cfg: str) -> None:
-    """One Markdown table per config: each metric for the three variants and the ratios."""
+    """One Markdown table per config: each metric for the variants and the same-size copy, and the ratios."""
     print(f"\n### {cfg}\n")
-    print("| metric | fused | eager | compiled | fused/eager | fused/compiled |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| metric | fused | eager | compiled | copy | fused/eager | fused/compiled |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    num = lambda x, f=".3f": "-" if x is None else format(x, f)  # noqa: E731
+    ratio = lambda a, b: f"{a / b:.3f}" if a is not None and b else "-"  # noqa: E731
     for metric in ("fwd_ms", "fwd_bwd_ms", "fwd_peak_mem_mb", "fwd_bwd_peak_mem_mb"):
-        vals = [rows.get(v, cfg, metric) for v in VARIANTS]
-        if vals[0] is None:
-            continue
-        ratio = lambda a, b: f"{a / b:.3f}" if b else "-"  # noqa: E731
-        print(f"| {metric} | {vals[0]:.3f} | {vals[1]:.3f} | {vals[2]:.3f} | {ratio(vals[0], vals[1])} "
-              f"| {ratio(vals[0], vals[2])} |")
-    for metric in ("fwd_ratio", "fwd_bwd_ratio"):
-        r, rc = rows.get("fused/eager", cfg, metric), rows.get("fused/compiled", cfg, metric)
+        f, e, c, cp = (rows.get(v, cfg, metric) for v in VARIANTS + ("copy",))
+        if f is not None:
+            print(f"| {metric} | {num(f)} | {num(e)} | {num(c)} | {'' if cp is None else num(cp)} | {ratio(f, e)} "
+                  f"| {ratio(f, c)} |")
+    for phase, _ in PHASES:
+        for metric, label in ((f"{phase}_ratio", "median of paired ratios"), (f"{phase}_ratio_p20", "p20"),
+                              (f"{phase}_ratio_p80", "p80")):
+            r, rc = rows.get("fused/eager", cfg, metric), rows.get("fused/compiled", cfg, metric)
+            if r is not None:
+                print(f"| {metric} ({label}) | | | | | {r:.3f} | {'' if rc is None else format(rc, '.3f')} |")
+    for phase, _ in PHASES:  # mixed_edge: NHWC over NCHW, the fused edge on the same values
+        r = rows.get("fused_cl/fused", cfg, f"{phase}_ratio")
         if r is not None:
-            rc = "" if rc is None else f"{rc:.3f}"
-            print(f"| {metric} (median of paired ratios) | | | | {r:.3f} | {rc} |")
-    for metric in ("fwd_gbps", "fwd_pct_of_copy", "fwd_bwd_gbps", "fwd_bwd_pct_of_copy", "launches_fwd",
-                   "launches_bwd"):
+            print(f"| {phase}_ratio fused_cl/fused (channels_last over NCHW; p20-p80 "
+                  f"{rows.get('fused_cl/fused', cfg, f'{phase}_ratio_p20'):.3f}-"
+                  f"{rows.get('fused_cl/fused', cfg, f'{phase}_ratio_p80'):.3f}) | {r:.3f} | | | | | |")
+    for phase, _ in PHASES:  # the bandwidth: the fused op's and the same-size copy's on the op's floor bytes
+        gbps, copy = rows.get("fused", cfg, f"{phase}_gbps"), rows.get("copy", cfg, f"copy_{phase}_gbps")
+        if gbps is not None:
+            print(f"| {phase}_floor_mb | {num(rows.get('fused', cfg, f'{phase}_floor_mb'), '.1f')} | | | | | |")
+            print(f"| {phase}_gbps (copy: copy_{phase}_gbps) | {gbps:.1f} | | | {num(copy, '.1f')} | | |")
+            print(f"| {phase}_pct_of_copy | {num(rows.get('fused', cfg, f'{phase}_pct_of_copy'), '.1f')} | | | | | |")
+    for metric in ("launches_fwd", "launches_bwd"):
         v = rows.get("fused", cfg, metric)
         if v is not None:
-            print(f"| {metric} | {v:.1f} | | | | |")
+            print(f"| {metric} | {v:.0f} | | | | | |")
     sys.stdout.flush()
 
 

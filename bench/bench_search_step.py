@@ -1,5 +1,5 @@
 """Search-step benchmark: one SNAS training step of the supernet, deep-fused vs fused sum vs eager vs
-torch.compile of the eager supernet, and hard sampling.
+torch.compile of the eager supernet, and hard sampling, each against the floor (the step with free mixing).
 
     python bench/bench_search_step.py --quick                  # CPU: C = 8, 5 cells, 16x16 inputs, batch 8 and 16
     python bench/bench_search_step.py --csv out.csv            # CPU: C = 16, 8 cells, 32x32, batch 16, 32, 64
@@ -19,6 +19,14 @@ Variants (the same parameters and initialisation from the same seed):
   each edge mixes a quarter of its channels; ``fused``'s edge is one ``mixed_edge(groups=4)`` call that writes the
   mixed and the bypass channels where the shuffle puts them; ``fused_sum`` and ``eager`` slice, concatenate and
   shuffle with torch ops); ``fused_pc4_cl``, ``eager_pc4_cl``: the same in channels_last;
+- ``floor``, ``floor_cl``: what is left of the step when mixing is free: ``Supernet(mixed="fused")`` (NCHW,
+  channels_last) with every edge's ``mixed_edge`` call replaced, in this benchmark only, by :class:`FreeMix`, whose
+  forward hands back the first BatchNorm-ended candidate's pre-BatchNorm tensor ``u_0`` (shared, not copied) and
+  whose backward hands the output gradient to every ``u_m`` unchanged. Every candidate's convolutions run forward
+  and backward as in ``fused``; the pools, the identity, the BatchNorm tails and the weighted sum cost nothing
+  (and compute nothing: the network computes another function, and ``log_alpha`` gets its gradient from the
+  resource penalty alone). The time no mixing could beat: each variant is reported as a ratio to the floor of
+  its layout;
 - ``compiled``: ``torch.compile(Supernet(mixed="eager"), dynamic=False)``: static shapes, as a search with a
   fixed batch size runs, so it is compiled once per batch size, by an untimed first step before the timing (rows
   ``compile_s`` and ``graph_breaks``; a warning is printed if anything recompiles while timing). Inductor took
@@ -36,9 +44,12 @@ backward, gradient clipping, an SGD step of the weights and one of log_alpha. Me
 - ``saved_mb``: the bytes autograd keeps for backward during one step, deduplicated by storage, the model's
   parameters and buffers excluded (``harness.SavedTensors``, i.e. ``torch.autograd.graph.saved_tensors_hooks``);
 - ``compile_s`` for ``compiled``;
-- ratios pair by pair (variant ``a/b``): ``step_ratio`` = the median over repetitions of a's time / b's time in
-  the same repetition, ``peak_mem_ratio``, ``saved_ratio``, for fused/eager, fused_sum/eager, hard/eager and
-  fused/compiled (when compiled runs).
+- ratios pair by pair (variant ``a/b``, :data:`RATIOS`, those whose both variants ran): ``step_ratio`` = the
+  median over repetitions of a's time / b's time in the same repetition, with ``step_ratio_p20`` and
+  ``step_ratio_p80`` (the spread of those paired ratios: the noise band ``bench/check.py`` uses),
+  ``peak_mem_ratio``, ``saved_ratio``; for fused/eager, fused_sum/eager, hard/eager, fused/compiled (when
+  compiled runs), the layouts and partial channels against eager, and every variant against its floor
+  (fused/floor, eager/floor, fused_cl/floor_cl, ...).
 
 On GPU also, per variant, ``max_batch``: the largest batch whose step fits ``--budget-mb`` (doubling, then
 bisection to ``--max-batch-granularity`` or 1/32; the process's CUDA allocator is capped at the budget with
@@ -54,9 +65,11 @@ Prints a Markdown table per configuration (with the issue's targets); --csv appe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
+import re
 import sys
 import time
 
@@ -67,16 +80,20 @@ import torch.nn.functional as F  # noqa: E402
 
 import harness  # noqa: E402
 
-VARIANTS = ("fused", "fused_sum", "eager", "hard", "compiled", "fused_cl", "fused_sum_cl", "eager_cl", "fused_pc4",
-            "fused_sum_pc4", "eager_pc4", "fused_pc4_cl", "eager_pc4_cl")
+VARIANTS = ("fused", "fused_sum", "eager", "hard", "compiled", "floor", "fused_cl", "fused_sum_cl", "eager_cl",
+            "floor_cl", "fused_pc4", "fused_sum_pc4", "eager_pc4", "fused_pc4_cl", "eager_pc4_cl")
 #: the supernet's ``mixed`` of each variant; a ``_cl`` suffix adds channels_last, ``_pc4`` partial channels k = 4
 _BASE = {v: v.removesuffix("_cl").removesuffix("_pc4") for v in VARIANTS}
-MIXED = {v: {"hard": "fused", "compiled": "eager"}.get(base, base) for v, base in _BASE.items()}
+MIXED = {v: {"hard": "fused", "compiled": "eager", "floor": "fused"}.get(base, base) for v, base in _BASE.items()}
 RATIOS = (("fused", "eager"), ("fused_sum", "eager"), ("hard", "eager"), ("fused", "compiled"),
           ("fused_cl", "eager"), ("fused_cl", "eager_cl"), ("fused_sum_cl", "eager"), ("fused_sum_cl", "eager_cl"),
           ("eager_cl", "eager"),
           ("fused_pc4", "eager"), ("fused_sum_pc4", "eager"), ("eager_pc4", "eager"), ("fused_pc4", "eager_pc4"),
-          ("fused_pc4_cl", "eager"), ("fused_pc4_cl", "eager_pc4_cl"), ("eager_pc4_cl", "eager"))
+          ("fused_pc4_cl", "eager"), ("fused_pc4_cl", "eager_pc4_cl"), ("eager_pc4_cl", "eager"),
+          # each variant against the floor of its layout: what mixing costs above free; the floors against eager
+          ("fused", "floor"), ("fused_sum", "floor"), ("eager", "floor"),
+          ("fused_cl", "floor_cl"), ("fused_sum_cl", "floor_cl"), ("eager_cl", "floor_cl"),
+          ("floor", "eager"), ("floor_cl", "eager"))
 # Targets of the deep-fusion issue (reported, never asserted): (ratio, metric, limit) per device.
 TARGETS = {
     "cpu": [("fused/eager", "saved_ratio", 0.5), ("fused/eager", "peak_mem_ratio", 0.5),
@@ -84,11 +101,69 @@ TARGETS = {
             # the layouts issue: fused in channels_last against the eager NCHW (DARTS's) and eager NHWC steps
             ("fused_sum_cl/eager", "step_ratio", 0.5), ("fused_sum_cl/eager_cl", "step_ratio", 0.8),
             ("fused_cl/eager", "step_ratio", 0.5), ("fused_cl/eager_cl", "step_ratio", 0.8),
-            ("fused_pc4/eager", "peak_mem_ratio", 0.35)],
+            ("fused_pc4/eager", "peak_mem_ratio", 0.35),
+            # issue 31: the fused NHWC step within 15 % of the same network's step with free mixing
+            ("fused_cl/floor_cl", "step_ratio", 1.15)],
     "cuda": [("fused/eager", "saved_ratio", 0.5), ("fused/eager", "peak_mem_ratio", 0.5),
              ("fused/eager", "step_ratio", 0.5), ("fused/compiled", "step_ratio", 0.8),
              ("hard/eager", "step_ratio", 0.3)],
 }
+
+
+def config_name(C: int, layers: int, size: int, batch: int) -> str:
+    """The config of a timed batch size (the CSV's ``config`` column): the network, then the batch."""
+    return f"search_step/C{C}_L{layers}_{size}px/b{batch}"
+
+
+_CONFIG = re.compile(r"search_step/C(\d+)_L(\d+)_(\d+)px/b(\d+)")
+
+
+def parse_config(config: str):
+    """``(C, layers, size, batch)`` of a :func:`config_name`, or None for another string (bench/check.py)."""
+    m = _CONFIG.fullmatch(config)
+    return None if m is None else tuple(int(g) for g in m.groups())
+
+
+class FreeMix(torch.autograd.Function):
+    """The floor variants' mix (see the module docstring): ``FreeMix.apply(*us)`` returns ``us[0]``'s data (a
+    detached alias: no copy, no arithmetic; nothing downstream writes into an edge's output in place) and hands the
+    output gradient to every ``us[m]`` unchanged. The edge input and the weights are not its inputs: they get no
+    gradient from it."""
+
+    @staticmethod
+    def forward(ctx, *us):
+        ctx.n = len(us)
+        return us[0].detach()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return (grad,) * ctx.n
+
+
+def free_mix(x, us, weights, cols, stride=1, *, groups=1, **batch_norm):
+    """A stand-in for :func:`snas_fast.mixed_edge` with its signature (the BatchNorm keywords ignored): the
+    candidates' pre-BatchNorm tensors ``us`` through :class:`FreeMix`; zeros of the output's shape, without a
+    gradient, for an edge with none."""
+    if groups != 1:
+        raise ValueError(f"free_mix: the floor has no partial channels, got groups={groups}")
+    if us:
+        return FreeMix.apply(*us)
+    return torch.zeros_like(x[:, :, ::stride, ::stride])  # [B, C, Ho, Wo] in x's layout
+
+
+@contextlib.contextmanager
+def free_mixing():
+    """Within it, the deep-fused supernet's edges call :func:`free_mix` instead of ``mixed_edge`` (the name the
+    edge module calls, :mod:`snas_fast.spaces.darts.supernet`'s, swapped and put back: the library is unchanged
+    and the other variants, interleaved with the floor, run the real op)."""
+    from snas_fast.spaces.darts import supernet
+
+    real = supernet.mixed_edge
+    supernet.mixed_edge = free_mix
+    try:
+        yield
+    finally:
+        supernet.mixed_edge = real
 
 
 class Step:
@@ -100,10 +175,12 @@ class Step:
                  estimator: str = "st", dynamic: bool = False):
         from snas_fast import Supernet
         from snas_fast.search import snas as trainer
+        from snas_fast.spaces.darts import costs as cost_model
 
         self.config = trainer.SearchConfig(recipe="snas-cifar", channels=C, layers=layers, mixed=MIXED[variant],
                                            hard=variant == "hard", estimator=estimator, device=device)
         self.device, self.size, self.hard = device, size, variant == "hard"
+        self.mixing = free_mixing if _BASE[variant] == "floor" else contextlib.nullcontext
         torch.manual_seed(0)
         fmt = torch.channels_last if variant.endswith("_cl") else torch.contiguous_format
         k = 4 if "_pc4" in variant else 1
@@ -111,8 +188,9 @@ class Step:
                               memory_format=fmt, partial_channels=k).to(device)
         self.memory_format = fmt
         self.model.train()
-        self.costs = tuple(t.to(device) for t in trainer.cost_tables(self.model, size))
-        self.penalty = trainer.cost_model.resource_penalty
+        # the penalty the search's DARTS space gives (DartsSpace.penalty: these tables, this function)
+        self.costs = tuple(t.to(device) for t in cost_model.supernet_costs(self.model, size))
+        self.penalty = cost_model.resource_penalty
         self.opt_w, self.opt_a, _ = trainer.make_optimizers(self.model, self.config)
         self.forward = torch.compile(self.model, dynamic=dynamic) if variant == "compiled" else self.model
         self.x = self.y = None
@@ -133,7 +211,8 @@ class Step:
         cfg = self.config
         self.opt_w.zero_grad(set_to_none=True)
         self.opt_a.zero_grad(set_to_none=True)
-        logits = self.forward(self.x, 1.0, hard=True) if self.hard else self.forward(self.x, 1.0)
+        with self.mixing():  # the floor variants' free mix (only the forward calls it)
+            logits = self.forward(self.x, 1.0, hard=True) if self.hard else self.forward(self.x, 1.0)
         z_normal, z_reduce = self.model.last_sample
         penalty = self.penalty(z_normal, z_reduce, *self.costs, form=cfg.penalty)
         loss = F.cross_entropy(logits, self.y) + cfg.resource_lambda * penalty
@@ -193,7 +272,7 @@ def dynamo_counts():
 
 
 def measure_batch(variants, args, batch, rows) -> str:
-    cfg = f"search_step/C{args.channels}_L{args.layers}_{args.size}px/b{batch}"
+    cfg = config_name(args.channels, args.layers, args.size, batch)
     steps = build_all(variants, args, batch, rows, cfg)
     for step in steps.values():  # warm-up: two steps each (the first creates the optimizers' state)
         step()
@@ -212,8 +291,10 @@ def measure_batch(variants, args, batch, rows) -> str:
         rows.add(v, cfg, "images_per_s", batch / (med * 1e-3), "img/s")
     for a, b in RATIOS:
         if a in samples and b in samples:
-            pairs = [x / y for x, y in zip(samples[a], samples[b])]
-            rows.add(f"{a}/{b}", cfg, "step_ratio", harness.quantiles(pairs)[0], "x")
+            med, p20, p80 = harness.quantiles([x / y for x, y in zip(samples[a], samples[b])])
+            rows.add(f"{a}/{b}", cfg, "step_ratio", med, "x")
+            rows.add(f"{a}/{b}", cfg, "step_ratio_p20", p20, "x")
+            rows.add(f"{a}/{b}", cfg, "step_ratio_p80", p80, "x")
     if not args.no_memory and args.device == "cuda":  # exact in this process: the caching allocator's peak
         for v in variants:
             rows.add(v, cfg, "peak_mem_mb", harness.cuda_peak_mb(steps[v]), "MiB")
@@ -345,15 +426,16 @@ def print_config(rows: "harness.Rows", cfg: str, variants, device: str) -> None:
     print(f"\n### {cfg}\n")
     print("| metric | " + " | ".join(variants) + " | " + " | ".join(pairs) + " |")
     print("|---|" + "---:|" * (len(variants) + len(pairs)))
-    for metric, ratio in (("step_ms", "step_ratio"), ("step_ms_p20", None), ("step_ms_p80", None),
-                          ("images_per_s", None), ("peak_mem_mb", "peak_mem_ratio"), ("saved_mb", "saved_ratio"),
-                          ("compile_s", None), ("graph_breaks", None), ("max_batch", "max_batch_ratio"),
-                          ("max_batch_peak_mem_mb", None)):
+    for metric, ratio in (("step_ms", "step_ratio"), ("step_ms_p20", "step_ratio_p20"),
+                          ("step_ms_p80", "step_ratio_p80"), ("images_per_s", None),
+                          ("peak_mem_mb", "peak_mem_ratio"), ("saved_mb", "saved_ratio"), ("compile_s", None),
+                          ("graph_breaks", None), ("max_batch", "max_batch_ratio"), ("max_batch_peak_mem_mb", None)):
         vals = [rows.get(v, cfg, metric) for v in variants]
         if all(x is None for x in vals):
             continue
         rs = [rows.get(p, cfg, ratio) if ratio else None for p in pairs]
-        label = f"{metric} (ratios: median of paired a/b)" if metric == "step_ms" else metric
+        label = {"step_ms": "step_ms (ratios: median of paired a/b)", "step_ms_p20": "step_ms_p20 (ratios: p20 of "
+                 "paired a/b)", "step_ms_p80": "step_ms_p80 (ratios: p80 of paired a/b)"}.get(metric, metric)
         print(f"| {label} | " + " | ".join(fmt(x) for x in vals) + " | "
               + " | ".join("" if r is None else f"{r:.3f}" for r in rs) + " |")
     lines = []

@@ -13,8 +13,8 @@ every other bar:
 Search-step benchmark (bench_search_step.py):
 
 - ``search_step.png``: step time (p20-p80 error bars), peak memory and bytes saved for backward, side by side,
-  a group of bars per batch size, one bar per variant (fused, fused_sum, eager, hard, compiled, and the
-  channels_last ``_cl`` and partial-channel ``_pc4`` ones), the ratio to eager over every other bar;
+  a group of bars per batch size, one bar per variant (fused, fused_sum, eager, hard, compiled, the floor, and
+  the channels_last ``_cl`` and partial-channel ``_pc4`` ones), the ratio to eager over every other bar;
 - ``search_step_max_batch.png``: the largest batch within the memory budget, per variant.
 
 Rows whose variant is a ratio (``fused/eager``) are not drawn; where a CSV holds several runs of one config, the
@@ -37,10 +37,11 @@ OP_FAMILIES = {"": ("mixed", "gumbel"), "mixed_edge_": ("mixed_edge",)}  # file 
 STEP_METRICS = ("step_ms", "peak_mem_mb", "saved_mb")
 # the order of the bars: the op benchmark's variants, then the search step's (bench_search_step.VARIANTS: layouts
 # and partial channels after the plain ones)
-VARIANTS = ("fused", "fused_sum", "eager", "hard", "compiled", "fused_cl", "fused_sum_cl", "eager_cl", "fused_pc4",
-            "fused_sum_pc4", "eager_pc4", "fused_pc4_cl", "eager_pc4_cl")
+VARIANTS = ("fused", "fused_sum", "eager", "hard", "compiled", "floor", "fused_cl", "fused_sum_cl", "eager_cl",
+            "floor_cl", "fused_pc4", "fused_sum_pc4", "eager_pc4", "fused_pc4_cl", "eager_pc4_cl")
 COLOURS = {"fused": "#d62728", "fused_sum": "#ff7f0e", "eager": "#7f7f7f", "hard": "#2ca02c",
-           "compiled": "#1f77b4", "fused_cl": "#ff9896", "fused_sum_cl": "#ffbb78", "eager_cl": "#c7c7c7",
+           "compiled": "#1f77b4", "floor": "#17becf", "floor_cl": "#9edae5", "fused_cl": "#ff9896",
+           "fused_sum_cl": "#ffbb78", "eager_cl": "#c7c7c7",
            "fused_pc4": "#9467bd", "fused_sum_pc4": "#c5b0d5", "eager_pc4": "#8c564b", "fused_pc4_cl": "#e377c2",
            "eager_pc4_cl": "#c49c94"}
 

@@ -177,3 +177,49 @@ def test_plot_draws_search_step_and_max_batch(tmp_path):
     names = sorted(os.path.basename(p) for p in proc.stdout.split())
     assert names == ["mixed_edge_fwd_bwd_ms.png", "search_step.png", "search_step_max_batch.png"]
     assert all(os.path.getsize(out / n) > 1000 for n in names)
+
+
+def test_floor_step_runs_every_candidate_but_not_the_mix(monkeypatch):
+    """bench_search_step's floor: within its step the edges call free_mix instead of mixed_edge (and only there:
+    the library's name is put back), every weight gets a gradient (each candidate's convolutions run backward), the
+    output is u_0's data; log_alpha gets its gradient from the penalty alone."""
+    import bench_search_step as bss
+    from snas_fast.spaces.darts import supernet
+
+    real = supernet.mixed_edge
+    calls = {"real": 0, "free": 0}
+
+    def counting(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(supernet, "mixed_edge", counting("real", real))
+    monkeypatch.setattr(bss, "free_mix", counting("free", bss.free_mix))
+    for variant in ("floor", "floor_cl"):
+        step = bss.Step(variant, 4, 3, 8, 2, "cpu")
+        assert step.model.mixed == "fused"
+        assert torch.isfinite(step())
+        assert calls["real"] == 0 and calls["free"] == 14 * 3
+        assert all(p.grad is not None for p in step.model.weight_parameters())
+        calls["free"] = 0
+    bss.Step("fused", 4, 3, 8, 2, "cpu")()
+    assert calls == {"real": 14 * 3, "free": 0}  # the other variants run the real op
+
+
+def test_free_mix_aliases_u0_and_hands_the_gradient_to_every_u():
+    import bench_search_step as bss
+
+    us = [torch.randn(2, 3, 4, 4, requires_grad=True) for _ in range(3)]
+    x = torch.randn(2, 3, 8, 8, requires_grad=True)
+    out = bss.free_mix(x, us, torch.ones(8), [1, 2, -1, 3, 4, 5], 2)
+    assert out.data_ptr() == us[0].data_ptr() and out.shape == us[0].shape
+    grad = torch.randn_like(out)
+    gx, *gus = torch.autograd.grad(2 * out, [x] + us, grad, allow_unused=True)
+    assert gx is None and all(torch.equal(g, 2 * grad) for g in gus)
+    empty = bss.free_mix(x.contiguous(memory_format=torch.channels_last), [], torch.ones(8), [1, 2, -1], 2)
+    assert empty.shape == (2, 3, 4, 4) and empty.is_contiguous(memory_format=torch.channels_last)
+    assert not empty.any()
+    with pytest.raises(ValueError, match="groups=4"):
+        bss.free_mix(x, us, torch.ones(8), [1, 2, -1, 3, 4, 5], 2, groups=4)

@@ -3,15 +3,23 @@ users who keep pytest-benchmark histories:
 
     pytest bench/ --benchmark-only                      # compare runs with --benchmark-autosave / --benchmark-compare
 
-The suite's own figures (interleaved variants, ratios, memory) come from bench/bench_mixed_op.py.
+The suite's own figures (interleaved variants, ratios, memory, bandwidth) come from bench/bench_mixed_op.py; the
+bytes its bandwidth counts are checked here too (test_floor_bytes_*: no timing).
 """
 from __future__ import annotations
+
+import os
+import sys
 
 import pytest
 import torch
 
 import snas_fast
 from snas_fast import reference
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import bench_mixed_op  # noqa: E402
 
 K = 8
 SHAPES = {"edge_c16_32x32": (64, 16, 32, 32), "edge_c64_8x8": (64, 64, 8, 8)}
@@ -69,3 +77,32 @@ def test_mixed_edge_fwd_bwd(benchmark, shape, variant):
 
     grads = benchmark.pedantic(step, rounds=20, warmup_rounds=3)
     assert grads[0].shape == x.shape and grads[-1].shape == (K,)
+
+
+@pytest.mark.parametrize("op", ["mixed", "gumbel"])
+@pytest.mark.parametrize("dtype, size", [(torch.float32, 4), (torch.bfloat16, 2)])
+def test_floor_bytes_of_the_weighted_sum(op, dtype, size):
+    """Forward reads K candidates and writes 1: (K + 1)·n elements; backward reads the output gradient and the K
+    candidates and writes K gradients: (3K + 2)·n in all."""
+    n = 64 * 16 * 32 * 32
+    assert bench_mixed_op.floor_bytes(op, "edge_c16_32x32", dtype, "fwd") == size * (K + 1) * n
+    assert bench_mixed_op.floor_bytes(op, "edge_c16_32x32", dtype, "fwd_bwd") == size * (3 * K + 2) * n
+
+
+def test_floor_bytes_of_the_edge():
+    """Forward reads x and the M u_m and writes the output; backward reads the output gradient, x and the u_m and
+    writes dx and the du_m."""
+    n = 64 * 16 * 32 * 32  # stride 1, M = 4: x, u_m and the output all n
+    assert bench_mixed_op.floor_bytes("mixed_edge", "s1_b64_c16_32x32", torch.float32, "fwd") == 4 * 6 * n
+    assert bench_mixed_op.floor_bytes("mixed_edge", "s1_b64_c16_32x32", torch.float32, "fwd_bwd") == 4 * 17 * n
+    nx = 64 * 32 * 32 * 32  # stride 2, M = 5: the u_m and the output are 16x16
+    nu = nx // 4
+    assert bench_mixed_op.floor_bytes("mixed_edge", "s2_b64_c32_32x32", torch.float32, "fwd") == 4 * (nx + 6 * nu)
+    assert bench_mixed_op.floor_bytes("mixed_edge", "s2_b64_c32_32x32", torch.float32, "fwd_bwd") == 4 * (
+        nx + 6 * nu + 2 * nx + 11 * nu)
+
+
+def test_same_size_copy_moves_the_bytes_it_is_given():
+    copy = bench_mixed_op.same_size_copy(1000, "cpu")
+    dst = copy()
+    assert dst.dtype == torch.uint8 and dst.numel() * 2 == 1000 and bool((dst == 1).all())

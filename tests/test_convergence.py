@@ -172,6 +172,7 @@ def test_resume_of_a_run_from_before_recipes_keeps_its_settings(tmp_path):
                                                                                                       3e-4, 3)
 
 
+@pytest.mark.slow  # an end-to-end run of several epochs: make test-all
 def test_resume_refuses_a_checkpoint_of_other_splits(tmp_path, capsys):
     out = tmp_path / "run"
     args = ["search", "--dataset", "digits", "--data-limit", "64", "--epochs", "1", "--batch-size", "32",

@@ -287,6 +287,7 @@ def no_plots(monkeypatch):
     monkeypatch.setattr(snas_fast.viz.callbacks, "train_plots", lambda end: None)
 
 
+@pytest.mark.slow  # an end-to-end run of several epochs: make test-all
 def test_search_resume_is_exact_and_hands_its_genotype_to_train(tmp_path, monkeypatch, no_plots, capsys):
     straight = tmp_path / "straight"
     assert main(["search", *TINY_SEARCH, "--out", str(straight)]) == 0

@@ -209,7 +209,12 @@ PAIRS = [(strategy, space) for strategy in ("snas", "darts", "snas-pt", "random"
          for space in BUILT_IN + ("table", "nbgraph")]
 
 
-@pytest.mark.parametrize("strategy_name,space_name", PAIRS, ids=[f"{a}-{b}" for a, b in PAIRS])
+# snas-pt on darts trains a supernet, then takes every edge's perturbation (24 s): make test-all only.
+_SLOW_PAIRS = {("snas-pt", "darts")}
+
+
+@pytest.mark.parametrize("strategy_name,space_name", [
+    pytest.param(a, b, id=f"{a}-{b}", marks=[pytest.mark.slow] if (a, b) in _SLOW_PAIRS else []) for a, b in PAIRS])
 def test_every_strategy_runs_on_every_space_the_protocol_allows(tmp_path, strategy_name, space_name):
     import warnings
 

@@ -58,6 +58,7 @@ def test_cli_writes_every_file(tmp_path, capsys):
     assert "supernet val acc" in summary and "genotype" in summary
 
 
+@pytest.mark.slow  # an end-to-end run of several epochs: make test-all
 def test_resume_after_an_interruption_ends_like_an_uninterrupted_run(tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     assert main(["search", *TINY, "--out", str(straight)]) == 0

@@ -110,6 +110,7 @@ def test_plots_and_retraining_take_the_ninth_primitive(tmp_path):
     assert any(isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and m.groups == 1 for m in net.cells.modules())
 
 
+@pytest.mark.slow  # an end-to-end run of several epochs: make test-all
 def test_search_and_train_run_on_a_registered_space(tmp_path, capsys):
     register_space("darts9", lambda: NINE)
     assert "darts9" in space_names()

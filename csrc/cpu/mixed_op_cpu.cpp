@@ -17,6 +17,7 @@
 
 #include "../mixed_op.h"
 #include "../philox.h"
+#include "fmadd.h"
 
 namespace snas_fast {
 namespace {
@@ -111,7 +112,7 @@ inline void weighted_sum_scalar(const scalar_t* const* y, const acc_t* w, int64_
                                 scalar_t* out) {
   for (int64_t i = from; i < to; ++i) {
     acc_t acc = 0;
-    for (int64_t j = 0; j < kl; ++j) acc += w[j] * static_cast<acc_t>(y[j][i]);
+    for (int64_t j = 0; j < kl; ++j) acc = fmadd_scalar(w[j], static_cast<acc_t>(y[j][i]), acc);
     out[i] = static_cast<scalar_t>(acc);
   }
 }
@@ -151,7 +152,7 @@ inline acc_t scale_and_dot_scalar(const scalar_t* y, const scalar_t* g, acc_t w,
   for (int64_t i = from; i < to; ++i) {
     const acc_t gi = static_cast<acc_t>(g[i]);
     dy[i] = static_cast<scalar_t>(w * gi);
-    total += static_cast<acc_t>(y[i]) * gi;
+    total = fmadd_scalar(static_cast<acc_t>(y[i]), gi, total);
   }
   return total;
 }
