@@ -43,10 +43,12 @@ test: build
 	$(VENV)/bin/python -m pytest -q -m "not slow" -n $(TEST_WORKERS)
 
 # The property tests run in a process of their own, so that hypothesis draws the same examples whatever xdist does
-# with the rest of the suite.
+# with the rest of the suite; then the benchmarks' own unit tests (their helpers and bench-check's decisions, no
+# timing).
 test-all: build
 	$(VENV)/bin/python -m pytest -q -n $(TEST_WORKERS) --ignore tests/test_properties.py
 	$(VENV)/bin/python -m pytest -q tests/test_properties.py
+	$(VENV)/bin/python -m pytest -q bench/test_check.py bench/test_bench_helpers.py
 
 # The main job: the short recipe on the digits (snas_fast.search.snas.RECIPES; README, "The search"). Run again, it
 # continues (or reports) the run in runs/digits instead of replacing it.
@@ -151,7 +153,7 @@ bench: build
 
 # The speed guard (issue 31): the op and search-step benchmarks on the configs of bench/RESULTS.md's "Guard figures"
 # table; fails when a ratio is worse than recorded there by more than the noise band the same run measures
-# (bench/check.py). A benchmark, not a timed test: CI (.ci/run) does not run it. 2 min 8 s on 2 idle cores
+# (bench/check.py). A benchmark, not a timed test: CI (.ci/run) does not run it. 2 min 3-8 s on 2 idle cores
 # (2026-12-07: 3 op configs x 40 repetitions, the step at C = 16, 8 cells, 32x32, batch 16 x 10 repetitions).
 bench-check: build
 	$(VENV)/bin/python bench/check.py
