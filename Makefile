@@ -6,9 +6,10 @@ TORCH_CPU ?= torch==2.13.0
 TORCH_CUDA ?= torch==2.14.1
 CUDA_HOME ?= /usr/local/cuda
 DEPS = "triton>=3.6,<3.10" numpy ninja pytest pytest-xdist expecttest hypothesis tqdm matplotlib scikit-learn scipy \
-	pytest-benchmark torch_geometric nas-bench-graph==1.4.0
+	pytest-benchmark torch_geometric nas-bench-graph==1.4.0 mnist1d==0.0.2.post1
 
-.PHONY: all env build test test-all search compare pareto latency-table compare-cells sweep morph compare-morph gnn-compare \
+.PHONY: all env build test test-all search search-digits compare compare-digits groundtruth rank pareto latency-table \
+	compare-cells sweep morph compare-morph gnn-compare \
 	compare-strategies-gnn nbgraph bench bench-check cuda-check clean
 
 all: test
@@ -18,7 +19,7 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade "setuptools>=70" wheel
 	$(VENV)/bin/pip install --progress-bar on $(TORCH_CPU) $(DEPS) | grep -E '^(Collecting|Downloading|Installing|Successfully)' || true
-	$(VENV)/bin/python -c "import torch, triton, hypothesis, xdist, nas_bench_graph"  # the install above succeeded
+	$(VENV)/bin/python -c "import torch, triton, hypothesis, xdist, nas_bench_graph, mnist1d"  # the install above succeeded
 	touch $@
 
 env: $(VENV)/.deps
@@ -50,23 +51,61 @@ test-all: build
 	$(VENV)/bin/python -m pytest -q tests/test_properties.py
 	$(VENV)/bin/python -m pytest -q bench/test_check.py bench/test_bench_helpers.py
 
-# The main job: the short recipe on the digits (snas_fast.search.snas.RECIPES; README, "The search"). Run again, it
-# continues (or reports) the run in runs/digits instead of replacing it.
+# The main job: SNAS on the darts1d space (DARTS cells of 1-D candidates) on MNIST-1D, the short recipe
+# (snas_fast.search.snas.RECIPES; README, "MNIST-1D"), ending with the convergence report. Run again, it continues
+# (or reports) the run in runs/mnist1d instead of replacing it. `make search-digits`: the same on the digits.
 search: build
+	$(VENV)/bin/snas-fast search $(if $(wildcard runs/mnist1d/checkpoint.pt),--resume runs/mnist1d,--space darts1d \
+		--out runs/mnist1d)
+
+search-digits: build
 	$(VENV)/bin/snas-fast search $(if $(wildcard runs/digits/checkpoint.pt),--resume runs/digits,--dataset digits \
 		--out runs/digits)
 
-# Strategies side by side on the digits (snas-fast compare): SNAS, SNAS with perturbation-based selection, random
-# search, weight-sharing random search and NASWOT, 2 seeds each, then SNAS with each Bag-of-Tricks change (the
-# ablation rows); every result retrained with one recipe and reported on the test part (README, "Comparing
-# strategies"). The cells are shared out over COMPARE_PROCS processes of one thread each (torchrun). Resumable: run
-# it again to continue.
+# Every strategy side by side on MNIST-1D (snas-fast compare; README, "MNIST-1D"), 3 seeds: those of the darts1d
+# space, the four SNAS Bag-of-Tricks ablations and MNIST-1D's four published references (150 epochs, their published
+# length), every row placed in the ground truth (bench/groundtruth/); then the morphism strategies on the morph
+# space's 1-D form. Every result retrained with one recipe and reported on the 1000 test sequences. The cells are
+# shared out over COMPARE_PROCS processes of one thread each (torchrun). Resumable: run it again to continue.
 COMPARE_PROCS ?= 2
-COMPARE_STRATEGIES ?= snas,snas-pt,random,rsws,naswot,snas+warmup,snas+no-bn-recal,snas+tau-exp,snas+no-arch-wd
+GROUNDTRUTH = bench/groundtruth/darts1d-mnist1d.csv
+# darts1d's retraining recipe (snas_fast.spaces.darts1d.space.RECIPE), given to the morph space's retrainings
+MNIST1D_RECIPE = --optimizer adam --lr 0.01 --weight-decay 0 --batch-size 100 --epochs 10 --drop-path 0
+COMPARE_STRATEGIES ?= snas,snas-pt,darts,random,rsws,naswot,monas,evolution,bo
+COMPARE_ABLATIONS ?= snas+warmup,snas+no-bn-recal,snas+tau-exp,snas+no-arch-wd
+COMPARE_SEARCH_EPOCHS ?= 10
 compare: build
 	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(COMPARE_PROCS) -m snas_fast compare \
+		$(if $(wildcard runs/compare-mnist1d/config.json),--resume runs/compare-mnist1d,--out runs/compare-mnist1d \
+		--space darts1d --strategies $(COMPARE_STRATEGIES),$(COMPARE_ABLATIONS) --seeds 3 --baselines convbase,mlp,gru,logistic \
+		--baseline-epochs 150 --search-epochs $(COMPARE_SEARCH_EPOCHS) --groundtruth $(GROUNDTRUTH))
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(COMPARE_PROCS) -m snas_fast compare \
+		$(if $(wildcard runs/compare-mnist1d-morph/config.json),--resume runs/compare-mnist1d-morph,--out \
+		runs/compare-mnist1d-morph --space morph --dataset mnist1d --strategies morph-bo,morph-random --seeds 3 \
+		$(MNIST1D_RECIPE) --groundtruth $(GROUNDTRUTH))
+
+# The strategies on the digits, 2 seeds (README, "Comparing strategies"): SNAS, SNAS-PT, random search, RS-WS,
+# NASWOT and the four ablations. Resumable.
+COMPARE_DIGITS = snas,snas-pt,random,rsws,naswot,snas+warmup,snas+no-bn-recal,snas+tau-exp,snas+no-arch-wd
+compare-digits: build
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(COMPARE_PROCS) -m snas_fast compare \
 		$(if $(wildcard runs/compare/config.json),--resume runs/compare,--out runs/compare --dataset digits \
-		--strategies $(COMPARE_STRATEGIES) --seeds 2)
+		--strategies $(COMPARE_DIGITS) --seeds 2)
+
+# The ground truth that ships in bench/groundtruth/ (README, "MNIST-1D"): 100 darts1d cells drawn uniformly, each
+# trained by the retraining recipe on MNIST-1D, the first 20 at 3 seeds; two processes of one thread each.
+# Resumable; the CSV is copied into the repository at the end.
+groundtruth: build
+	OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(COMPARE_PROCS) -m snas_fast groundtruth \
+		$(if $(wildcard runs/groundtruth-darts1d/config.json),--resume runs/groundtruth-darts1d,--space darts1d \
+		--archs 100 --seeds 3 --seeded-archs 20 --out runs/groundtruth-darts1d)
+	mkdir -p bench/groundtruth && cp runs/groundtruth-darts1d/groundtruth.csv $(GROUNDTRUTH)
+
+# Each cheap proxy (NASWOT, the RS-WS and SNAS supernets' shared weights, 2 epochs of training) against the ground
+# truth: Kendall tau and Spearman rho with bootstrap intervals (snas-fast rank; README, "MNIST-1D").
+rank: build
+	$(VENV)/bin/snas-fast rank --space darts1d --groundtruth $(GROUNDTRUTH) --epochs 2 --out runs/rank-mnist1d \
+		--overwrite
 
 # The query-based strategies on NAS-Bench-Graph's nine tables (snas-fast benchmark; README, "NAS-Bench-Graph"):
 # random, regularized evolution, MONAS's controller and BO, NBGRAPH_BUDGET queries each, NBGRAPH_SEEDS seeds, every
@@ -95,9 +134,11 @@ pareto: build
 latency-table: build
 	$(VENV)/bin/snas-fast latency-table --threads 1 --out runs/latency/cpu.json
 
-# The searched cell of `make search` (runs/digits) against 3 random cells, each retrained with one recipe.
+# The searched cell of `make search` (runs/mnist1d) against 3 random cells, each retrained with one recipe, and
+# placed in the ground truth.
 compare-cells: build
-	$(VENV)/bin/python bench/compare_digits.py --search runs/digits --random 3 --out runs/digits-compare
+	$(VENV)/bin/python bench/compare_cells.py --search runs/mnist1d --random 3 --out runs/mnist1d-cells \
+		--groundtruth $(GROUNDTRUTH)
 
 # The evidence for the short recipe's settings: a sweep of log_alpha's optimiser, rate and run length.
 sweep: build

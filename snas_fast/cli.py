@@ -326,6 +326,12 @@ def _rank(args) -> int:
                        "rank.md")
 
 
+def _groundtruth(args) -> int:
+    from .groundtruth import GroundTruthConfig, groundtruth
+
+    return _summarised(args, GroundTruthConfig, groundtruth, "ground truth done", "groundtruth.md")
+
+
 def _pareto(args) -> int:
     from .pareto import ParetoConfig, pareto
 
@@ -401,6 +407,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     _parser(sub, "rank", "score random architectures by NASWOT, by shared weights (rsws, snas) and by training, "
                          "and report each proxy's rank correlation", RankConfig, space)
+    from .groundtruth import GroundTruthConfig
+
+    _parser(sub, "groundtruth", "train architectures drawn uniformly from a space with the retraining recipe and "
+                                "write their test accuracies (a ground-truth sample, resumable)",
+            GroundTruthConfig, space)
     from .pareto import ParetoConfig
 
     _parser(sub, "pareto", "the accuracy-cost front of SNAS (lambda sweep), MONAS (reward sweep) and random "
@@ -422,6 +433,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                          f"--strategy")
         return _search(args, strategy)
     commands = {"train": _train, "compare": _compare, "benchmark": _benchmark, "rank": _rank, "pareto": _pareto,
+                "groundtruth": _groundtruth,
                 "latency-table": _latency, "morph": _morph}
     return commands[args.command](args)
 

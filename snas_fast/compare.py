@@ -14,7 +14,8 @@ one line before anything runs (:meth:`Strategy.refusal <snas_fast.search.base.St
 
     cells/<strategy>-seed<k>.json   one finished strategy x seed (kept: --resume skips it)
     <strategy>/seed<k>/search, .../train   the run directories
-    leaderboard.csv   strategy, seed, genotype, search seconds, test accuracy, parameters, FLOPs, the own score
+    leaderboard.csv   strategy, seed, genotype, search seconds, test accuracy, parameters, FLOPs, the own score,
+                      the ground-truth percentile
     leaderboard.md    mean ± std per strategy, the ablations against their strategy, then every row
     accuracy_vs_params.png, accuracy_vs_search_time.png
 
@@ -22,6 +23,11 @@ A strategy may be named with a variant, ``<strategy>+<variant>`` (its ``variants
 :data:`snas_fast.search.snas.TRICKS`): that strategy with one change of its settings, an ablation row.
 ``snas-pt`` of a seed whose ``snas`` is also compared selects from that search's supernet (the same settings and
 seed train the same weights) instead of training it again; its search seconds include that search's.
+
+``--baselines`` adds the space's hand-designed networks (``snas-fast train --baseline``; on ``darts1d`` MNIST-1D's
+published references) as rows trained at every seed with no search, ``--baseline-epochs`` long. ``--groundtruth``
+(a CSV of ``snas-fast groundtruth`` on the same dataset) places every row's test accuracy among the ground truth's
+random architectures, as a percentile, and adds their distribution as a row.
 
 Under ``torchrun`` the cells are shared out over the ranks (:func:`share`); each rank runs whole cells alone
 (:func:`snas_fast.engine.distributed.alone`), writes their run directories and ``cells/*.json``, and rank 0 gathers
@@ -53,7 +59,9 @@ from .spaces.darts.networks import count_flops
 __all__ = ["CompareConfig", "CompareError", "compare", "matrix", "plan", "retrain_row", "retrain_table", "run_cell",
            "run_units", "share"]
 
-FIELDS = ["strategy", "seed", "test_acc", "params", "flops", "search_s", "score", "genotype"]
+FIELDS = ["strategy", "seed", "test_acc", "params", "flops", "search_s", "score", "genotype", "percentile"]
+#: the label prefix of a baseline's rows (``--baselines``): trained, not searched
+BASELINE = "baseline:"
 
 #: seconds of one cell (search and retraining) at the defaults on the digits, 2 cores (README, "Comparing
 #: strategies"): only how evenly :func:`share` loads the ranks depends on it
@@ -95,9 +103,20 @@ class CompareConfig(TrainingConfig):
                                     kind=int)
     drop_path: Optional[float] = setting(None, "retraining drop-path (ramped linearly from 0; default: the "
                                                "retraining recipe's)", kind=float)
+    baselines: str = setting("", "comma-separated baselines of the space (snas-fast train --baseline) trained beside "
+                                 "the strategies at every seed, each a row with no search (darts1d: MNIST-1D's "
+                                 "references convbase, mlp, gru, logistic)")
+    baseline_epochs: Optional[int] = setting(None, "training epochs of the baselines (default: the retraining "
+                                                   "recipe's; MNIST-1D's references were published at 150)", kind=int)
+    groundtruth: Optional[str] = setting(None, "a ground-truth CSV on the same dataset (snas-fast groundtruth, of any "
+                                               "space): every row's test accuracy is placed in its distribution, as "
+                                               "a percentile", kind=str)
 
     def default_sources(self):
         return [retrain_defaults(self)] + super().default_sources()
+
+    def baseline_names(self) -> List[str]:
+        return [s.strip() for s in str(self.baselines).split(",") if s.strip()]
 
     def names(self) -> List[str]:
         return [s.strip() for s in str(self.strategies).split(",") if s.strip()]
@@ -123,6 +142,15 @@ class CompareConfig(TrainingConfig):
                 raise CompareError(f"strategies: {why}")
         if len(set(names)) < len(names):
             raise CompareError(f"strategies: expected each at most once, got {self.strategies!r}")
+        own = self.space_object().baselines
+        for name in self.baseline_names():
+            if name not in own:
+                raise CompareError(f"baselines: space {self.space} has "
+                                   f"{'the baselines ' + ', '.join(own) if own else 'none'}, got {name!r}")
+        if self.baseline_epochs is not None:
+            self.check_ints(("baseline_epochs",), 1)
+        if self.groundtruth is not None:
+            self.truth()
         self.check_ints(("seeds", "search_epochs", "archs", "random_archs", "random_epochs"), 1)
         if isinstance(self.morph_budget, bool) or not (isinstance(self.morph_budget, (int, float))
                                                        and self.morph_budget > 0):
@@ -151,6 +179,20 @@ class CompareConfig(TrainingConfig):
 
     def train_config(self, seed: int, out: str) -> TrainConfig:
         return self.carried_to(TrainConfig, seed=seed, out=out, genotype="compare", overwrite=True)
+
+    def truth(self) -> List[float]:
+        """The test accuracy of every architecture of ``groundtruth`` (the mean over its seeds); CompareError, one
+        line, for a file that is not a ground truth of this space."""
+        from .groundtruth import arch_means, read_groundtruth
+
+        try:
+            header, rows = read_groundtruth(str(self.groundtruth))
+        except RunError as error:
+            raise CompareError(str(error)) from None
+        if header.get("dataset", self.dataset) != self.dataset:  # any space's: the test part is what is compared
+            raise CompareError(f"groundtruth: {self.groundtruth} is a sample on {header['dataset']}, the "
+                               f"comparison's dataset is {self.dataset}")
+        return [m["test_acc"] for m in arch_means(rows)]
 
 
 def matrix(spaces: Optional[Sequence[str]] = None, strategies: Optional[Sequence[str]] = None) -> str:
@@ -220,18 +262,31 @@ def retrain_row(config: CompareConfig, seed: int, genotype, out: str) -> dict:
     data = load_train_data(train_config)
     trained = train(train_config, data, genotype=genotype, progress=False)
     info = data[2]
-    flops = count_flops(trained.model.eval(), info.image_size) if info.kind == "images" else math.nan
+    flops = count_flops(trained.model.eval(), info.image_shape) if info.kind == "images" else math.nan
     return dict(seed=seed, test_acc=trained.test_acc, params=trained.params, flops=flops,
                 genotype=json.dumps(space.to_dict(genotype)))
+
+
+def baseline_row(config: CompareConfig, seed: int, name: str, out: str) -> dict:
+    """The space's baseline ``name`` trained from scratch with the comparison's recipe (``baseline_epochs`` epochs)
+    and seed in ``out``, reported on the test part: a leaderboard row with no search."""
+    train_config = config.train_config(seed, out)
+    train_config = dataclasses.replace(train_config, baseline=name,
+                                       epochs=config.baseline_epochs or train_config.epochs)
+    trained = train(train_config, load_train_data(train_config), progress=False)
+    return dict(seed=seed, test_acc=trained.test_acc, params=trained.params, flops=math.nan, search_s=0.0,
+                score=math.nan, genotype=json.dumps({"baseline": name, "epochs": train_config.epochs}),
+                strategy=BASELINE + name)
 
 
 Unit = List[Tuple[str, int]]
 
 
-def plan(names: Sequence[str], seeds: int) -> List[Unit]:
+def plan(names: Sequence[str], seeds: int, baselines: Sequence[str] = ()) -> List[Unit]:
     """The cells of a comparison in the order they run, grouped in units that one process runs in turn: ``snas``
     and ``snas-pt`` of one seed form one unit (snas-pt selects from snas's supernet); every other cell is a unit
-    of its own. The strategies first, then the variants (ablations)."""
+    of its own. The strategies first, then the variants (ablations), then the ``baselines``
+    (:data:`BASELINE` ``+ name``)."""
     paired = "snas" in names and "snas-pt" in names
     units: List[Unit] = []
     for phase in (False, True):
@@ -240,7 +295,7 @@ def plan(names: Sequence[str], seeds: int) -> List[Unit]:
                 continue
             for seed in range(seeds):
                 units.append([(name, seed), ("snas-pt", seed)] if paired and name == "snas" else [(name, seed)])
-    return units
+    return units + [[(BASELINE + name, seed)] for name in baselines for seed in range(seeds)]
 
 
 def share(units: Sequence[Unit], ranks: int) -> List[int]:
@@ -295,10 +350,15 @@ def _ablation_lines(by: Dict[str, List[dict]]) -> List[str]:
     return lines
 
 
-def write_leaderboard(rows: List[dict], out: str) -> None:
-    """``leaderboard.csv``, ``leaderboard.md`` and the two scatter plots of ``rows``."""
+def write_leaderboard(rows: List[dict], out: str, truth: Optional[Sequence[float]] = None) -> None:
+    """``leaderboard.csv``, ``leaderboard.md`` and the two scatter plots of ``rows``; with ``truth`` (a ground
+    truth's test accuracies, one per architecture) every row's percentile in it, and the ground truth's own row
+    (random architectures trained by the same recipe)."""
+    from .groundtruth import percentile
     from .viz import plots
 
+    for row in rows:
+        row["percentile"] = percentile(row["test_acc"], truth) if truth else math.nan
     with open(os.path.join(out, "leaderboard.csv"), "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         writer.writeheader()
@@ -306,12 +366,26 @@ def write_leaderboard(rows: List[dict], out: str) -> None:
     by: Dict[str, List[dict]] = {}
     for row in rows:
         by.setdefault(row["strategy"], []).append(row)
-    lines = ["| strategy | seeds | test accuracy | params | search seconds |", "|---|---:|---:|---:|---:|"]
+    extra = " ground-truth percentile |" if truth else ""
+    lines = ([f"Ground truth: {len(truth)} random architectures trained by the same recipe (their mean over seeds); "
+              f"a row's percentile is the share of them it beats (ties half), averaged over its seeds.", ""]
+             if truth else [])
+    lines += ["| strategy | seeds | test accuracy | params | search seconds |" + extra,
+              "|---|---:|---:|---:|---:|" + ("---:|" if truth else "")]
     ranked = sorted(by.items(), key=lambda kv: -statistics.mean(r["test_acc"] for r in kv[1]))
+    if truth:
+        ranked.append(("random architectures (ground truth)", None))
+        ranked.sort(key=lambda kv: -(statistics.mean(truth) if kv[1] is None else
+                                     statistics.mean(r["test_acc"] for r in kv[1])))
     for name, rs in ranked:
+        if rs is None:
+            lines.append(f"| {name} | {len(truth)} architectures | {_mean_std(list(truth))} | - | - | "
+                         f"{statistics.median(percentile(t, truth) for t in truth):.0f} (median) |")
+            continue
+        cells = f" {statistics.mean(r['percentile'] for r in rs):.0f} |" if truth else ""
         lines.append(f"| {name} | {len(rs)} | {_mean_std([r['test_acc'] for r in rs])} | "
                      f"{statistics.mean(r['params'] for r in rs):,.0f} | "
-                     f"{statistics.mean(r['search_s'] for r in rs):.1f} |")
+                     f"{statistics.mean(r['search_s'] for r in rs):.1f} |" + cells)
     lines += _ablation_lines(by)
     lines += ["", "| strategy | seed | test accuracy | params | FLOPs | search seconds | own score |",
               "|---|---:|---:|---:|---:|---:|---:|"]
@@ -367,8 +441,9 @@ def run_units(config: CompareConfig, units: Sequence[Unit], run: Callable[[str, 
                 write_json_atomic(row, path)
                 if progress:
                     where = f" (rank {ctx.rank})" if ctx.distributed else ""
-                    print(f"{label} seed {seed}{where}: test acc {row['test_acc']:.4f}, {row['params']:,} params, "
-                          f"search {row['search_s']:.0f} s; {time.perf_counter() - start:.0f} s in", flush=True)
+                    search = f", search {row['search_s']:.0f} s" if "search_s" in row else ""
+                    print(f"{label} seed {seed}{where}: test acc {row['test_acc']:.4f}, {row['params']:,} params"
+                          f"{search}; {time.perf_counter() - start:.0f} s in", flush=True)
             mine[(i, j)] = row
             previous = row
     gathered = {key: row for rank_rows in distributed.gather_objects(mine) for key, row in rank_rows.items()}
@@ -381,13 +456,18 @@ def compare(config: CompareConfig, resume: bool = False, progress: bool = True) 
     config.validate()
 
     def run(label: str, seed: int, previous: Optional[dict]) -> dict:
+        if label.startswith(BASELINE):
+            name = label[len(BASELINE):]
+            return baseline_row(config, seed, name, os.path.join(config.out, name, f"seed{seed}", "train"))
         return run_cell(config, label, seed, supernet_row=previous if label == "snas-pt" else None)
 
-    rows = run_units(config, plan(config.names(), config.seeds), run, resume, progress)
-    order = {name: i for i, name in enumerate(config.names())}
+    truth = config.truth() if config.groundtruth else None
+    baselines = config.baseline_names()
+    rows = run_units(config, plan(config.names(), config.seeds, baselines), run, resume, progress)
+    order = {name: i for i, name in enumerate(config.names() + [BASELINE + b for b in baselines])}
     rows.sort(key=lambda r: (order[r["strategy"]], r["seed"]))
     if distributed.context(config.device).is_main:
-        write_leaderboard(rows, config.out)
+        write_leaderboard(rows, config.out, truth)
     return rows
 
 

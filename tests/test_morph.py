@@ -1,5 +1,5 @@
 """Auto-Keras's space and search (issue 14): function-preserving morphisms, the edit distance, the kernel and the
-GP, the search's strategies, its run directory and its resume."""
+GP, the search's strategies, its run directory and its resume; the networks' one-row form for sequences (mnist1d)."""
 import json
 import math
 import os
@@ -35,14 +35,20 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def _x(spec: Spec, n: int = 6) -> torch.Tensor:
-    return torch.randn(n, spec.in_channels, spec.image_size, spec.image_size,
-                       generator=torch.Generator().manual_seed(1))
+    """Inputs ``[n, C, S, S]``, or ``[n, C, 1, S]`` for a one-row network."""
+    return torch.randn(n, *spec.input_shape, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.fixture(scope="module")
-def grown():
-    """A network with every kind of layer and skip (convs, pools, dense, an add-skip and a concat-skip)."""
-    spec = Spec.initial(1, 10, width=8, image_size=8)
+#: (image_size, one_row) of the two forms: 8x8 images (digits'), and sequences of 40 as one-row images (mnist1d's)
+FORMS = {"square": (8, False), "one_row": (40, True)}
+
+
+@pytest.fixture(scope="module", params=list(FORMS))
+def grown(request):
+    """A network with every kind of layer and skip (convs, pools, dense, an add-skip and a concat-skip), in either
+    form (sides 8, 4, 2 or lengths 40, 20, 10: the same layers)."""
+    size, one_row = FORMS[request.param]
+    spec = Spec.initial(1, 10, width=8, image_size=size, one_row=one_row)
     for m in (Morphism("add_skip", 5, source=1, pools=2), Morphism("concat_skip", 3, source=1, pools=1),
               Morphism("deeper", 7)):
         spec = spec.apply(m)
@@ -71,10 +77,12 @@ def test_each_morphism_preserves_the_function(grown, name):
     assert child.spec != grown.spec and grown.spec.apply(MORPHISMS[name]) == child.spec
 
 
-def test_ten_random_morphisms_in_a_row_preserve_the_function():
+@pytest.mark.parametrize("form", list(FORMS))
+def test_ten_random_morphisms_in_a_row_preserve_the_function(form):
+    size, one_row = FORMS[form]
     kinds = set()
     for seed in range(3):
-        net = _randomised(MorphNet.initial(1, 10, width=6, image_size=8), seed)
+        net = _randomised(MorphNet.initial(1, 10, width=6, image_size=size, one_row=one_row), seed)
         x = _x(net.spec)
         with torch.no_grad():
             before = net(x)
@@ -181,6 +189,105 @@ def test_json_round_trip_and_malformed_descriptions(grown):
         assert "\n" not in str(info.value)
     with pytest.raises(MorphSpecError, match="skip goes from a conv layer to a later conv"):
         grown.spec.apply(Morphism("add_skip", 1, source=5))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The one-row form: sequences [B, C, 1, L] (mnist1d), 1 x k convs and 1 x 2 pools
+
+
+def test_one_row_convs_are_1_by_k_and_pools_keep_the_row(grown):
+    net = grown.morph(Morphism("deeper", 3, kernel=5))
+    one_row = net.spec.one_row
+    for layer in net.spec.layers:
+        if layer.kind in ("conv", "add", "concat"):
+            w = net.state_dict()[f"layer_modules.L{layer.id}.{'0.' if layer.kind == 'conv' else ''}weight"]
+            k = layer.kernel if layer.kind == "conv" else 1
+            assert list(w.shape[2:]) == ([1, k] if one_row else [k, k]), (layer, list(w.shape))
+    w = net.state_dict()[f"layer_modules.L{net.spec.next_id() - 1}.0.weight"]  # the deeper conv: the identity
+    tap = (0, 2) if one_row else (2, 2)
+    assert torch.equal(w[:, :, tap[0], tap[1]], torch.eye(8)) and int((w != 0).sum()) == 8
+    seen = {}
+    hooks = [net.layer_modules[f"L{n}"].register_forward_hook(lambda m, x, out, n=n: seen.update({n: out.shape}))
+             for n in (1, 3, 5)]
+    with torch.no_grad():
+        net.eval()(_x(net.spec, 2))
+    for h in hooks:
+        h.remove()
+    for node, shape in seen.items():  # (C, S) of the description: [B, C, 1, S] or [B, C, S, S]
+        c, side = net.spec.shape(node)
+        assert list(shape) == [2, c, 1 if one_row else side, side], (node, list(shape))
+    assert [net.spec.shape(n)[1] for n in (1, 3, 5)] == ([40, 20, 10] if one_row else [8, 4, 2])
+
+
+def test_one_row_counts_live_weights_only():
+    from snas_fast.spaces import count_module
+
+    spec = Spec.initial(1, 10, width=8, image_size=40, one_row=True)  # conv1 8 <- 1, conv3, conv5 8 <- 8; 1x3
+    net = MorphNet(spec)
+    assert net.num_params() == spec.num_params() == (3 * 8 + 16) + 2 * (24 * 8 + 16) + (8 + 1) * 8 + (8 + 1) * 10
+    for m in (Morphism("deeper", 3, kernel=5), Morphism("wider", 3, add=5), Morphism("add_skip", 5, source=1,
+                                                                                     pools=2)):
+        child = net.morph(m)
+        assert child.spec.num_params() == child.num_params(), str(m)
+    assert net.morph(Morphism("deeper", 3, kernel=5)).num_params() - net.num_params() == 5 * 8 * 8 + 2 * 8
+    # multiply-adds: each conv's outputs C x 1 x L times its C_in x 1 x 3 weights; then the dense and output layers
+    flops = 8 * 40 * 3 + 8 * 20 * 24 + 8 * 10 * 24 + 8 * 8 + 8 * 10
+    assert count_module(net, spec.input_shape).flops == flops
+
+
+def test_one_row_json_round_trip_and_the_square_form_by_default(grown):
+    spec = grown.spec
+    d = json.loads(spec.to_json())
+    assert ("one_row" in d) == spec.one_row and (d.get("one_row") is True) == spec.one_row  # written only when true
+    assert Spec.from_json(spec.to_json()) == spec and Spec.from_dict(d).one_row == spec.one_row
+    square = {k: v for k, v in d.items() if k != "one_row"}  # a description from before the field: square
+    assert Spec.from_dict(square).one_row is False and Spec.from_dict(dict(square, one_row=True)).one_row is True
+    assert Spec.from_dict(square) != Spec.from_dict(dict(square, one_row=True))  # the form is part of the network
+    for bad in ("yes", 1, None):
+        with pytest.raises(MorphSpecError, match=rf"network: one_row: expected true or false, got {bad!r}") as info:
+            Spec.from_dict(dict(d, one_row=bad))
+        assert "\n" not in str(info.value)
+
+
+def test_one_row_forward_refuses_a_square_input():
+    net = MorphNet.initial(1, 10, width=4, image_size=40, one_row=True)
+    with pytest.raises(ValueError, match=r"x: expected \[B, 1, 1, W\], got \[2, 1, 40, 40\]"):
+        net(torch.zeros(2, 1, 40, 40))
+
+
+def test_the_space_builds_one_row_networks_for_sequences():
+    from types import SimpleNamespace
+
+    from snas_fast import data as datasets
+    from snas_fast.spaces import get_space
+
+    first, _, info = datasets.load("mnist1d", limit=8)
+    space = get_space("morph").configure(SimpleNamespace(width=4), info)
+    spec = space.initial()
+    assert (spec.one_row, spec.image_size, spec.in_channels) == (True, 40, 1)
+    arch = space.sample(torch.Generator().manual_seed(0))
+    assert arch.one_row and space.from_dict(json.loads(json.dumps(space.to_dict(arch)))) == arch
+    x = first.tensors[0]
+    assert list(x.shape[1:]) == list(arch.input_shape) == [1, 1, 40]
+    with torch.no_grad():
+        assert space.child(arch).eval()(x).shape == (len(x), 10)
+    square = Spec.initial(1, 10, width=4, image_size=40)
+    with pytest.raises(ValueError, match=r"one_row\) \(1, 10, 40, False\), the data has \(1, 10, 40, True\)"):
+        space.child(square)
+    digits = get_space("morph").configure(SimpleNamespace(width=4), datasets.load("digits", limit=8)[2]).initial()
+    assert (digits.one_row, digits.image_size) == (False, 8)
+
+
+def test_morph_random_runs_on_mnist1d(tmp_path):
+    from snas_fast.search.registry import get_strategy
+
+    strategy = get_strategy("morph-random")
+    config = _config(tmp_path, dataset="mnist1d", models=2, epochs=1, width=4, data_limit=64)
+    result = strategy.run(config, strategy.load_data(config), progress=False)
+    assert len(result.history) == 2 and result.genotype.one_row and result.genotype.image_size == 40
+    assert 0 <= result.test_acc <= 1
+    best = json.load(open(tmp_path / "best.json"))["spec"]
+    assert best["one_row"] is True and Spec.from_dict(best) == result.genotype
 
 
 def _specs(n: int, seed: int = 0):

@@ -17,7 +17,7 @@ from snas_fast.search.random import RandomConfig
 from snas_fast.search.registry import get_strategy, register_strategy, strategy_names
 from snas_fast.spaces import Decision, SearchSpace, get_space, register_space, space_names
 
-BUILT_IN = ("darts", "gnn", "morph")
+BUILT_IN = ("darts", "darts1d", "gnn", "morph")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -124,13 +124,13 @@ def csv_rows(path):
 def bound(name: str, **settings):
     from types import SimpleNamespace
 
-    info = {"darts": datasets.load("digits", limit=8)[2], "gnn": datasets.load("karate")[2],
-            "morph": datasets.load("digits", limit=8)[2]}[name]
+    info = {"darts": datasets.load("digits", limit=8)[2], "darts1d": datasets.load("mnist1d", limit=8)[2],
+            "gnn": datasets.load("karate")[2], "morph": datasets.load("digits", limit=8)[2]}[name]
     return get_space(name).configure(SimpleNamespace(**settings), info)
 
 
-@pytest.mark.parametrize("name,settings", [("darts", {}), ("darts", dict(form="edge_all")), ("gnn", dict(nodes=3)),
-                                           ("morph", dict(width=8))])
+@pytest.mark.parametrize("name,settings", [("darts", {}), ("darts", dict(form="edge_all")), ("darts1d", {}),
+                                           ("gnn", dict(nodes=3)), ("morph", dict(width=8))])
 def test_the_protocol_holds_on_every_built_in_space(name, settings):
     space = bound(name, **settings)
     g = torch.Generator().manual_seed(0)
@@ -201,6 +201,7 @@ TINY = dict(epochs=1, search_epochs=1, archs=3, population=2, sample=1, initial=
             top=1, controller_steps=1, batch_size=8, bn_recalibration=1, budget=0.02, models=2, pt_interval=0,
             seed=0, overwrite=True)
 SPACE_TINY = {"darts": dict(dataset="digits", data_limit=16, batch_size=16, layers=3, channels=4),
+              "darts1d": dict(dataset="mnist1d", data_limit=16, batch_size=16, layers=3, channels=4),
               "gnn": dict(dataset="karate", layers=1, channels=4, nodes=1),
               "morph": dict(dataset="digits", data_limit=16, batch_size=16, width=4, depth=1),
               "table": {}, "nbgraph": dict(dataset="citeseer")}
@@ -295,5 +296,5 @@ def test_every_strategy_lists_the_flags_of_every_space(strategy_name, capsys):
         assert exit_.value.code == 0, (strategy_name, space)
         shown = capsys.readouterr().out
         assert ("--nodes" in shown) == (space == "gnn") and ("--max-params" in shown) == (space == "morph")
-        assert ("--pool-bn" in shown) == (space == "darts" and get_strategy(strategy_name).missing(get_space(space))
+        assert ("--pool-bn" in shown) == (space.startswith("darts") and get_strategy(strategy_name).missing(get_space(space))
                                           is None and "supernet" in get_strategy(strategy_name).needs)

@@ -5,7 +5,8 @@ A dataset has a name and a *kind*, the form of its examples; a search space take
 
 - ``"images"`` (:mod:`.images`): ``TensorDataset`` of ``(images [N, C, H, W] float32, labels [N] int64)`` and a
   :class:`~.images.DatasetInfo`: ``digits`` (scikit-learn's bundled 8x8 digits), ``cifar10`` (a local
-  ``cifar-10-batches-py`` folder);
+  ``cifar-10-batches-py`` folder), ``mnist1d`` (:mod:`.mnist1d`: sequences of length 40 as one-row images
+  ``[1, 1, 40]``, generated offline by the ``mnist1d`` package);
 - ``"graphs"`` (:mod:`.graphs`): lists of PyG ``Data`` and a :class:`~.graphs.GraphInfo`: ``digits-graph``,
   ``sbm-cluster``, ``karate``.
 
@@ -37,6 +38,7 @@ KINDS: Dict[str, str] = {"images": "digits", "graphs": "digits-graph"}
 DATASETS: Dict[str, Tuple[str, Union[str, Callable]]] = {
     "digits": ("images", "snas_fast.data.images:load_part"),
     "cifar10": ("images", "snas_fast.data.images:load_part"),
+    "mnist1d": ("images", "snas_fast.data.mnist1d:load_part"),
     "digits-graph": ("graphs", "snas_fast.data.graphs:load_part"),
     "sbm-cluster": ("graphs", "snas_fast.data.graphs:load_part"),
     "karate": ("graphs", "snas_fast.data.graphs:load_part"),
@@ -136,5 +138,6 @@ __getattr__, __dir__ = lazy_attributes(__name__, {
     "DIGITS_TEST_SEED": ".images:DIGITS_TEST_SEED",
     "images": ".images",
     "graphs": ".graphs",
+    "mnist1d": ".mnist1d",
     "loaders": ".loaders",
 })

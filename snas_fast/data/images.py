@@ -72,14 +72,20 @@ class DatasetInfo:
     name: str
     num_classes: int
     in_channels: int
-    image_size: int
+    image_size: int  # the side of a square image; the height of another (image_width)
     train_size: int
     val_size: int
     mean: Tuple[float, ...]  # per channel, subtracted from the [0, 1] pixels
     std: Tuple[float, ...]  # per channel, divided into them after the mean is subtracted
     classes: Tuple[str, ...] = ()
+    image_width: Optional[int] = None  # None: square (image_size); a sequence of length L is a [1, L] image
 
     kind = "images"
+
+    @property
+    def image_shape(self) -> Tuple[int, int]:
+        """``(H, W)`` of an image."""
+        return self.image_size, self.image_width or self.image_size
 
     def to_dict(self) -> dict:
         """A plain dict (JSON-ready) of the fields."""

@@ -194,7 +194,8 @@ class DataConfig(RunConfig):
     data_dir: Optional[str] = setting(None, "folder holding cifar-10-batches-py", kind=str)
     data_limit: Optional[int] = setting(None, "keep the first N examples of each split", kind=int)
     num_workers: int = setting(0, "data loader workers")
-    batch_size: int = setting(64, "batch size (per process under torchrun)")
+    batch_size: Optional[int] = setting(None, "batch size (per process under torchrun; 64 unless the space's recipe "
+                                              "says otherwise)", kind=int)
 
     def space_object(self):
         """The registered space ``space`` (unbound: :meth:`bound_space` binds it to the run)."""
@@ -324,8 +325,8 @@ class TrainingConfig(NetworkConfig):
 #: optimiser. Images: DARTS's SGD recipe; graphs: Adam at 3e-3 (EGNAS's SGD at 0.025 left the
 #: digits-graph supernet at chance after 3 epochs, Adam reached 0.27 train accuracy; README, "Graph networks").
 KIND_DEFAULTS: Dict[str, Dict[str, object]] = {
-    "images": dict(optimizer="sgd", lr=0.025, weight_decay=3e-4),
-    "graphs": dict(optimizer="adam", lr=3e-3, weight_decay=0.0),
+    "images": dict(optimizer="sgd", lr=0.025, weight_decay=3e-4, batch_size=64),
+    "graphs": dict(optimizer="adam", lr=3e-3, weight_decay=0.0, batch_size=64),
 }
 KIND_DEFAULTS["table"] = KIND_DEFAULTS["images"]  # a table trains nothing; its configs still validate
 

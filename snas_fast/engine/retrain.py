@@ -74,11 +74,13 @@ RETRAIN_DEFAULTS: Dict[str, Dict[str, object]] = {
 
 
 def retrain_defaults(config) -> Dict[str, object]:
-    """:data:`RETRAIN_DEFAULTS` of ``config``'s space's kind of data (none for an unknown space: validate names
-    it)."""
+    """:data:`RETRAIN_DEFAULTS` of ``config``'s space's kind of data, under the space's own retraining defaults
+    (:meth:`SearchSpace.defaults <snas_fast.spaces.SearchSpace.defaults>`, role ``"child"``); none for an unknown
+    space (validate names it)."""
     if config.space not in space_names():
         return {}
-    return RETRAIN_DEFAULTS[config.space_object().data_kind or "table"]
+    space = config.space_object()
+    return dict(RETRAIN_DEFAULTS[space.data_kind or "table"], **space.defaults("child"))
 
 
 class TrainError(RunError):
@@ -322,7 +324,7 @@ def build_model(config: TrainConfig, space, description: dict) -> Tuple[nn.Modul
         if budget:
             model, width = baseline_for_budget(space, name, budget, config.baseline_layers)
         else:
-            width = config.channels
+            width = space.baseline_width(name) or config.channels
             model = space.baseline(name, width, config.baseline_layers)
         description["width"] = width
         return model, None

@@ -7,8 +7,9 @@ Each step chooses a trained network and a chain of morphisms (:func:`propose`, p
 weights (:meth:`~snas_fast.spaces.morph.MorphNet.morph`: the child starts as its father's function), trains the
 child up to ``epochs`` epochs with Adam and early stopping on the search-validation accuracy (the engine's loop,
 :func:`snas_fast.engine.loop.fit`), keeps its best epoch's weights and records it. The first network is Auto-Keras's
-(:meth:`MorphNet.initial`). The search stops when ``budget`` minutes (training and choosing, summed over the models,
-so a resumed search keeps its budget) or ``models`` networks are spent.
+(:meth:`MorphNet.initial`; its one-row form for sequences such as ``mnist1d``'s). The search stops when ``budget``
+minutes (training and choosing, summed over the models, so a resumed search keeps its budget) or ``models`` networks
+are spent.
 
 Run directory (``out``):
     config.json
@@ -45,7 +46,7 @@ from ..engine.data import eval_loader, train_loader
 from ..engine.loop import Task, evaluate, fit
 from ..engine.rundir import read_checkpoint, save_atomic, write_json_atomic
 from ..engine.seeds import make_generator, seed_everything, seed_for
-from ..spaces.morph import MorphNet, MorphSpace, MorphSpecError, Spec
+from ..spaces.morph import MorphNet, MorphSpace, MorphSpecError, Spec, input_form
 from .base import Strategy
 from .bayes import Observation, Proposal, acquisition_search
 
@@ -356,7 +357,8 @@ class _Search:
         pbar.update(round(self._spent()))
         if not self.rows:
             seed_everything(c.seed)
-            net = MorphNet.initial(self.info.in_channels, self.info.num_classes, c.width, self.info.image_size)
+            size, one_row = input_form(self.info)
+            net = MorphNet.initial(self.info.in_channels, self.info.num_classes, c.width, size, one_row=one_row)
             self._record(1, None, "initial", net, math.nan, 0.0)
             pbar.update(round(self.rows[-1]["train_s"]))
         while not self._done():

@@ -396,6 +396,11 @@ class SearchSpace(ABC):
     #: the names of its baselines (:meth:`baseline`)
     baselines: Tuple[str, ...] = ()
 
+    def baseline_width(self, name: str) -> Optional[int]:
+        """The width the baseline ``name`` is built with when no parameter budget is given (None: the run's
+        ``--channels``); a space whose baselines are published networks gives their published widths."""
+        return None
+
     # -- tabular spaces -----------------------------------------------------------------------------------------
     #: a tabular space's tables, chosen by ``--dataset`` (empty: one table, or none)
     datasets: Tuple[str, ...] = ()
@@ -499,6 +504,7 @@ class OneShot:
 
 _REGISTRY: Dict[str, Union[str, Callable[[], SearchSpace]]] = {
     "darts": "snas_fast.spaces.darts:DartsSpace",
+    "darts1d": "snas_fast.spaces.darts1d:Darts1dSpace",
     "gnn": "snas_fast.spaces.gnn:GnnSpace",
     "morph": "snas_fast.spaces.morph:MorphSpace",
     "nbgraph": "snas_fast.spaces.nbgraph:NbGraphSpace",

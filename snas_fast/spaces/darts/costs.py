@@ -244,12 +244,14 @@ def resource_penalty(Z_normal: Tensor, Z_reduce: Tensor, costs_normal: Tensor, c
     return total.to(Z_normal.dtype)
 
 
-def supernet_costs(model, image_size: int) -> Tuple[Tensor, Tensor]:
+def supernet_costs(model, image_size) -> Tuple[Tensor, Tensor]:
     """Per cell type, the cost tables of a :class:`~snas_fast.spaces.darts.supernet.Supernet`'s cells stacked,
     ``[n, 14, K, 3]`` (params, FLOPs, MAC of every candidate of every edge, from the shapes alone:
-    :func:`network_costs`; the search's BatchNorms, affine-free). A supernet of fewer than 3 cells has no reduction
-    cell; that type then costs nothing (zeros ``[14, K, 3]``)."""
+    :func:`network_costs`; the search's BatchNorms, affine-free), on images of ``image_size`` (the side of a square,
+    or ``(H, W)``). A supernet of fewer than 3 cells has no reduction cell; that type then costs nothing (zeros
+    ``[14, K, 3]``)."""
+    H, W = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if model.layers >= 3:
-        return network_costs(model.C, model.layers, image_size, image_size, pool_bn=model.pool_bn, space=model.space)
-    normal = cell_costs(model.C, image_size, image_size, False, pool_bn=model.pool_bn, space=model.space)
+        return network_costs(model.C, model.layers, H, W, pool_bn=model.pool_bn, space=model.space)
+    normal = cell_costs(model.C, H, W, False, pool_bn=model.pool_bn, space=model.space)
     return normal.expand(model.layers, -1, -1, -1), torch.zeros_like(normal)

@@ -40,7 +40,7 @@ from ..._checks import check_int as _check_int, check_memory_format
 from ...ops.zero import Zero, is_zero_op
 from ..base import count_module
 from .genotypes import Genotype, live_edges, load, nodes
-from .operations import FactorizedReduce, ReLUConvBN
+from .operations import ReLUConvBN
 from .space import DartsSpace, is_reduction_edge, make_op, reduction_cells, space_of
 
 __all__ = [
@@ -118,7 +118,7 @@ class Cell(nn.Module):
         space = space_of(space)
         self.reduction = bool(reduction)
         if reduction_prev:
-            self.preprocess0 = FactorizedReduce(C_prev_prev, C)
+            self.preprocess0 = space.reduce_input(C_prev_prev, C, affine=True)
         else:
             self.preprocess0 = ReLUConvBN(C_prev_prev, C, 1, 1, 0)
         self.preprocess1 = ReLUConvBN(C_prev, C, 1, 1, 0)
@@ -303,7 +303,7 @@ class NetworkCIFAR(_Network):
         super().__init__()
         self._setup(C, 1, num_classes, layers, auxiliary, genotype, in_channels, space, memory_format)
         C_stem = 3 * C  # stem_multiplier
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_stem, 3, padding=1, bias=False), nn.BatchNorm2d(C_stem))
+        self.stem = self.space.stem(in_channels, C_stem)
         C_prev = self._build_cells(self.genotype, C, C_stem, layers, reduction_prev=False)
         if self._auxiliary:
             self.auxiliary_head = AuxiliaryHeadCIFAR(self._C_aux, num_classes)

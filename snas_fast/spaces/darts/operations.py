@@ -117,12 +117,16 @@ class FactorizedReduce(nn.Module):
     Difference from DARTS: DARTS's version fails on an odd H or W (its two halves come out ceil(H/2) and
     floor(H/2) high). Here the shifted input is zero-padded by one row (column) at the bottom (right) when H (W) is
     odd, so both halves are ceil(H/2) high. For even H and W nothing is padded and the result is DARTS's, bit for bit.
+
+    ``one_row``: the 1-D form for one-row planes (``H = 1``, the ``darts1d`` space): the second conv reads
+    ``x[:, :, :, 1:]`` (shifted along the width only; shifting the single row away would leave it all padding).
     """
 
-    def __init__(self, C_in: int, C_out: int, affine: bool = True):
+    def __init__(self, C_in: int, C_out: int, affine: bool = True, one_row: bool = False):
         super().__init__()
         if C_out % 2 != 0:
             raise ValueError(f"C_out: FactorizedReduce needs an even number of output channels, got {C_out}")
+        self.one_row = bool(one_row)
         self.relu = nn.ReLU(inplace=False)
         self.conv_1 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
         self.conv_2 = nn.Conv2d(C_in, C_out // 2, 1, stride=2, padding=0, bias=False)
@@ -142,9 +146,11 @@ class FactorizedReduce(nn.Module):
         return torch.cat([relu_conv(x, relu_x, self.conv_1),
                           relu_conv(self._shifted(x), self._shifted(relu_x), self.conv_2)], dim=1)
 
-    @staticmethod
-    def _shifted(t: Tensor) -> Tensor:
-        """``t[:, :, 1:, 1:]``, zero-padded back to an even size at the bottom and right when H or W is odd."""
+    def _shifted(self, t: Tensor) -> Tensor:
+        """``t[:, :, 1:, 1:]`` (``one_row``: ``t[:, :, :, 1:]``), zero-padded back to an even size at the bottom and
+        right when H or W is odd."""
+        if self.one_row:
+            return F.pad(t[:, :, :, 1:], (0, t.shape[3] % 2)) if t.shape[3] % 2 else t[:, :, :, 1:]
         shifted = t[:, :, 1:, 1:]
         pad_h, pad_w = t.shape[2] % 2, t.shape[3] % 2
         return F.pad(shifted, (0, pad_w, 0, pad_h)) if pad_h or pad_w else shifted

@@ -70,10 +70,13 @@ def _out(n: int, k: int, stride: int, pad: int, dilation: int = 1) -> int:
     return (n + 2 * pad - dilation * (k - 1) - 1) // stride + 1
 
 
-def _conv(c_in: int, c_out: int, k: int, stride: int, pad: int, dilation: int, groups: int, h: int, w: int):
-    """Cost and output size of one bias-free conv on a ``[c_in, h, w]`` input."""
-    ho, wo = _out(h, k, stride, pad, dilation), _out(w, k, stride, pad, dilation)
-    weights = c_out * (c_in // groups) * k * k
+def _conv(c_in: int, c_out: int, k: int, stride: int, pad: int, dilation: int, groups: int, h: int, w: int,
+          one_row: bool = False):
+    """Cost and output size of one bias-free ``k x k`` conv on a ``[c_in, h, w]`` input (``one_row``: a ``1 x k``
+    conv, padding and dilation along the width only)."""
+    ho = _out(h, 1, stride, 0) if one_row else _out(h, k, stride, pad, dilation)
+    wo = _out(w, k, stride, pad, dilation)
+    weights = c_out * (c_in // groups) * k * (1 if one_row else k)
     return Cost(weights, weights * ho * wo, c_in * h * w + c_out * ho * wo + weights), ho, wo
 
 
@@ -81,37 +84,50 @@ def _bn(C: int, affine: bool) -> Cost:
     return Cost(params=2 * C if affine else 0)
 
 
-def _pool_cost(C: int, H: int, W: int, stride: int, affine: bool) -> Cost:
-    return Cost(0, 0, C * H * W + C * _out(H, 3, stride, 1) * _out(W, 3, stride, 1))
+def _pool_cost_of(one_row: bool = False):
+    """The cost of a 3x3 pool (``one_row``: 1x3) at padding 1 (0 across rows)."""
+    def cost(C: int, H: int, W: int, stride: int, affine: bool) -> Cost:
+        ho = _out(H, 1, stride, 0) if one_row else _out(H, 3, stride, 1)
+        return Cost(0, 0, C * H * W + C * ho * _out(W, 3, stride, 1))
+    return cost
 
 
-def _sep_conv_cost(k: int):
+_pool_cost = _pool_cost_of()
+
+
+def _sep_conv_cost(k: int, one_row: bool = False):
     def cost(C: int, H: int, W: int, stride: int, affine: bool) -> Cost:
         pad = (k - 1) // 2
-        dw1, ho, wo = _conv(C, C, k, stride, pad, 1, C, H, W)
+        dw1, ho, wo = _conv(C, C, k, stride, pad, 1, C, H, W, one_row)
         pw1, _, _ = _conv(C, C, 1, 1, 0, 1, 1, ho, wo)
-        dw2, _, _ = _conv(C, C, k, 1, pad, 1, C, ho, wo)
+        dw2, _, _ = _conv(C, C, k, 1, pad, 1, C, ho, wo, one_row)
         pw2, _, _ = _conv(C, C, 1, 1, 0, 1, 1, ho, wo)
         return dw1 + pw1 + dw2 + pw2 + _bn(C, affine) + _bn(C, affine)
     return cost
 
 
-def _dil_conv_cost(k: int):
+def _dil_conv_cost(k: int, one_row: bool = False):
     def cost(C: int, H: int, W: int, stride: int, affine: bool) -> Cost:
-        dw, ho, wo = _conv(C, C, k, stride, k - 1, 2, C, H, W)  # dilation 2: padding 2 (3x3) or 4 (5x5)
+        dw, ho, wo = _conv(C, C, k, stride, k - 1, 2, C, H, W, one_row)  # dilation 2: padding 2 (k 3) or 4 (k 5)
         pw, _, _ = _conv(C, C, 1, 1, 0, 1, 1, ho, wo)
         return dw + pw + _bn(C, affine)
     return cost
 
 
-def _skip_cost(C: int, H: int, W: int, stride: int, affine: bool) -> Cost:
-    if stride == 1:
-        return Cost(0, 0, 2 * C * H * W)
-    if C % 2 != 0:
-        raise ValueError(f"C: skip_connect at stride 2 is FactorizedReduce, which needs an even C, got {C}")
-    conv1, _, _ = _conv(C, C // 2, 1, 2, 0, 1, 1, H, W)  # FactorizedReduce
-    conv2, _, _ = _conv(C, C // 2, 1, 2, 0, 1, 1, H - 1 + H % 2, W - 1 + W % 2)
-    return conv1 + conv2 + _bn(C, affine)
+def _skip_cost_of(one_row: bool = False):
+    """The cost of ``skip_connect``: the identity at stride 1, FactorizedReduce (``one_row``: its 1-D form) at 2."""
+    def cost(C: int, H: int, W: int, stride: int, affine: bool) -> Cost:
+        if stride == 1:
+            return Cost(0, 0, 2 * C * H * W)
+        if C % 2 != 0:
+            raise ValueError(f"C: skip_connect at stride 2 is FactorizedReduce, which needs an even C, got {C}")
+        conv1, _, _ = _conv(C, C // 2, 1, 2, 0, 1, 1, H, W)  # FactorizedReduce
+        conv2, _, _ = _conv(C, C // 2, 1, 2, 0, 1, 1, H if one_row else H - 1 + H % 2, W - 1 + W % 2)
+        return conv1 + conv2 + _bn(C, affine)
+    return cost
+
+
+_skip_cost = _skip_cost_of()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -333,10 +349,9 @@ class DartsSpace(SearchSpace):
         table of another network."""
         from . import costs as cost_model
 
-        key = (self.channels, self.layers, self._info().image_size, self.latency_table)
+        key = (self.channels, self.layers, self._info().image_shape, self.latency_table)
         if getattr(self, "_cost_key", None) != key:
-            size = key[2]
-            self._cost_tables = cost_model.network_costs(self.channels, self.layers, size, size, affine=True,
+            self._cost_tables = cost_model.network_costs(self.channels, self.layers, *key[2], affine=True,
                                                          space=self)
             self._latency = self.latency(self.channels, self.layers) if self.latency_table else None
             self._cost_key = key
@@ -371,6 +386,16 @@ class DartsSpace(SearchSpace):
         return load(name)
 
     # -- networks -----------------------------------------------------------------------------------------------
+    def stem(self, in_channels: int, C: int) -> nn.Module:
+        """The networks' stem: a 3x3 conv (padding 1, no bias) and a BatchNorm, ``[B, in_channels, H, W] ->
+        [B, C, H, W]``."""
+        return nn.Sequential(nn.Conv2d(in_channels, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+
+    def reduce_input(self, C_in: int, C_out: int, affine: bool) -> nn.Module:
+        """A cell's ``preprocess0`` after a reduction cell: :class:`~.operations.FactorizedReduce`, ``[B, C_in, H,
+        W] -> [B, C_out, ceil(H / 2), ceil(W / 2)]``."""
+        return FactorizedReduce(C_in, C_out, affine=affine)
+
     def _memory_format(self):
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
@@ -446,7 +471,7 @@ class DartsSpace(SearchSpace):
         from . import costs as cost_model
         from .latency import latency_penalty
 
-        size = self._info().image_size
+        size = self._info().image_shape
         device = supernet.log_alpha_normal.device
         if form == "latency":
             if not self.latency_table:

@@ -27,7 +27,7 @@ from ...ops import reference
 from ...ops.zero import Zero, is_zero_op
 from .genotypes import Genotype, derive
 from .networks import drop_path
-from .operations import FactorizedReduce, ReLUConvBN
+from .operations import ReLUConvBN
 from ..base import OneShot
 from .space import EDGES, MIXED, NUM_EDGES, NUM_NODES, DartsSpace, is_reduction_edge, make_op, reduction_cells, space_of
 
@@ -201,7 +201,7 @@ class SearchCell(nn.Module):
         self.C = C  # channels of every edge
         self.steps, self.multiplier = steps, multiplier
         if reduction_prev:
-            self.preprocess0 = FactorizedReduce(C_pp, C, affine=False)
+            self.preprocess0 = space_of(space).reduce_input(C_pp, C, affine=False)
         else:
             self.preprocess0 = ReLUConvBN(C_pp, C, 1, 1, 0, affine=False)
         self.preprocess1 = ReLUConvBN(C_p, C, 1, 1, 0, affine=False)
@@ -307,7 +307,7 @@ class Supernet(nn.Module, OneShot):
                                                                                       edge_normalization)
         self.drop_path_prob = 0.0
         C_curr = stem_multiplier * C
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, C_curr, 3, padding=1, bias=False), nn.BatchNorm2d(C_curr))
+        self.stem = self.space.stem(in_channels, C_curr)
         C_pp, C_p, C_curr = C_curr, C_curr, C
         self.cells = nn.ModuleList()
         reduction_prev = False

@@ -10,8 +10,8 @@ The search (Bayesian optimisation over the edit-distance kernel, and its ablatio
 """
 from .distance import edit_distance, layer_distance, skip_distance
 from .net import MorphNet
-from .space import MorphSettings, MorphSpace
+from .space import MorphSettings, MorphSpace, input_form
 from .spec import Layer, Morphism, MorphSpecError, Spec
 
 __all__ = ["Layer", "MorphNet", "MorphSettings", "MorphSpace", "MorphSpecError", "Morphism", "Spec", "edit_distance",
-           "layer_distance", "skip_distance"]
+           "input_form", "layer_distance", "skip_distance"]

@@ -3,9 +3,9 @@ weights, so that a child computes exactly its parent's function (in eval mode) b
 
 How each morphism keeps the function (Auto-Keras's ``net_transformer.py``, Net2Net):
 
-- *deeper*: the new conv is the identity (centre tap 1, the rest 0) and its BatchNorm too (mean 0, variance
-  ``1 - eps``, scale 1, shift 0); it goes after a node whose values are >= 0, so its ReLU changes nothing. A deeper
-  dense layer is the identity matrix.
+- *deeper*: the new conv is the identity (centre tap 1, the rest 0; in one row the tap ``(0, k // 2)`` of its
+  ``1 x k`` kernel) and its BatchNorm too (mean 0, variance ``1 - eps``, scale 1, shift 0); it goes after a node
+  whose values are >= 0, so its ReLU changes nothing. A deeper dense layer is the identity matrix.
 - *wider* by n: the n new filters (or units) copy randomly drawn existing ones; their BatchNorm channels are the
   identity; every layer that reads them gets zero weights for them. Through an add-skip landing on the widened
   layer, the skip's 1x1 conv grows n zero filters so the sum widens too, and the layers after it get zero weights.
@@ -39,10 +39,12 @@ def _state(layer_id: int) -> str:
 
 
 class MorphNet(nn.Module):
-    """The network of ``spec``: ``forward(x [B, in_channels, S, S]) -> logits [B, num_classes]``.
+    """The network of ``spec``: ``forward(x [B, in_channels, S, S]) -> logits [B, num_classes]`` (``x [B,
+    in_channels, 1, S]`` for a one-row ``spec``).
 
-    Layers are ``self.layer_modules[f"L{id}"]``: a conv block is ``Sequential(Conv2d, BatchNorm2d, ReLU)``, a dense
-    or output layer a ``Linear``, a skip its 1x1 ``Conv2d``; pools and global pooling have no module.
+    Layers are ``self.layer_modules[f"L{id}"]``: a conv block is ``Sequential(Conv2d, BatchNorm2d, ReLU)`` (its
+    kernel ``spec.kernel_shape(k)``: k x k, or 1 x k in one row), a dense or output layer a ``Linear``, a skip its
+    1x1 ``Conv2d``; pools (``spec.pool_window``) and global pooling have no module.
     """
 
     def __init__(self, spec: Spec):
@@ -54,8 +56,9 @@ class MorphNet(nn.Module):
         for layer in spec.layers:
             ins = [spec.shape(i) for i in layer.inputs]
             if layer.kind == "conv":
-                module = nn.Sequential(nn.Conv2d(ins[0][0], layer.filters, layer.kernel, padding=layer.kernel // 2,
-                                                 bias=False), nn.BatchNorm2d(layer.filters), nn.ReLU())
+                kernel = spec.kernel_shape(layer.kernel)  # "same" padding: k // 2 on each side of each axis
+                conv = nn.Conv2d(ins[0][0], layer.filters, kernel, padding=tuple(k // 2 for k in kernel), bias=False)
+                module = nn.Sequential(conv, nn.BatchNorm2d(layer.filters), nn.ReLU())
             elif layer.kind == "dense":
                 module = nn.Linear(ins[0][0], layer.units)
             elif layer.kind == "output":
@@ -76,10 +79,11 @@ class MorphNet(nn.Module):
     # ---------------------------------------------------------------- construction
     @classmethod
     def initial(cls, in_channels: int, num_classes: int, width: int = 64, image_size: int = 32,
-                conv_layers: int = 3) -> "MorphNet":
+                conv_layers: int = 3, *, one_row: bool = False) -> "MorphNet":
         """Auto-Keras's first network (:meth:`Spec.initial`): ``conv_layers`` 3x3 conv blocks of ``width``
-        filters, pools, global average pooling, a dense layer of ``width``, the output; freshly initialised."""
-        return cls(Spec.initial(in_channels, num_classes, width, image_size, conv_layers))
+        filters, pools, global average pooling, a dense layer of ``width``, the output; freshly initialised.
+        ``one_row``: for inputs ``[B, in_channels, 1, image_size]`` (1x3 convs, 1x2 pools)."""
+        return cls(Spec.initial(in_channels, num_classes, width, image_size, conv_layers, one_row=one_row))
 
     def to_json(self) -> str:
         """The description (not the weights: those are the ``state_dict``)."""
@@ -94,14 +98,15 @@ class MorphNet(nn.Module):
     # ---------------------------------------------------------------- forward
     def forward(self, x: Tensor) -> Tensor:
         spec = self.spec
-        if x.dim() != 4 or x.shape[1] != spec.in_channels:
-            raise ValueError(f"x: expected [B, {spec.in_channels}, H, W], got {list(x.shape)}")
+        if x.dim() != 4 or x.shape[1] != spec.in_channels or (spec.one_row and x.shape[2] != 1):
+            raise ValueError(f"x: expected [B, {spec.in_channels}, {1 if spec.one_row else 'H'}, W], "
+                             f"got {list(x.shape)}")
         values: Dict[int, Tensor] = {0: x}
         for n, layer in enumerate(spec.layers):
             ins = [values[i] for i in layer.inputs]
             kind = layer.kind
             if kind == "pool":
-                y = F.max_pool2d(ins[0], 2, ceil_mode=True)
+                y = F.max_pool2d(ins[0], spec.pool_window, ceil_mode=True)
             elif kind == "gap":
                 y = ins[0].mean((2, 3))
             elif kind == "dense":
@@ -109,7 +114,7 @@ class MorphNet(nn.Module):
             elif kind in ("add", "concat"):
                 u = ins[1]
                 for _ in range(layer.pools):
-                    u = F.max_pool2d(u, 2, ceil_mode=True)
+                    u = F.max_pool2d(u, spec.pool_window, ceil_mode=True)
                 module = self.layer_modules[_key(layer.id)]
                 y = ins[0] + module(u) if kind == "add" else module(torch.cat([ins[0], u], 1))
             else:
@@ -185,8 +190,9 @@ class _Grower:
             layer = self.new.layer(new_id)
             c = self.new.shape(m.target)[0]
             if layer.kind == "conv":
-                w = torch.zeros(c, c, layer.kernel, layer.kernel)
-                w[torch.arange(c), torch.arange(c), layer.kernel // 2, layer.kernel // 2] = 1.0
+                kh, kw = self.new.kernel_shape(layer.kernel)
+                w = torch.zeros(c, c, kh, kw)
+                w[torch.arange(c), torch.arange(c), kh // 2, kw // 2] = 1.0
                 self.state[f"{_state(new_id)}.0.weight"] = w
                 self._identity_bn(f"{_state(new_id)}.1", c)
             else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -25,7 +25,15 @@ from ..base import LayoutSettings, SearchSpace
 from .distance import edit_distance
 from .spec import MorphSpecError, Spec
 
-__all__ = ["MorphSettings", "MorphSpace"]
+__all__ = ["MorphSettings", "MorphSpace", "input_form"]
+
+
+def input_form(info) -> Tuple[int, bool]:
+    """``(image_size, one_row)`` of the networks for the images of ``info`` (a
+    :class:`~snas_fast.data.images.DatasetInfo`, its ``image_shape`` ``(H, W)``): ``(W, True)`` for sequences as
+    one-row images (``H == 1``, inputs ``[B, C, 1, W]``), ``(H, False)`` for square ones."""
+    height, width = info.image_shape
+    return (width, True) if height == 1 else (height, False)
 
 
 @dataclass
@@ -62,10 +70,11 @@ class MorphSpace(SearchSpace):
         return space
 
     def initial(self) -> Spec:
-        """Auto-Keras's starting network for this space's images."""
+        """Auto-Keras's starting network for this space's images (one-row ones for sequences: :func:`input_form`)."""
         if self.info is None:
             raise ValueError("space morph: no dataset bound (configure(config, info) with the images' info)")
-        return Spec.initial(self.info.in_channels, self.info.num_classes, self.width, self.info.image_size)
+        size, one_row = input_form(self.info)
+        return Spec.initial(self.info.in_channels, self.info.num_classes, self.width, size, one_row=one_row)
 
     def _grown(self, spec: Spec, generator: Optional[torch.Generator]) -> Optional[Spec]:
         """``spec`` after one random morphism within ``max_params`` (16 draws), or None."""
@@ -105,10 +114,11 @@ class MorphSpace(SearchSpace):
         from .net import MorphNet
 
         if self.info is not None:
-            ours = (self.info.in_channels, self.info.num_classes, self.info.image_size)
-            if (arch.in_channels, arch.num_classes, arch.image_size) != ours:
-                raise ValueError(f"a network for (in_channels, num_classes, image_size) "
-                                 f"{(arch.in_channels, arch.num_classes, arch.image_size)}, the data has {ours}")
+            ours = (self.info.in_channels, self.info.num_classes, *input_form(self.info))
+            theirs = (arch.in_channels, arch.num_classes, arch.image_size, arch.one_row)
+            if theirs != ours:
+                raise ValueError(f"a network for (in_channels, num_classes, image_size, one_row) {theirs}, the data "
+                                 f"has {ours}")
         channels_last = getattr(self, "channels_last", False)
         default = torch.channels_last if channels_last else torch.contiguous_format
         return MorphNet(arch).to(memory_format=options.get("memory_format", default))

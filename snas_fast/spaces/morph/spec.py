@@ -2,15 +2,18 @@
 its shapes, the four morphisms on descriptions, and the descriptor the edit-distance kernel compares. Pure: no
 tensors, no weights (those are :mod:`snas_fast.spaces.morph.net`'s).
 
-A network is a DAG of layers in topological order. Node 0 is the input ``[B, in_channels, S, S]``; layer ``id``
-produces node ``id``. Kinds (fields beside ``id``, ``kind``, ``inputs``):
+A network is a DAG of layers in topological order. Node 0 is the input ``[B, in_channels, S, S]``, or, for a
+one-row network (``one_row``: a sequence of length ``S`` as a one-row image), ``[B, in_channels, 1, S]``; layer
+``id`` produces node ``id``. ``S`` is the network's ``image_size``, and a node's *side* is its ``S`` (the row's
+length in one row). Kinds (fields beside ``id``, ``kind``, ``inputs``):
 
-- ``conv`` (``filters``, ``kernel``): k x k convolution (stride 1, "same" padding, no bias) -> BatchNorm -> ReLU;
-- ``pool``: 2 x 2 max pool, stride 2, ceil mode (``S -> ceil(S / 2)``);
-- ``gap``: global average pool, ``[B, C, S, S] -> [B, C]``;
+- ``conv`` (``filters``, ``kernel``): k x k convolution (1 x k in one row; stride 1, "same" padding, no bias) ->
+  BatchNorm -> ReLU;
+- ``pool``: 2 x 2 max pool (1 x 2 in one row, the row stays), stride its window, ceil mode (``S -> ceil(S / 2)``);
+- ``gap``: global average pool, ``[B, C, H, W] -> [B, C]``;
 - ``dense`` (``units``): Linear -> ReLU; ``output``: the last Linear to ``num_classes`` (exactly one, last);
-- ``add`` (inputs ``[v, u]``, ``pools``): ``v + conv1x1(maxpool^pools(u))`` (the add-skip; the 1x1 conv maps u's
-  channels to v's, with bias);
+- ``add`` (inputs ``[v, u]``, ``pools``): ``v + conv1x1(maxpool^pools(u))`` (the add-skip; ``maxpool`` is the
+  ``pool`` layer's; the 1x1 conv maps u's channels to v's, with bias);
 - ``concat`` (inputs ``[v, u]``, ``pools``): ``conv1x1(cat[v, maxpool^pools(u)])`` back to v's channels (the
   concat-skip; with bias).
 
@@ -98,14 +101,17 @@ def _int(value, name: str, where: str, low: int) -> int:
 
 @dataclass(frozen=True)
 class Spec:
-    """A network description: ``in_channels``, ``num_classes``, ``image_size`` (the side of its square input) and
-    ``layers`` in topological order. Built valid (:meth:`check` runs on construction), compared by value, hashable.
+    """A network description: ``in_channels``, ``num_classes``, ``image_size`` (the side of its square input, or
+    the length of its one row), ``layers`` in topological order and ``one_row`` (the input is ``[B, C, 1, S]``,
+    every conv ``1 x k`` and every pool ``1 x 2``: see :meth:`kernel_shape`, :attr:`pool_window`). Built valid
+    (:meth:`check` runs on construction), compared by value, hashable.
     """
 
     in_channels: int
     num_classes: int
     image_size: int
     layers: Tuple[Layer, ...]
+    one_row: bool = False
     _shapes: Dict[int, Tuple[int, ...]] = field(default=None, compare=False, hash=False, repr=False)
 
     _descriptor: Tuple = field(default=None, compare=False, hash=False, repr=False)
@@ -120,9 +126,10 @@ class Spec:
     # ---------------------------------------------------------------- construction and checks
     @classmethod
     def initial(cls, in_channels: int, num_classes: int, width: int = 64, image_size: int = 32,
-                conv_layers: int = 3, kernel: int = 3) -> "Spec":
-        """Auto-Keras's starting network: ``conv_layers`` conv blocks of ``width`` filters, a 2x2 pool after each
-        but the last while the side is >= 4, global average pooling, a dense layer of ``width`` and the output."""
+                conv_layers: int = 3, kernel: int = 3, *, one_row: bool = False) -> "Spec":
+        """Auto-Keras's starting network: ``conv_layers`` conv blocks of ``width`` filters, a pool after each but
+        the last while the side is >= 4, global average pooling, a dense layer of ``width`` and the output.
+        ``one_row``: for sequences of length ``image_size`` as one-row images ``[B, C, 1, image_size]``."""
         where = "MorphNet.initial"
         for name, value, low in (("in_channels", in_channels, 1), ("num_classes", num_classes, 2),
                                  ("width", width, 1), ("image_size", image_size, 1), ("conv_layers", conv_layers, 1)):
@@ -137,7 +144,7 @@ class Spec:
         for kind, extra in (("gap", {}), ("dense", dict(units=width)), ("output", {})):
             layers.append(Layer(len(layers) + 1, kind, (prev,), **extra))
             prev = len(layers)
-        return cls(in_channels, num_classes, image_size, tuple(layers))
+        return cls(in_channels, num_classes, image_size, tuple(layers), one_row)
 
     def check(self) -> Dict[int, Tuple[int, ...]]:
         """The shape of every node (``(C, S)`` for images, ``(F,)`` for vectors), or MorphSpecError naming the
@@ -145,6 +152,8 @@ class Spec:
         _int(self.in_channels, "in_channels", "network", 1)
         _int(self.num_classes, "num_classes", "network", 2)
         _int(self.image_size, "image_size", "network", 1)
+        if not isinstance(self.one_row, bool):
+            raise MorphSpecError(f"network: one_row: expected true or false, got {self.one_row!r}")
         if not self.layers:
             raise MorphSpecError("network: layers: expected at least one layer, got none")
         shapes: Dict[int, Tuple[int, ...]] = {0: (self.in_channels, self.image_size)}
@@ -195,10 +204,30 @@ class Spec:
                                  f"not to the target's side {sv}")
         return (cv, sv)
 
+    # ---------------------------------------------------------------- the input's form
+    @property
+    def input_shape(self) -> Tuple[int, int, int]:
+        """``(C, H, W)`` of one input: ``(in_channels, S, S)``, or ``(in_channels, 1, S)`` in one row."""
+        return (self.in_channels, 1 if self.one_row else self.image_size, self.image_size)
+
+    def kernel_shape(self, kernel: int) -> Tuple[int, int]:
+        """``(kh, kw)`` of a conv of size ``kernel``: ``(k, k)``, or ``(1, k)`` in one row."""
+        return (1 if self.one_row else kernel, kernel)
+
+    @property
+    def pool_window(self) -> Tuple[int, int]:
+        """``(kh, kw)`` of every max pool (and its stride): ``(2, 2)``, or ``(1, 2)`` in one row."""
+        return (1 if self.one_row else 2, 2)
+
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict:
-        return dict(format=FORMAT, in_channels=self.in_channels, num_classes=self.num_classes,
-                    image_size=self.image_size, layers=[layer.to_dict() for layer in self.layers])
+        """The JSON form; ``one_row`` is written only when true (a description without it is a square one)."""
+        d = dict(format=FORMAT, in_channels=self.in_channels, num_classes=self.num_classes,
+                 image_size=self.image_size)
+        if self.one_row:
+            d["one_row"] = True
+        d["layers"] = [layer.to_dict() for layer in self.layers]
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
@@ -233,7 +262,7 @@ class Spec:
             if not isinstance(inputs, list) or any(isinstance(i, bool) or not isinstance(i, int) for i in inputs):
                 raise MorphSpecError(f"layers[{n}]: inputs: expected a list of layer ids, got {inputs!r}")
             layers.append(Layer(ld["id"], kind, tuple(inputs), **{k: ld[k] for k in _FIELDS[kind]}))
-        return cls(d["in_channels"], d["num_classes"], d["image_size"], tuple(layers))
+        return cls(d["in_channels"], d["num_classes"], d["image_size"], tuple(layers), d.get("one_row", False))
 
     @classmethod
     def from_json(cls, text: str) -> "Spec":
@@ -300,12 +329,13 @@ class Spec:
         return layers, tuple(sorted(skips))
 
     def num_params(self) -> int:
-        """Learnable parameters of the network this describes (BatchNorm's scale and shift included)."""
+        """Learnable parameters of the network this describes (BatchNorm's scale and shift included; a conv's
+        weights are those of its :meth:`kernel_shape`: k x k per pair of channels, k in one row)."""
         total = 0
         for layer in self.layers:
             ins = [self.shape(i) for i in layer.inputs]
             if layer.kind == "conv":
-                total += layer.kernel ** 2 * ins[0][0] * layer.filters + 2 * layer.filters
+                total += math.prod(self.kernel_shape(layer.kernel)) * ins[0][0] * layer.filters + 2 * layer.filters
             elif layer.kind == "dense":
                 total += (ins[0][0] + 1) * layer.units
             elif layer.kind == "output":
