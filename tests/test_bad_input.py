@@ -82,10 +82,10 @@ def test_a_bad_flag_is_one_line_exit_2_and_writes_nothing(tmp_path, command, fla
                                          ("true", "True")])
 def test_a_config_file_of_the_wrong_type_is_one_line(tmp_path, value, shown):
     path = tmp_path / "c.json"
-    path.write_text('{"batch_size": %s}' % value)
+    path.write_text('{"num_workers": %s}' % value)  # an integer setting whose default is not None (None: default)
     proc = cli("search", "--config", str(path), "--out", str(tmp_path / "run"), "--quiet")
-    assert proc.returncode == 2 and proc.stderr.strip() == f"snas-fast: error: batch_size: expected an integer, got " \
-                                                          f"{shown}"
+    assert proc.returncode == 2 and proc.stderr.strip() == f"snas-fast: error: num_workers: expected an integer, " \
+                                                          f"got {shown}"
     assert not (tmp_path / "run").exists()
 
 

@@ -178,7 +178,7 @@ def test_the_data_layer_knows_kinds_and_refuses_the_wrong_one(tmp_path, capsys):
     with pytest.raises(ValueError, match="dataset: expected one of"):
         datasets.kind_of("mnist")
     assert main(["search", "--space", "darts", "--dataset", "karate", "--out", str(tmp_path / "x")]) == 2
-    assert "dataset: expected one of digits, cifar10, got 'karate' (space darts)" in capsys.readouterr().err
+    assert "dataset: expected one of digits, cifar10, mnist1d, got 'karate' (space darts)" in capsys.readouterr().err
 
 
 def test_a_registered_dataset_is_a_dataset_of_its_kind(tmp_path, monkeypatch):

@@ -153,7 +153,7 @@ def csv_rows(path):
     (["--strategies", "snas,foo"], "strategies: expected a comma-separated list"),
     (["--seeds", "0"], "seeds: expected an integer >= 1, got 0"),
     (["--archs", "0"], "archs: expected an integer >= 1, got 0"),
-    (["--dataset", "mnist"], "dataset: expected one of digits, cifar10, got 'mnist'"),
+    (["--dataset", "mnist"], "dataset: expected one of digits, cifar10, mnist1d, got 'mnist'"),
     (["--strategies", "snas+foo"], "strategies: snas's variants are warmup, no-bn-recal, tau-exp, no-arch-wd, got "
                                    "'foo' in 'snas+foo'"),
     (["--strategies", "naswot+warmup"], "strategies: naswot's variants are none, got 'warmup'"),
