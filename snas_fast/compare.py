@@ -182,7 +182,7 @@ class CompareConfig(TrainingConfig):
 
     def truth(self) -> List[float]:
         """The test accuracy of every architecture of ``groundtruth`` (the mean over its seeds); CompareError, one
-        line, for a file that is not a ground truth of this space."""
+        line, for a file that is not a ground truth, or one on another dataset."""
         from .groundtruth import arch_means, read_groundtruth
 
         try:
