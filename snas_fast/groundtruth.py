@@ -210,10 +210,8 @@ def summary(rows: Sequence[dict]) -> str:
 def groundtruth(config: GroundTruthConfig, resume: bool = False, progress: bool = True) -> List[dict]:
     """Trains every ``(arch, seed)`` of ``config`` (shared over the ranks under torchrun; finished ones are read
     back with ``resume``), then writes ``groundtruth.csv`` and ``groundtruth.md``; returns the rows."""
-    from .compare import run_units
+    from .compare import retrain_row, run_units
     from .engine import distributed
-    from .engine.retrain import load_train_data, train
-    from .spaces.darts.networks import count_flops
 
     config.validate()
     data = config.load_data()
@@ -223,13 +221,8 @@ def groundtruth(config: GroundTruthConfig, resume: bool = False, progress: bool 
     def run(label: str, seed: int, previous: Optional[dict]) -> dict:
         k = int(label[len("arch"):])
         start = time.perf_counter()
-        train_config = config.train_config(seed, os.path.join(config.out, label, f"seed{seed}"))
-        train_data = load_train_data(train_config)
-        trained = train(train_config, train_data, genotype=archs[k], progress=False)
-        info = train_data[2]
-        flops = count_flops(trained.model.eval(), info.image_shape) if info.kind == "images" else math.nan
-        return dict(arch=k, seed=seed, test_acc=trained.test_acc, params=trained.params, flops=flops,
-                    seconds=time.perf_counter() - start, genotype=space.to_dict(archs[k]))
+        row = retrain_row(config, seed, archs[k], os.path.join(config.out, label, f"seed{seed}"))
+        return dict(row, arch=k, seconds=time.perf_counter() - start, genotype=json.loads(row["genotype"]))
 
     units = [[(f"arch{k:03d}", s)] for k, s in config.units()]
     rows = run_units(config, units, run, resume, progress)

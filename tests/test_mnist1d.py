@@ -138,7 +138,7 @@ def test_train_a_reference_through_the_cli(tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------------------------
 def test_groundtruth_trains_its_sample_resumes_and_writes_a_csv_that_reads_back(tmp_path, monkeypatch):
     from snas_fast import groundtruth as gt
-    from snas_fast.engine import retrain
+    from snas_fast import compare as retrain  # the trainings go through compare.retrain_row
 
     out = tmp_path / "gt"
     tiny = ["groundtruth", "--space", "darts1d", "--archs", "3", "--seeds", "2", "--seeded-archs", "1", "--epochs",
