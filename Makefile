@@ -7,6 +7,11 @@ TORCH_CUDA ?= torch==2.14.1
 CUDA_HOME ?= /usr/local/cuda
 DEPS = "triton>=3.6,<3.10" numpy ninja pytest pytest-xdist expecttest hypothesis tqdm matplotlib scikit-learn scipy \
 	pytest-benchmark torch_geometric nas-bench-graph==1.4.0 mnist1d==0.0.2.post1
+# The field's own search code, for the drop-in's tests and bench/bench_fuse.py (README, "The drop-in"): xautodl (its
+# numpy pin cannot be met and its models need only torch: without its dependencies) and NNI 3.0 with the Lightning
+# packages its one-shot strategies import (its own pins move filelock to < 3.12 and typeguard to < 4.1.3).
+PEER_NODEPS = xautodl==1.0.0
+PEER_DEPS = nni==3.0 pytorch-lightning==2.6.6 torchmetrics==1.9.0
 
 .PHONY: all env build test test-all search search-digits compare compare-digits groundtruth rank pareto latency-table \
 	compare-cells sweep morph compare-morph gnn-compare \
@@ -19,7 +24,9 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade "setuptools>=70" wheel
 	$(VENV)/bin/pip install --progress-bar on $(TORCH_CPU) $(DEPS) | grep -E '^(Collecting|Downloading|Installing|Successfully)' || true
-	$(VENV)/bin/python -c "import torch, triton, hypothesis, xdist, nas_bench_graph, mnist1d"  # the install above succeeded
+	$(VENV)/bin/pip install --progress-bar on --no-deps $(PEER_NODEPS) | grep -E '^(Collecting|Installing|Successfully)' || true
+	$(VENV)/bin/pip install --progress-bar on $(PEER_DEPS) | grep -E '^(Collecting|Installing|Successfully)' || true
+	$(VENV)/bin/python -c "import torch, triton, hypothesis, xdist, nas_bench_graph, mnist1d, xautodl.models"  # the install above succeeded
 	touch $@
 
 env: $(VENV)/.deps

@@ -223,3 +223,21 @@ def test_free_mix_aliases_u0_and_hands_the_gradient_to_every_u():
     assert not empty.any()
     with pytest.raises(ValueError, match="groups=4"):
         bss.free_mix(x, us, torch.ones(8), [1, 2, -1, 3, 4, 5], 2, groups=4)
+
+
+def test_bench_fuse_equal_tells_a_fused_copy_from_a_changed_one():
+    """bench_fuse.equal: a fused DARTS transcription is equal to its own network; a copy with one weight moved is
+    not; peers.available names what does not import."""
+    import argparse
+
+    import bench_fuse
+    import peers
+    import snas_fast
+
+    args = argparse.Namespace(network="darts", channels=4, layers=3, size=8, batch=4, device="cpu")
+    own, fused = bench_fuse.build("unfused", args), bench_fuse.build("fused", args)
+    assert snas_fast.fuse_summary(fused.net) and bench_fuse.equal(own, fused)
+    with torch.no_grad():
+        next(fused.net.parameters()).add_(1e-3)
+    assert not bench_fuse.equal(own, fused)
+    assert peers.available("darts") == "" and set(peers.PEERS) >= {"xautodl-TinyNetworkDarts", "nni-darts-DARTS"}

@@ -1,6 +1,9 @@
 """A DARTS-family search network as a user's code base has it: the structure of DARTS's operations.py and
-model_search.py (``MixedOp`` with its candidates in ``_ops``, ``Cell``, ``Network``) and of PC-DARTS's partial-channel
-``MixedOp``, written here (our own code, not copied). ``tests/test_fuse.py`` checks snas_fast.fuse_mixed_ops against
+model_search.py (``MixedOp`` with its candidates in ``_ops``, ``Cell``, ``Network``), of PC-DARTS's partial-channel
+``MixedOp``, of SNAS's ``MixedOp`` (it records its candidates' flops and mac on its first call), of DrNAS's DARTS-space
+``MixedOp`` (partial channels, and candidates whose weight is exactly 0 skipped) and of DrNAS's NAS-Bench-201
+partial-channel search cell, written here (our own code, not copied; ``../shared/docs/peer-mixed-ops.md`` says where
+each comes from). ``tests/test_fuse.py`` checks snas_fast.fuse_mixed_ops against
 it and ``bench/bench_fuse.py`` measures it."""
 from __future__ import annotations
 
@@ -141,8 +144,9 @@ class Cell(nn.Module):
 class Network(nn.Module):
     """DARTS's search network, small: C channels, ``layers`` cells (reductions at 1/3 and 2/3), 2 nodes."""
 
-    def __init__(self, C=4, num_classes=5, layers=3, steps=2, make_op=None, primitives=PRIMITIVES):
+    def __init__(self, C=4, num_classes=5, layers=3, steps=2, make_op=None, primitives=PRIMITIVES, dirichlet=False):
         super().__init__()
+        self.dirichlet = dirichlet  # DrNAS's weights (dirichlet_weights, pruned by the masks), else a softmax
         make_op = make_op or (lambda C, stride: MixedOp(C, stride, primitives))
         self.stem = nn.Sequential(nn.Conv2d(3, 3 * C, 3, padding=1, bias=False), nn.BatchNorm2d(3 * C))
         C_pp, C_p, C_curr = 3 * C, 3 * C, C
@@ -159,11 +163,18 @@ class Network(nn.Module):
         k = sum(2 + i for i in range(steps))
         self.alphas_normal = nn.Parameter(1e-3 * torch.randn(k, len(primitives)))
         self.alphas_reduce = nn.Parameter(1e-3 * torch.randn(k, len(primitives)))
+        if dirichlet:
+            self.register_buffer("mask_normal", torch.ones(k, len(primitives)))
+            self.register_buffer("mask_reduce", torch.ones(k, len(primitives)))
 
     def forward(self, x):
         s0 = s1 = self.stem(x)
         for cell in self.cells:
-            w = F.softmax(self.alphas_reduce if cell.reduction else self.alphas_normal, dim=-1)
+            if self.dirichlet:
+                w = dirichlet_weights(*((self.alphas_reduce, self.mask_reduce) if cell.reduction
+                                        else (self.alphas_normal, self.mask_normal)))
+            else:
+                w = F.softmax(self.alphas_reduce if cell.reduction else self.alphas_normal, dim=-1)
             s0, s1 = s1, cell(s0, s1, w)
         return self.classifier(F.adaptive_avg_pool2d(s1, 1).flatten(1))
 
@@ -190,3 +201,133 @@ class PCMixedOp(nn.Module):
 
 
 PCMixedOp.__name__ = "MixedOp"  # what fuse_mixed_ops's default match looks for, as in their code
+
+
+# ---- SNAS's MixedOp (SNAS-Series' SNAS/model_search.py's structure): flops and mac recorded on the first call -----
+class Counted(nn.Module):
+    """A candidate that sets its ``flops`` and ``mac`` from its input on every call, as SNAS's operations do."""
+
+    def __init__(self, op):
+        super().__init__()
+        self.op = op
+        self.flops = self.mac = 0
+
+    def forward(self, x):
+        self.flops, self.mac = float(x.numel() * (1 + len(list(self.op.parameters())))), float(2 * x.numel())
+        return self.op(x)
+
+
+class SNASMixedOp(nn.Module):
+    def __init__(self, C, stride, primitives=PRIMITIVES):
+        super().__init__()
+        self._ops = nn.ModuleList()
+        for primitive in primitives:
+            op = OPS[primitive](C, stride)
+            if "pool" in primitive:
+                op = nn.Sequential(op, nn.BatchNorm2d(C, affine=False))
+            self._ops.append(Counted(op))
+        self._resource_flops = torch.zeros(len(primitives))
+        self._resource_mac = torch.zeros(len(primitives))
+        self.got_flops_mac = False
+
+    def forward(self, x, weights):
+        if self.got_flops_mac:
+            return sum(w * op(x) for w, op in zip(weights, self._ops))
+        result = 0
+        for index, (w, op) in enumerate(zip(weights, self._ops)):
+            result = result + w * op(x)
+            self._resource_flops[index] = op.flops
+            self._resource_mac[index] = op.mac
+        self.got_flops_mac = True
+        return result
+
+
+SNASMixedOp.__name__ = "MixedOp"
+
+
+# ---- DrNAS's DARTS-space MixedOp (DrNAS's DARTS-space/model_search.py's structure) --------------------------------
+class DrNASMixedOp(PCMixedOp):
+    """PC-DARTS's MixedOp with candidates of weight exactly 0 skipped and ``k = 1`` without the shuffle."""
+
+    def __init__(self, C, stride, primitives=PRIMITIVES, k=1):
+        super().__init__(C, stride, primitives, k)
+
+    def forward(self, x, weights):
+        dim_2 = x.shape[1]
+        xtemp, xtemp2 = x[:, : dim_2 // self.k], x[:, dim_2 // self.k:]
+        temp1 = sum(w * op(xtemp) for w, op in zip(weights, self._ops) if not w == 0)
+        if self.k == 1:
+            return temp1
+        ans = torch.cat([temp1, xtemp2 if temp1.shape[2] == x.shape[2] else self.mp(xtemp2)], dim=1)
+        return reference.channel_shuffle(ans, self.k)
+
+
+DrNASMixedOp.__name__ = "MixedOp"
+
+
+def dirichlet_weights(concentration, mask=None):
+    """DrNAS's weights: a Dirichlet draw per row (``rsample``: differentiable), pruned entries exactly 0."""
+    w = torch.distributions.Dirichlet(F.elu(concentration) + 1).rsample()
+    return w if mask is None else w * mask
+
+
+# ---- DrNAS's NAS-Bench-201 partial-channel search cell (201-space/search_cells.py's structure) ---------------------
+NB201 = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
+
+
+def nb201_op(name, C):
+    return {"none": lambda: Zero(1), "skip_connect": Identity,
+            "nor_conv_1x1": lambda: ReLUConvBN(C, C, 1, 1, 0, affine=False),
+            "nor_conv_3x3": lambda: ReLUConvBN(C, C, 3, 1, 1, affine=False),
+            "avg_pool_3x3": lambda: nn.AvgPool2d(3, 1, 1, count_include_pad=False)}[name]()
+
+
+class NAS201PartialChannelCell(nn.Module):
+    def __init__(self, C, max_nodes=4, k=2, op_names=NB201):
+        super().__init__()
+        self.edges = nn.ModuleDict()
+        self.max_nodes, self.k = max_nodes, k
+        for i in range(1, max_nodes):
+            for j in range(i):
+                self.edges[f"{i}<-{j}"] = nn.ModuleList([nb201_op(name, C // k) for name in op_names])
+        self.edge_keys = sorted(self.edges)
+        self.edge2index = {key: i for i, key in enumerate(self.edge_keys)}
+
+    def MixedOp(self, x, ops, weights):  # noqa: N802 - their name
+        dim_2 = x.shape[1]
+        xtemp, xtemp2 = x[:, : dim_2 // self.k], x[:, dim_2 // self.k:]
+        temp1 = sum(w * op(xtemp) for w, op in zip(weights, ops) if not w == 0)
+        if self.k == 1:
+            return temp1
+        return reference.channel_shuffle(torch.cat([temp1, xtemp2], dim=1), self.k)
+
+    def forward(self, inputs, weightss):
+        nodes = [inputs]
+        for i in range(1, self.max_nodes):
+            inter_nodes = []
+            for j in range(i):
+                node_str = f"{i}<-{j}"
+                weights = weightss[self.edge2index[node_str]]
+                inter_nodes.append(self.MixedOp(nodes[j], self.edges[node_str], weights))
+            nodes.append(sum(inter_nodes))
+        return nodes[-1]
+
+
+class DrNAS201Network(nn.Module):
+    """DrNAS's NAS-Bench-201 search network, small: a stem, ``N`` cells at C channels, Dirichlet weights over
+    ``alphas`` with the entries of ``mask`` that are 0 pruned (exactly 0)."""
+
+    def __init__(self, C=8, N=2, num_classes=5, k=2):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, C, 3, padding=1, bias=False), nn.BatchNorm2d(C))
+        self.cells = nn.ModuleList([NAS201PartialChannelCell(C, k=k) for _ in range(N)])
+        self.classifier = nn.Linear(C, num_classes)
+        self.alphas = nn.Parameter(1e-3 * torch.randn(6, len(NB201)))
+        self.register_buffer("mask", torch.ones(6, len(NB201)))
+
+    def forward(self, x):
+        w = dirichlet_weights(self.alphas, self.mask)
+        h = self.stem(x)
+        for cell in self.cells:
+            h = cell(h, w)
+        return self.classifier(F.adaptive_avg_pool2d(h, 1).flatten(1))

@@ -69,7 +69,7 @@ def test_fused_darts_network_trains_like_the_original(primitives):
     reduce = next(s for s in summary if s["stride"] == 2)
     assert order["skip_connect"] in reduce["folded"]  # FactorizedReduce: runs up to its BatchNorm
     if "swish" in primitives:
-        assert normal["opaque"] == [order["swish"]] and "BatchNorm2d" in normal["opaque_why"][order["swish"]]
+        assert normal["opaque"] == [order["swish"]] and "BatchNorm" in normal["opaque_why"][order["swish"]]
 
 
 def test_fused_network_in_eval_mode_and_bare_pools():
@@ -160,3 +160,86 @@ def test_recomputed_max_pool_matches_max_pool2d(stride):
     with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
         max_pool(x, pool)
     assert len(kept) == 1 and kept[0] is x
+
+
+def test_a_mixed_op_nothing_calls_warns_instead_of_a_silent_no_op():
+    """A class named MixedOp with candidates but none of forward(x, weights), forward_darts, forward_gdas (what
+    the old drop-in "fused" without effect): a warning, and nothing replaced."""
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self._ops = MixedOp(4, 1, PRIMITIVES)._ops
+
+        def run(self, x, weights):
+            return sum(w * op(x) for w, op in zip(weights, self._ops))
+
+    Holder.__name__ = "MixedOp"
+    model = nn.Sequential(Holder())
+    with pytest.warns(UserWarning, match="defines none of the methods that compute them"):
+        snas_fast.fuse_mixed_ops(model)
+    assert not any(k in vars(model[0]) for k in ("forward", "run"))
+
+
+def test_a_forward_that_is_not_the_weighted_sum_is_left_as_it_is():
+    """A MixedOp whose forward averages instead of summing: the probe sees the difference; the module keeps its
+    forward, with a warning saying by how much the fused form differed."""
+    class Mean(MixedOp):
+        def forward(self, x, weights):
+            return sum(w * op(x) for w, op in zip(weights, self._ops)) / len(self._ops)
+
+    Mean.__name__ = "MixedOp"
+    fused = Network(make_op=lambda C, stride: Mean(C, stride, PRIMITIVES))
+    with pytest.warns(UserWarning, match=r"forward is left as it is: on a probe the fused method differs from the "
+                                         r"original by"):
+        snas_fast.fuse_mixed_ops(fused)
+    assert not any("forward" in vars(m) for m in fused.modules())
+    summary = snas_fast.fuse_summary(fused)
+    assert summary and not any(s["fused"] for s in summary)
+    assert all("differs from the original" in s["not_fused"]["forward"] for s in summary)
+
+
+def test_the_probes_leave_no_trace():
+    """Fusing changes no parameter, buffer or attribute, and leaves torch's generator where it was."""
+    torch.manual_seed(3)
+    net = Network()
+    before = copy.deepcopy(net.state_dict())
+    state = torch.get_rng_state()
+    snas_fast.fuse_mixed_ops(net)
+    assert torch.equal(torch.get_rng_state(), state)
+    for name, t in net.state_dict().items():
+        assert torch.equal(t, before[name]), name
+    assert all(m.training for m in net.modules())
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("per_example", [False, True], ids=["weights[K]", "weights[B,K]"])
+def test_batch_norm_sum_matches_the_weighted_sum_and_keeps_no_output(training, per_example):
+    """recompute.batch_norm_sum (affine BatchNorm tails, NNI's): the value and every gradient of
+    sum_m w[cols[m]] * bn_m(u_m) in float64, and it keeps the BatchNorms' inputs, not their outputs."""
+    from snas_fast.ops.recompute import batch_norm_sum
+
+    g = torch.Generator().manual_seed(0)
+    bns = [nn.BatchNorm2d(3).double() for _ in range(2)]
+    for bn in bns:
+        bn.weight.data.uniform_(0.5, 1.5, generator=g), bn.bias.data.normal_(generator=g)
+        bn.running_mean.normal_(generator=g), bn.running_var.uniform_(0.5, 2, generator=g)
+        bn.train(training)
+    us = [torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in bns]
+    w = torch.randn(*((4, 3) if per_example else (3,)), generator=g, dtype=torch.float64).softmax(-1)
+    w.requires_grad_()
+    grad = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64)
+    cols = [2, 0]
+
+    def want():
+        col = (lambda c: w[c]) if not per_example else (lambda c: w[:, c].view(-1, 1, 1, 1))
+        return sum(col(c) * bn(u) for c, bn, u in zip(cols, bns, us))
+
+    kept = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        got = batch_norm_sum(w, cols, us, [bn(u) for bn, u in zip(bns, us)], bns)
+    assert not any(t.shape == got.shape and t.data_ptr() not in [u.data_ptr() for u in us] for t in kept)
+    ref = want()
+    torch.testing.assert_close(got, ref)
+    params = [w, *us, *(p for bn in bns for p in bn.parameters())]
+    for a, b in zip(torch.autograd.grad(got, params, grad), torch.autograd.grad(ref, params, grad)):
+        torch.testing.assert_close(a, b)

@@ -1,350 +1,363 @@
-"""Deep fusion as a drop-in: :func:`fuse_mixed_ops` gives someone else's DARTS-family search network the fused
-edge (:func:`snas_fast.mixed_edge`), in place, without touching its modules, parameters or state dict.
+"""Deep fusion as a drop-in: :func:`fuse_mixed_ops` gives someone else's one-shot search network the fused edge
+(:func:`snas_fast.mixed_edge`), in place, without touching its modules, parameters or state dict.
 
-A DARTS-style ``MixedOp`` computes ``sum_k w_k * op_k(x)``. Each candidate is recognised by its structure, never by
-its name alone, once, from a small probe run in eval mode under ``no_grad`` (nothing learns, no running statistic
-moves):
+The field writes its mixed edges in four ways (``../shared/docs/peer-mixed-ops.md``), each recognised by its
+structure, never by a name alone:
 
-- ``zero``: a module without parameters, buffers or children whose output is all zeros (DARTS's ``Zero``,
-  ``x.mul(0.)``): never run;
-- ``max`` / ``avg``: ``nn.MaxPool2d(3, s, 1)`` / ``nn.AvgPool2d(3, s, 1, count_include_pad=False)``: computed from
-  ``x`` inside the kernel;
-- ``identity``: a module without parameters, buffers or children that returns its input: inside the kernel;
-- ``shared``: ends in an affine-free ``BatchNorm2d`` and begins ``ReLU -> Conv2d`` (DARTS's ``ReLUConvBN``,
-  ``SepConv``, ``DilConv`` are ``Sequential``\\ s, possibly inside a one-child wrapper): runs up to its BatchNorm on
-  the edge's one shared ``relu(x)``, recomputed in backward (:func:`snas_fast.ops.recompute.relu_conv`); the
-  kernel normalises it;
-- ``folded``: any other module whose last step is an affine-free ``BatchNorm2d`` child (``FactorizedReduce``, a
-  pool wrapped in ``Sequential(pool, BatchNorm2d)`` as DARTS's search network does): runs up to its BatchNorm;
-- ``opaque``: anything else: runs as it is and is summed by :func:`snas_fast.mixed_op`.
+- **A** a mixed op holding its candidates in an ``nn.ModuleList`` (``_ops``) with ``forward(x, weights)`` (DARTS,
+  PC-DARTS, SNAS, DrNAS's DARTS space): its ``forward`` is replaced. SNAS's ``MixedOp`` records each candidate's
+  ``flops``/``mac`` on its first call: while its ``got_flops_mac`` is False the original forward runs. A mixed op
+  that skips the candidates whose weight is exactly 0 (DrNAS's ``if not w == 0``, found by a probe) keeps
+  skipping them, so their BatchNorms do not move.
+- **B** the same mixed op without a ``forward`` but with ``forward_darts(x, weights)`` and ``forward_gdas(x,
+  weights, index)`` (AutoDL-Projects' NASNet cells, the ``xautodl`` package): those are replaced,
+  ``forward_gdas`` by the fused edge's hard path (only the chosen candidate runs).
+- **C** no mixed op: a cell holding ``edges``, an ``nn.ModuleDict`` of ``nn.ModuleList``\\ s keyed ``"i<-j"``, with
+  ``edge2index`` and ``max_nodes`` (NAS-Bench-201's search cell, ``xautodl``'s ``NAS201SearchCell``, copied by
+  DrNAS): the cell's ``forward`` and ``forward_joint`` (DARTS) and ``forward_gdas`` (GDAS: the chosen candidate
+  through the hard path, plus the other weights, 0 in value, for their straight-through gradient) are replaced.
+- **D** NNI 3's differentiable supernet modules: ``DifferentiableMixedCell`` (``ops``: per node, per input, an
+  ``nn.ModuleDict`` of candidates; ``_arch_alpha``, an ``nn.ParameterDict``; ``_softmax``; ``preprocessor`` and
+  ``postprocessor``) and ``DifferentiableMixedLayer`` (its candidates as named children listed in ``names``;
+  ``_arch_alpha``; ``_softmax``): ``forward`` is replaced. The weights come from the module's own ``_softmax``,
+  called once per edge after the candidates ran, as the original calls it, so GumbelDARTS's noise comes from the
+  same generator in the same order; NNI's extra "none" weight is a zero op.
 
-The BatchNorms' running statistics (and ``num_batches_tracked``) are updated exactly as the modules would update
-them. The layer rule: this module knows ``torch.nn`` and the op layer, no search space of snas_fast.
+How each candidate is computed (pools and identity inside the kernel, affine-free BatchNorm tails folded, the rest
+run as they are) is :mod:`snas_fast.ops._fuse_edge`'s. Before a method is replaced, the fused form is run against
+the original on a probe (eval mode, no gradient, every attribute, buffer and the random generator restored
+after): one that disagrees, or cannot be probed, is left as it is, with a warning and the reason in
+:func:`fuse_summary`. The layer rule: this module knows ``torch.nn`` and the op layer, no search space of
+snas_fast (and imports neither ``xautodl`` nor ``nni``).
 """
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils._pytree import tree_flatten
 
-from .functional import batch_norm_args, mixed_edge, mixed_op
-from .recompute import bn_relu_conv, max_pool, relu_conv
+from ._fuse_edge import SEMANTICS, _Plan, _probe_for, frozen, plan_edge, run_edge
 
-__all__ = ["fuse_mixed_ops", "unfuse_mixed_ops", "fuse_summary", "SEMANTICS"]
+__all__ = ["fuse_mixed_ops", "unfuse_mixed_ops", "fuse_summary", "SEMANTICS", "PATTERNS"]
 
 log = logging.getLogger("snas_fast.fuse")
 
-#: ``"darts"``: ``forward(x, weights)`` over all channels; ``"pc_darts"``: PC-DARTS's partial channels (the
-#: candidates see ``x[:, :C/k]``, the rest bypasses, max-pooled 2x2 at stride 2, then a channel shuffle).
-SEMANTICS = ("darts", "pc_darts")
-_PLAN = "_snas_fast_plan"  # the attribute of a fused mixed op (a plain attribute: not in the state dict)
-_SLOT = {"max": 0, "avg": 1, "identity": 2}
+#: the patterns recognised (module docstring)
+PATTERNS = ("A", "B", "C", "D")
+_PLAN = "_snas_fast_plan"  # the attribute of a fused module (a plain attribute: not in the state dict)
+_EDGE_KEY = re.compile(r"^\d+<-\d+$")
 
 
 @dataclass
-class _Candidate:
-    """How one candidate is computed, as plain data (names, not modules: a fused model deep-copies and pickles
-    with its modules, and the plan follows them)."""
+class _Site:
+    """A module whose methods are replaced: its pattern, its edges' plans (by edge key; ``""`` for a mixed op's one
+    edge), the methods replaced, and those not, with why. Plain data: a fused model deep-copies and pickles."""
 
-    kind: str  # zero, max, avg, identity, shared, folded, opaque
-    path: Tuple[str, ...] = ()  # shared/folded: the child names from the candidate to the module that computes it
-    bn_name: str = ""  # folded, not a Sequential: the name of its trailing BatchNorm child ("" for a Sequential)
-    why: str = ""  # opaque: what did not match
-
-    def module(self, op: nn.Module) -> nn.Module:
-        for name in self.path:
-            op = getattr(op, name)
-        return op
-
-    def bn(self, op: nn.Module) -> nn.BatchNorm2d:
-        m = self.module(op)
-        return getattr(m, self.bn_name) if self.bn_name else m[-1]
-
-    def pre(self, op: nn.Module, x: Tensor, relu_x: Optional[Tensor]) -> Tensor:
-        """The candidate's output before its trailing BatchNorm."""
-        m = self.module(op)
-        if self.bn_name:  # a module computing more than a chain (FactorizedReduce): run with its BatchNorm skipped
-            bn = getattr(m, self.bn_name)
-            bn.forward = _identity  # an instance attribute: the class's forward again once deleted
-            try:
-                return m(x)
-            finally:
-                del bn.forward
-        body = list(m)[:-1]
-        if self.kind == "shared":  # ReLU -> conv on the edge's shared relu(x), recomputed in backward
-            return _chain(body[2:])(relu_conv(x, relu_x, body[1]))
-        return _chain(body)(x)
-
-
-@dataclass
-class _Plan:
-    name: str
-    semantics: str
-    stride: int
-    channels: int  # the channels the candidates see
-    candidates: List[_Candidate] = field(default_factory=list)
+    pattern: str  # A, B, C or D (module docstring)
+    form: str  # mixed_op, nas201_cell, nni_cell, nni_layer: which fused methods compute it
+    edges: Dict[str, _Plan]
+    methods: List[str] = field(default_factory=list)
+    not_fused: Dict[str, str] = field(default_factory=dict)
     ops_attr: str = "_ops"
-
-    @property
-    def fused(self) -> bool:
-        return any(c.kind not in ("zero", "opaque") for c in self.candidates)
-
-    def describe(self) -> Dict[str, object]:
-        kinds: Dict[str, List[int]] = {}
-        for k, c in enumerate(self.candidates):
-            kinds.setdefault(c.kind, []).append(k)
-        return {"name": self.name, "semantics": self.semantics, "stride": self.stride, "fused": self.fused,
-                **{kind: kinds.get(kind, []) for kind in ("zero", "max", "avg", "identity", "shared", "folded",
-                                                          "opaque")},
-                "opaque_why": {k: c.why for k, c in enumerate(self.candidates) if c.kind == "opaque"}}
+    semantics: str = "darts"
+    skip_zero: bool = False
 
 
-def _pair(v) -> tuple:
-    return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+class _Fused:
+    """A replaced method, set as the module's instance attribute of the same name. It holds the module and the
+    method's name (plain data), so a fused model deep-copies and pickles with it."""
+
+    def __init__(self, module: nn.Module, method: str):
+        self.module, self.method = module, method
+
+    def __call__(self, *args, **kwargs):
+        m = self.module
+        site = getattr(m, _PLAN)
+        return _IMPLS[site.form, self.method](m, site, *args, **kwargs)
 
 
-def _pool(op: nn.Module) -> Optional[tuple]:
-    """``("max" | "avg", stride)`` for DARTS's pools (3x3, padding 1, stride 1 or 2), else None."""
-    if type(op) is nn.MaxPool2d:
-        ok = (_pair(op.kernel_size) == (3, 3) and _pair(op.padding) == (1, 1) and _pair(op.dilation) == (1, 1)
-              and not op.ceil_mode and not op.return_indices)
-        kind = "max"
-    elif type(op) is nn.AvgPool2d:
-        ok = (_pair(op.kernel_size) == (3, 3) and _pair(op.padding) == (1, 1) and not op.count_include_pad
-              and not op.ceil_mode and op.divisor_override is None)
-        kind = "avg"
-    else:
-        return None
-    s = _pair(op.stride)
-    return (kind, s[0]) if ok and s[0] == s[1] and s[0] in (1, 2) else None
+def _original(m: nn.Module, method: str) -> Callable:
+    """The class's own method, bound to ``m`` (what runs once the instance attribute is deleted)."""
+    return getattr(type(m), method).__get__(m)
 
 
-def _identity(t: Tensor) -> Tensor:
-    return t
+# ---- the fused methods, one per pattern and method -------------------------------------------------------------
+
+def _groups(m: nn.Module, site: _Site, x: Tensor) -> int:
+    """PC-DARTS's ``k``: the module's own ``k`` (DrNAS changes it during the search), else ``C`` over the
+    candidates' channels."""
+    if site.semantics != "pc_darts":
+        return 1
+    k = getattr(m, "k", None)
+    if isinstance(k, int) and not isinstance(k, bool) and k > 0:
+        return k
+    channels = next(iter(site.edges.values())).channels
+    if x.shape[1] % channels:
+        raise ValueError(f"x: PC-DARTS semantics need C = k * {channels} (the candidates' channels), "
+                         f"got C = {x.shape[1]}")
+    return x.shape[1] // channels
 
 
-def _affine_free_bn(m) -> bool:
-    return type(m) is nn.BatchNorm2d and not m.affine
+def _mixed(m: nn.Module, site: _Site, x: Tensor, weights: Tensor, method: str) -> Tensor:
+    if getattr(m, "got_flops_mac", True) is False:  # SNAS's MixedOp: its first call records flops and mac
+        return _original(m, method)(x, weights)
+    return run_edge(site.edges[""], getattr(m, site.ops_attr), x, weights, groups=_groups(m, site, x),
+                    skip_zero=site.skip_zero)
 
 
-def _bare(op: nn.Module) -> bool:
-    """No parameters, buffers or children: a function of its input only."""
-    return not list(op.parameters()) and not list(op.buffers()) and not list(op.children())
+def _mixed_gdas(m: nn.Module, site: _Site, x: Tensor, weights: Tensor, index) -> Tensor:
+    """AutoDL-Projects' ``MixedOp.forward_gdas``: ``ops[index](x) * weights[index]``."""
+    return run_edge(site.edges[""], getattr(m, site.ops_attr), x, weights, only=int(index))
 
 
-def _trace(op: nn.Module, probe: Tensor):
-    """``op(probe)`` in eval mode under no_grad, with the (module, input, output) of every submodule call in order;
-    the training flags are restored."""
-    calls = []
-    modes = [(m, m.training) for m in op.modules()]
-    hooks = [m.register_forward_hook(lambda m, i, o: calls.append((m, i, o))) for m in op.modules() if m is not op]
-    try:
-        op.eval()
-        with torch.no_grad():
-            out = op(probe)
-    finally:
-        for h in hooks:
-            h.remove()
-        for m, training in modes:
-            m.training = training
-    return out, calls
+def _nas201(m: nn.Module, site: _Site, inputs: Tensor, weightss: Tensor, index: Optional[Tensor] = None) -> Tensor:
+    """NAS-Bench-201's search cell: node ``i`` is the sum over ``j < i`` of edge ``"i<-j"`` on node ``j``."""
+    nodes = [inputs]
+    for i in range(1, m.max_nodes):
+        inter = []
+        for j in range(i):
+            key = f"{i}<-{j}"
+            e = m.edge2index[key]
+            weights = weightss[e]
+            if index is None:
+                inter.append(run_edge(site.edges[key], m.edges[key], nodes[j], weights,
+                                      groups=_groups(m, site, nodes[j]), skip_zero=site.skip_zero))
+            else:  # GDAS: the chosen candidate, plus the others' weights (0 in value) for their gradient
+                a = int(index[e].item())
+                rest = torch.cat([weights[:a], weights[a + 1:]]).sum()
+                inter.append(run_edge(site.edges[key], m.edges[key], nodes[j], weights, only=a) + rest)
+        nodes.append(sum(inter))
+    return nodes[-1]
 
 
-def _unwrap(op: nn.Module, probe: Tensor) -> Tuple[nn.Module, Tuple[str, ...]]:
-    """The module that computes ``op`` and its path of child names: ``op`` itself, or its only child when ``op``
-    just calls it (DARTS's ``ReLUConvBN.forward`` is ``return self.op(x)``), repeatedly."""
-    path: Tuple[str, ...] = ()
-    while not isinstance(op, nn.Sequential):
-        children = list(op.named_children())
-        if len(children) != 1 or list(op.parameters(recurse=False)) or list(op.buffers(recurse=False)):
-            break
-        name, child = children[0]
-        out, calls = _trace(op, probe)
-        top = [(m, i, o) for m, i, o in calls if m is child]
-        if len(top) != 1 or top[0][1][0] is not probe or top[0][2] is not out:
-            break
-        op, path = child, path + (name,)
-    return op, path
+def _nni_inputs(m: nn.Module, inputs: tuple) -> List[Tensor]:
+    """NNI's ``preprocess_cell_inputs``: a list of tensors or the tensors themselves, ``num_predecessors`` of them."""
+    processed = list(inputs[0]) if len(inputs) == 1 and isinstance(inputs[0], list) else list(inputs)
+    if len(processed) != m.num_predecessors:
+        raise ValueError(f"inputs: expected {m.num_predecessors} tensors, got {len(processed)}")
+    return processed
 
 
-def _bias_free_conv(m) -> bool:
-    return type(m) is nn.Conv2d and m.bias is None
+def _nni_cell(m: nn.Module, site: _Site, *inputs) -> Tensor:
+    """NNI's ``DifferentiableMixedCell.forward``: every node sums every earlier state through its edge."""
+    processed = _nni_inputs(m, inputs)
+    states = m.preprocessor(processed)
+    for i, ops in enumerate(m.ops, start=m.num_predecessors):
+        current = []
+        for j in range(i):
+            alpha = m._arch_alpha[f"{m.label}/{i}_{j}"]
+            current.append(run_edge(site.edges[f"{i}_{j}"], list(ops[j].values()), states[j],
+                                    lambda alpha=alpha: m._softmax(alpha)))
+        states.append(sum(current))
+    return m.postprocessor(torch.cat(states[m.num_predecessors:], m.concat_dim), processed)
 
 
-def _chain(modules: Sequence[nn.Module]) -> Callable[[Tensor], Tensor]:
-    """The modules one after the other, each ``BatchNorm2d(affine=False) -> ReLU -> Conv2d`` run by
-    :func:`~snas_fast.ops.recompute.bn_relu_conv` (the BatchNorm's input kept for backward, not its output nor the
-    ReLU's: SepConv's middle), DARTS's 3x3 pools by :func:`mixed_edge` (one weight of 1: the kernel's pool, which
-    keeps ``x`` for backward and no indices), another ``MaxPool2d`` by :func:`~snas_fast.ops.recompute.max_pool`
-    (its indices recomputed in backward), the rest as they are."""
-    steps, i = [], 0
-    while i < len(modules):
-        m = modules[i]
-        pool = _pool(m)
-        if (_affine_free_bn(m) and i + 2 < len(modules) and type(modules[i + 1]) is nn.ReLU
-                and _bias_free_conv(modules[i + 2])):
-            steps.append(lambda t, bn=m, conv=modules[i + 2]: bn_relu_conv(t, bn, conv))
-            i += 3
-        elif pool is not None:  # DARTS's 3x3 pool before its BatchNorm: mixed_edge's pool, one weight of 1
-            kind, stride = pool
-            cols = [0, -1, -1] if kind == "max" else [-1, 0, -1]
-            steps.append(lambda t, cols=cols, stride=stride: mixed_edge(t, [], t.new_ones(1), cols, stride))
-            i += 1
-        elif type(m) is nn.MaxPool2d and not m.return_indices:
-            steps.append(lambda t, pool=m: max_pool(t, pool))  # its indices recomputed in backward
-            i += 1
+def _nni_layer(m: nn.Module, site: _Site, *args, **kwargs) -> Tensor:
+    """NNI's ``DifferentiableMixedLayer.forward``: the weighted sum of its candidates under its own softmax."""
+    if len(args) != 1 or kwargs or not isinstance(args[0], Tensor) or args[0].dim() != 4:
+        return _original(m, "forward")(*args, **kwargs)
+    return run_edge(site.edges[""], [m[n] for n in m.names], args[0], lambda: m._softmax(m._arch_alpha))
+
+
+_IMPLS: Dict[Tuple[str, str], Callable] = {
+    ("mixed_op", "forward"): lambda m, s, x, w: _mixed(m, s, x, w, "forward"),
+    ("mixed_op", "forward_darts"): lambda m, s, x, w: _mixed(m, s, x, w, "forward_darts"),
+    ("mixed_op", "forward_gdas"): _mixed_gdas,
+    ("nas201_cell", "forward"): _nas201,
+    ("nas201_cell", "forward_joint"): _nas201,
+    ("nas201_cell", "forward_gdas"): _nas201,
+    ("nni_cell", "forward"): _nni_cell,
+    ("nni_layer", "forward"): _nni_layer,
+}
+
+
+# ---- recognising the patterns, and the probes ------------------------------------------------------------------
+
+def _defines(m: nn.Module, method: str) -> bool:
+    f = getattr(type(m), method, None)
+    return callable(f) and f is not getattr(nn.Module, method, None)
+
+
+def _softmax_probe(shape, like: Tensor, hard: bool = False):
+    """Weights of ``shape`` on ``like``'s device and dtype: a softmax of a seeded normal draw, or GDAS's
+    straight-through one-hot and its argmax."""
+    logits = torch.randn(shape, generator=torch.Generator().manual_seed(1)).to(like)
+    probs = logits.softmax(-1)
+    if not hard:
+        return probs
+    index = probs.argmax(-1, keepdim=True)
+    return torch.zeros_like(probs).scatter_(-1, index, 1.0) - probs + probs, index
+
+
+def _mixed_site(m: nn.Module, name: str, ops_attr: str, semantics: str) -> Tuple[_Site, Dict[str, tuple]]:
+    """Patterns A and B: the site and the probe arguments of each method it defines."""
+    ops = list(getattr(m, ops_attr))
+    site = _Site("A" if _defines(m, "forward") else "B", "mixed_op", {"": plan_edge(name, ops, semantics)},
+                 ops_attr=ops_attr, semantics=semantics)
+    x = _probe_for(ops)
+    if semantics == "pc_darts":
+        x = x.repeat(1, int(getattr(m, "k", 1)), 1, 1)
+    K = len(ops)
+    probes = {}
+    for method in (("forward",) if site.pattern == "A" else ("forward_darts", "forward_gdas")):
+        if not _defines(m, method):
+            continue
+        if method == "forward_gdas":
+            weights, index = _softmax_probe(K, x, hard=True)
+            probes[method] = (x, weights, int(index))
         else:
-            steps.append(m)
-            i += 1
-
-    def run(t: Tensor) -> Tensor:
-        for step in steps:
-            t = step(t)
-        return t
-
-    return run
-
-
-def _sequential_tail(seq: nn.Sequential, path: Tuple[str, ...]) -> Optional[_Candidate]:
-    """A Sequential ending in an affine-free BatchNorm2d: "shared" when it begins ReLU -> bias-free Conv2d."""
-    body = list(seq)
-    if len(body) < 2 or not _affine_free_bn(body[-1]):
-        return None
-    shared = type(body[0]) is nn.ReLU and len(body) >= 3 and _bias_free_conv(body[1])
-    return _Candidate("shared" if shared else "folded", path)
+            probes[method] = (x, _softmax_probe(K, x))
+    soft = next((method for method in ("forward", "forward_darts") if method in probes), None)
+    if soft is not None:
+        weights = _zero_one(K, site.edges[""], x)
+        site.skip_zero = _skips_zero_weights(m, ops[int((weights == 0).nonzero()[0])],
+                                             lambda: _original(m, soft)(x, weights))
+        if site.skip_zero:  # probe it where it matters: a weight of exactly 0
+            probes[soft] = (x, weights)
+    return site, probes
 
 
-def _module_tail(op: nn.Module, path: Tuple[str, ...], probe: Tensor) -> Optional[_Candidate]:
-    """A module whose last call is an affine-free BatchNorm2d child and whose output is that call's output
-    (DARTS's FactorizedReduce): runs with that BatchNorm skipped."""
-    out, calls = _trace(op, probe)
-    if not calls:
-        return None
-    bn, _, bn_out = calls[-1]
-    if not _affine_free_bn(bn) or bn_out is not out or sum(m is bn for m, _, _ in calls) != 1:
-        return None
-    name = next((n for n, child in op.named_children() if child is bn), None)
-    return None if name is None else _Candidate("folded", path, bn_name=name)
+def _zero_one(shape, plan: _Plan, like: Tensor) -> Tensor:
+    """Softmax weights of ``shape`` (``[K]``, or ``[E, K]``: the first row) with the first candidate of ``plan``
+    that is not a zero op set to exactly 0."""
+    w = _softmax_probe(shape, like)
+    k = next((k for k, c in enumerate(plan.candidates) if c.kind != "zero"), 0)
+    row = w if w.dim() == 1 else w[0]
+    row[k] = 0
+    return w
 
 
-def _recognise(op: nn.Module, probe: Tensor) -> tuple:
-    """(candidate, output stride or None) of one candidate module."""
-    pool = _pool(op)
-    if pool is not None:
-        return _Candidate(pool[0]), pool[1]
-    out, _ = _trace(op, probe)
-    stride = None
-    if isinstance(out, Tensor) and out.dim() == 4 and out.shape[0] == probe.shape[0]:
-        stride = {probe.shape[2]: 1, (probe.shape[2] - 1) // 2 + 1: 2}.get(out.shape[2])
-    if _bare(op) and isinstance(out, Tensor):
-        if out is probe or (out.shape == probe.shape and torch.equal(out, probe)):
-            return _Candidate("identity"), 1
-        if out.numel() and not torch.count_nonzero(out):
-            return _Candidate("zero"), stride
-    inner, path = _unwrap(op, probe)
-    if isinstance(inner, nn.Sequential):
-        cand = _sequential_tail(inner, path)  # DARTS's pools in a Sequential(pool, BatchNorm2d) too
-    else:
-        cand = _module_tail(inner, path, probe)
-    if cand is not None and stride is not None:
-        return cand, stride
-    return _Candidate("opaque", why="not a pool, identity, zero op or a module ending in an affine-free "
-                                    "BatchNorm2d"), stride
+def _skips_zero_weights(m: nn.Module, candidate: nn.Module, call: Callable[[], object]) -> bool:
+    """Whether ``call()``, the original method on weights with ``candidate``'s exactly 0, leaves ``candidate``
+    unrun (DrNAS's ``if not w == 0``), on a probe that leaves no trace."""
+    called = []
+    hook = candidate.register_forward_hook(lambda *_: called.append(True))
+    try:
+        with frozen(m):
+            if hasattr(m, "got_flops_mac"):
+                m.got_flops_mac = True
+            call()
+    except Exception:  # noqa: BLE001 - the method's own probe says what fails
+        return False
+    finally:
+        hook.remove()
+    return not called
 
 
-def _probe_for(ops: Sequence[nn.Module]) -> Tensor:
-    """A small input for the candidates, ``[2, C, 8, 8]``: C = their first convolution's input channels (else their
-    first BatchNorm's features, else 4), on that module's device and in its dtype."""
-    modules = [m for op in ops for m in op.modules()]
-    conv = next((m for m in modules if isinstance(m, nn.Conv2d)), None)
-    bn = next((m for m in modules if isinstance(m, nn.BatchNorm2d)), None)
-    if conv is not None:
-        channels, like = conv.in_channels, conv.weight
-    elif bn is not None:
-        channels, like = bn.num_features, (bn.weight if bn.affine else bn.running_mean)
-    else:
-        channels, like = 4, next((t for m in modules for t in list(m.parameters()) + list(m.buffers())), None)
-    kw = {} if like is None or not like.is_floating_point() else dict(device=like.device, dtype=like.dtype)
-    return torch.randn(2, channels, 8, 8, generator=torch.Generator().manual_seed(0)).to(**kw)
+def _nas201_site(m: nn.Module, name: str) -> Tuple[_Site, Dict[str, tuple]]:
+    """Pattern C; with an int ``k``, DrNAS's partial-channel cell (its candidates on ``C / k`` channels)."""
+    k = getattr(m, "k", None)
+    semantics = "pc_darts" if isinstance(k, int) and not isinstance(k, bool) and k > 1 else "darts"
+    site = _Site("C", "nas201_cell", {key: plan_edge(f"{name}.edges.{key}", list(m.edges[key]), semantics)
+                                      for key in m.edges}, semantics=semantics)
+    key = min(m.edges, key=m.edge2index.get)
+    first = list(m.edges[key])
+    x = _probe_for(first)
+    if semantics == "pc_darts":
+        x = x.repeat(1, k, 1, 1)
+    shape = (len(m.edges), len(first))
+    probes = {method: (x, _softmax_probe(shape, x)) for method in ("forward", "forward_joint") if _defines(m, method)}
+    if "forward" in probes:
+        weights = _zero_one(shape, site.edges[key], x)
+        zeroed = int((weights[m.edge2index[key]] == 0).nonzero()[0])
+        site.skip_zero = _skips_zero_weights(m, first[zeroed], lambda: _original(m, "forward")(x, weights))
+        if site.skip_zero:
+            probes["forward"] = (x, weights)
+    if _defines(m, "forward_gdas"):
+        probes["forward_gdas"] = (x, *_softmax_probe(shape, x, hard=True))
+    return site, probes
 
 
-def _plan(name: str, ops: Sequence[nn.Module], semantics: str, ops_attr: str) -> _Plan:
-    probe = _probe_for(ops)
-    cands, strides = [], set()
-    for op in ops:
-        cand, stride = _recognise(op, probe.clone())  # a candidate starting with ReLU(inplace=True) writes its input
-        cands.append(cand)
-        if stride is not None and cand.kind != "zero":
-            strides.add(stride)
-    stride = strides.pop() if len(strides) == 1 else None
-    plan = _Plan(name, semantics, stride or 1, probe.shape[1], cands, ops_attr)
-    if stride is None:  # the candidates disagree (or none told): nothing can be folded safely
-        for c in cands:
-            if c.kind != "zero":
-                c.kind, c.why = "opaque", "the candidates' output strides disagree"
-    seen = set()
-    for c in cands:  # one kernel slot each for max, avg and the identity; a second one is summed as it is
-        if c.kind in _SLOT:
-            if c.kind in seen:
-                c.kind, c.why = "opaque", f"a second {c.kind} term"
-            elif c.kind == "identity" and plan.stride != 1:
-                c.kind, c.why = "opaque", "an identity at stride 2"
-            seen.add(c.kind)
-    return plan
+def _nni_cell_site(m: nn.Module, name: str) -> Tuple[_Site, Dict[str, tuple]]:
+    edges = {}
+    for i, ops in enumerate(m.ops, start=m.num_predecessors):
+        for j in range(i):
+            edges[f"{i}_{j}"] = plan_edge(f"{name}.ops.{i - m.num_predecessors}.{j}", list(ops[j].values()))
+    return _Site("D", "nni_cell", edges), {"forward": _nni_cell_probe(m)}
 
 
-def _bn_settings(bn: nn.BatchNorm2d) -> tuple:
-    return (bn.training, bn.track_running_stats, bn.momentum, bn.eps)
+def _nni_cell_probe(m: nn.Module) -> tuple:
+    """Inputs for the cell: one per predecessor, with the channels of the first convolution the preprocessor
+    gives it, all 8x8 or the first 16x16 (after a reduction cell), whichever the preprocessor aligns."""
+    pre = list(m.preprocessor.children())
+    if len(pre) != m.num_predecessors:
+        raise ValueError(f"no probe: the preprocessor has {len(pre)} parts for {m.num_predecessors} inputs")
+    like = _probe_for([p for p in pre])
+    channels = [_probe_for([p]).shape[1] for p in pre]
+    for sizes in ([8] * len(pre), [16] + [8] * (len(pre) - 1)):
+        inputs = [torch.randn(2, c, s, s, generator=torch.Generator().manual_seed(2)).to(like)
+                  for c, s in zip(channels, sizes)]
+        try:
+            with frozen(m):
+                states = m.preprocessor(list(inputs))
+        except RuntimeError:
+            continue
+        if len({tuple(s.shape[2:]) for s in states}) == 1:
+            return (inputs,)
+    raise ValueError("no probe: the preprocessor aligns neither equal inputs nor a first input twice as large")
 
 
-def _run(plan: _Plan, ops: Sequence[nn.Module], x: Tensor, weights: Tensor, groups: int) -> Tensor:
-    """The fused forward of one mixed op on ``x`` ``[B, C, H, W]`` with ``weights`` ``[K]`` or ``[B, K]``."""
-    xm = x if groups == 1 else x[:, : x.shape[1] // groups]
-    cols, tails, opaque, bns = [-1, -1, -1], [], [], []
-    for k, c in enumerate(plan.candidates):
-        if c.kind in _SLOT:
-            cols[_SLOT[c.kind]] = k
-        elif c.kind in ("shared", "folded"):
-            bn = c.bn(ops[k])
-            if not bns or _bn_settings(bn) == _bn_settings(bns[0]):  # one call: one momentum, eps and mode
-                tails.append(k)
-                bns.append(bn)
-            else:
-                opaque.append(k)
-        elif c.kind == "opaque":
-            opaque.append(k)
-    relu_x = None
-    if any(plan.candidates[k].kind == "shared" for k in tails):
-        with torch.no_grad():  # one relu(x) for every convolution candidate, recomputed in their backward
-            relu_x = F.relu(xm)
-    us = [plan.candidates[k].pre(ops[k], xm, relu_x) for k in tails]
-    out = mixed_edge(x, us, weights, cols + tails, plan.stride, groups=groups, **batch_norm_args(bns))
-    if opaque:
-        out = out + mixed_op([ops[k](x) if k in opaque else None for k in range(len(ops))], weights)
-    return out
+def _nni_layer_site(m: nn.Module, name: str) -> Tuple[_Site, Dict[str, tuple]]:
+    ops = [m[n] for n in m.names]
+    return _Site("D", "nni_layer", {"": plan_edge(name, ops)}), {"forward": (_probe_for(ops),)}
 
 
-class _FusedForward:
-    """The fused ``forward(x, weights)`` of one mixed op, set as the module's instance attribute ``forward``. It holds
-    the module and its plan (plain data), so a fused model deep-copies and pickles with it."""
+def _is_nas201_cell(m: nn.Module) -> bool:
+    edges = getattr(m, "edges", None)
+    return (isinstance(edges, nn.ModuleDict) and len(edges) > 0
+            and all(_EDGE_KEY.match(k) and isinstance(v, nn.ModuleList) for k, v in edges.items())
+            and isinstance(getattr(m, "edge2index", None), dict) and set(m.edge2index) == set(edges)
+            and isinstance(getattr(m, "max_nodes", None), int))
 
-    def __init__(self, module: nn.Module, plan: _Plan):
-        self.module, self.plan = module, plan
 
-    def __call__(self, x: Tensor, weights: Tensor) -> Tensor:
-        plan = self.plan
-        groups = 1
-        if plan.semantics == "pc_darts":
-            groups = x.shape[1] // plan.channels
-            if groups * plan.channels != x.shape[1]:
-                raise ValueError(f"x: PC-DARTS semantics need C = k * {plan.channels} (the candidates' channels), "
-                                 f"got C = {x.shape[1]}")
-        return _run(plan, getattr(self.module, plan.ops_attr), x, weights, groups)
+def _is_nni_cell(m: nn.Module) -> bool:
+    ops = getattr(m, "ops", None)
+    return (isinstance(ops, nn.ModuleList) and len(ops) > 0
+            and all(isinstance(node, nn.ModuleList) and all(isinstance(e, nn.ModuleDict) for e in node)
+                    for node in ops)
+            and isinstance(getattr(m, "_arch_alpha", None), nn.ParameterDict)
+            and isinstance(getattr(m, "_softmax", None), nn.Module)
+            and isinstance(getattr(m, "preprocessor", None), nn.Module)
+            and isinstance(getattr(m, "postprocessor", None), nn.Module)
+            and isinstance(getattr(m, "num_predecessors", None), int) and isinstance(getattr(m, "label", None), str)
+            and isinstance(getattr(m, "concat_dim", None), int))
+
+
+def _is_nni_layer(m: nn.Module) -> bool:
+    names = getattr(m, "names", None)
+    return (isinstance(names, list) and len(names) > 0
+            and isinstance(getattr(m, "_arch_alpha", None), nn.Parameter)
+            and isinstance(getattr(m, "_softmax", None), nn.Module)
+            and all(isinstance(m._modules.get(str(n)), nn.Module) for n in names))
+
+
+def _check(m: nn.Module, site: _Site, method: str, args: tuple) -> Optional[str]:
+    """None when the fused ``method`` computes the original's output on ``args``, else why not."""
+    try:
+        with frozen(m):
+            if hasattr(m, "got_flops_mac"):
+                m.got_flops_mac = True
+            want = _original(m, method)(*args)
+        with frozen(m):
+            if hasattr(m, "got_flops_mac"):
+                m.got_flops_mac = True
+            got = _IMPLS[site.form, method](m, site, *args)
+    except Exception as e:  # noqa: BLE001 - a method that cannot be probed is left as it is, and says why
+        return f"the probe raised {type(e).__name__}: {e}"
+    wants, wspec = tree_flatten(want)
+    gots, gspec = tree_flatten(got)
+    if wspec != gspec or any(not isinstance(t, Tensor) or t.shape != u.shape for t, u in zip(gots, wants)):
+        return "on a probe the fused method's output is not shaped as the original's"
+    for t, u in zip(gots, wants):
+        if not torch.allclose(t, u, rtol=1e-4, atol=1e-5):
+            return f"on a probe the fused method differs from the original by {(t - u).abs().max().item():.3g}"
+    return None
 
 
 def _default_match(ops_attr: str) -> Callable[[nn.Module], bool]:
@@ -353,23 +366,26 @@ def _default_match(ops_attr: str) -> Callable[[nn.Module], bool]:
 
 def fuse_mixed_ops(model: nn.Module, *, match: Optional[Callable[[nn.Module], bool]] = None, ops_attr: str = "_ops",
                    semantics: str = "darts") -> nn.Module:
-    """Replaces, in place, the forward of every mixed op of ``model`` with the deep-fused edge; returns ``model``.
+    """Replaces, in place, the methods that compute ``model``'s mixed edges with the deep-fused edge; returns
+    ``model``.
 
     Args:
-        model: any ``nn.Module`` holding DARTS-style mixed ops.
-        match: ``module -> bool``, which modules are mixed ops (default: the class is named ``MixedOp`` and holds
-            an ``nn.ModuleList`` at ``ops_attr``).
-        ops_attr: the attribute holding the candidates.
+        model: any ``nn.Module`` holding mixed edges of patterns A to D (module docstring): DARTS's, PC-DARTS's,
+            SNAS's and DrNAS's ``MixedOp``, AutoDL-Projects' (``xautodl``) NASNet and NAS-Bench-201 search cells,
+            NNI 3's ``DifferentiableMixedCell`` and ``DifferentiableMixedLayer``.
+        match: ``module -> bool``, which modules are mixed ops of patterns A and B (default: the class is named
+            ``MixedOp`` and holds an ``nn.ModuleList`` at ``ops_attr``). Patterns C and D are found by structure.
+        ops_attr: the attribute holding a mixed op's candidates.
         semantics: ``"darts"``: ``forward(x [B, C, H, W], weights [K] or [B, K]) = sum_k weights[k] * ops[k](x)``
             (DARTS, SNAS, most re-implementations); ``"pc_darts"``: PC-DARTS's ``MixedOp`` (``model_search.py``):
             the candidates on ``x[:, :C/k]``, the other channels bypassing (max-pooled 2x2 at stride 2), then
             ``channel_shuffle(cat(mixed, bypass), k)``, with ``k = C / (the candidates' channels)``.
 
-    Each candidate is recognised by its structure (module docstring); what was fused is logged (logger
-    ``snas_fast.fuse``, INFO) and returned by :func:`fuse_summary`. A mixed op none of whose candidates can be
-    folded keeps its forward (and says so); a model without mixed ops is returned unchanged with a warning; fusing
-    twice changes nothing. The modules, parameters, buffers and ``state_dict()`` are untouched:
-    :func:`unfuse_mixed_ops` restores the original forwards.
+    Each candidate is recognised by its structure and each replaced method checked against the original on a probe
+    (module docstring); what was fused is logged (logger ``snas_fast.fuse``, INFO) and returned by
+    :func:`fuse_summary`. A method that cannot be fused keeps its code, with a warning; a model without mixed
+    edges is returned unchanged with a warning; fusing twice changes nothing. The modules, parameters, buffers and
+    ``state_dict()`` are untouched: :func:`unfuse_mixed_ops` restores the original methods.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
@@ -381,47 +397,80 @@ def fuse_mixed_ops(model: nn.Module, *, match: Optional[Callable[[nn.Module], bo
         raise TypeError(f"match: expected a callable module -> bool, got {type(match).__name__}")
     match = match or _default_match(ops_attr)
     found = 0
-    for name, module in model.named_modules():
-        if not match(module):
+    for name, module in list(model.named_modules()):
+        label = name or type(module).__name__
+        if match(module):
+            if not isinstance(getattr(module, ops_attr, None), nn.ModuleList):
+                raise TypeError(f"match: {label} matched but has no nn.ModuleList at ops_attr={ops_attr!r}")
+            recognise = lambda m, n: _mixed_site(m, n, ops_attr, semantics)  # noqa: E731
+        elif _is_nas201_cell(module):
+            recognise = _nas201_site
+        elif _is_nni_cell(module):
+            recognise = _nni_cell_site
+        elif _is_nni_layer(module):
+            recognise = _nni_layer_site
+        else:
             continue
-        ops = getattr(module, ops_attr, None)
-        if not isinstance(ops, nn.ModuleList):
-            raise TypeError(f"match: {name or type(module).__name__} matched but has no nn.ModuleList at "
-                            f"ops_attr={ops_attr!r}")
         found += 1
         if hasattr(module, _PLAN):
             continue  # fused already
-        plan = _plan(name, list(ops), semantics, ops_attr)
-        if semantics == "pc_darts" and any(c.kind == "opaque" for c in plan.candidates):
-            for c in plan.candidates:  # the kernel writes the mixed channels in place: nothing can be added after
-                if c.kind != "zero":
-                    c.kind, c.why = "opaque", c.why or "PC-DARTS semantics with an opaque candidate"
-        setattr(module, _PLAN, plan)
-        if plan.fused:
-            module.forward = _FusedForward(module, plan)
-        d = plan.describe()
-        log.info("%s: %s", name or type(module).__name__,
-                 "left as it is: no candidate can be folded" if not plan.fused else
-                 ", ".join(f"{kind} {d[kind]}" for kind in ("max", "avg", "identity", "shared", "folded", "opaque",
-                                                             "zero") if d[kind]))
+        try:
+            site, probes = recognise(module, name)
+        except ValueError as e:
+            warnings.warn(f"fuse_mixed_ops: {label} is left as it is: {e}", stacklevel=2)
+            continue
+        if not probes:
+            warnings.warn(f"fuse_mixed_ops: {label} holds mixed candidates but defines none of the methods that "
+                          f"compute them (forward(x, weights), forward_darts, forward_gdas): nothing fused",
+                          stacklevel=2)
+        for method, args in probes.items():
+            why = ("no candidate can be folded" if not any(p.fused for p in site.edges.values())
+                   else _check(module, site, method, args))
+            if why is None:
+                site.methods.append(method)
+            else:
+                site.not_fused[method] = why
+        setattr(module, _PLAN, site)
+        for method in site.methods:
+            setattr(module, method, _Fused(module, method))
+        for method, why in site.not_fused.items():
+            if why != "no candidate can be folded":
+                warnings.warn(f"fuse_mixed_ops: {label}.{method} is left as it is: {why}", stacklevel=2)
+        log.info("%s (pattern %s): %s", label, site.pattern,
+                 f"{', '.join(site.methods)} fused over {len(site.edges)} edge(s)" if site.methods else
+                 "left as it is: " + "; ".join(f"{k}: {v}" for k, v in site.not_fused.items()))
     if not found:
         warnings.warn(f"fuse_mixed_ops: no mixed op in {type(model).__name__} (match: class named MixedOp with an "
-                      f"nn.ModuleList at {ops_attr!r}); the model is unchanged", stacklevel=2)
+                      f"nn.ModuleList at {ops_attr!r}; no NAS-Bench-201 or NNI cell); the model is unchanged",
+                      stacklevel=2)
     return model
 
 
 def unfuse_mixed_ops(model: nn.Module) -> nn.Module:
-    """Restores the forward of every mixed op :func:`fuse_mixed_ops` fused in ``model``; returns ``model``."""
+    """Restores every method :func:`fuse_mixed_ops` replaced in ``model``; returns ``model``."""
     for module in model.modules():
-        if hasattr(module, _PLAN):
-            if isinstance(module.__dict__.get("forward"), _FusedForward):
-                del module.forward
-            delattr(module, _PLAN)
+        site = module.__dict__.pop(_PLAN, None)
+        if site is not None:
+            for method in site.methods:
+                if isinstance(module.__dict__.get(method), _Fused):
+                    del module.__dict__[method]
     return model
 
 
 def fuse_summary(model: nn.Module) -> List[Dict[str, object]]:
-    """Per fused mixed op of ``model``: its name, semantics, stride, whether its forward is fused, and the
-    candidate indices of each kind (``zero``, ``max``, ``avg``, ``identity``, ``shared``, ``folded``, ``opaque``,
-    with why each opaque one is)."""
-    return [getattr(m, _PLAN).describe() for m in model.modules() if hasattr(m, _PLAN)]
+    """Per mixed edge of ``model`` that :func:`fuse_mixed_ops` looked at: its name, pattern, semantics, stride,
+    whether it is fused (some method computing it was replaced and some candidate folds), the methods replaced
+    and those not (with why), and the candidate indices of each kind (``zero``, ``max``, ``avg``, ``identity``,
+    ``shared``, ``folded``, ``opaque``, with why each opaque one is)."""
+    rows = []
+    for m in model.modules():
+        site = m.__dict__.get(_PLAN)
+        if site is None:
+            continue
+        for plan in site.edges.values():
+            d = plan.describe()
+            d.update(pattern=site.pattern, fused=bool(site.methods) and plan.fused, methods=list(site.methods),
+                     not_fused=dict(site.not_fused), skip_zero=site.skip_zero)
+            rows.append(d)
+    return rows
+

@@ -30,11 +30,11 @@ def _conv_backward(grad_y: Tensor, inp: Tensor, weight: Tensor, args, need_input
 
 class _ReluConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, relu_x, weight, args):
+    def forward(ctx, x, relu_x, weight, bias, args):
         ctx.save_for_backward(x, weight)
         ctx.args = args
         stride, padding, dilation, groups = args
-        return F.conv2d(relu_x, weight, None, stride, padding, dilation, groups)
+        return F.conv2d(relu_x, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx, grad_y):
@@ -42,15 +42,17 @@ class _ReluConv(torch.autograd.Function):
         r = F.relu(x)
         gr, gw = _conv_backward(grad_y, r, weight, ctx.args, ctx.needs_input_grad[0], ctx.needs_input_grad[2])
         gx = torch.ops.aten.threshold_backward(gr, r, 0) if gr is not None else None  # gr * (x > 0)
-        return gx, None, gw, None
+        gb = grad_y.sum((0, 2, 3)) if ctx.needs_input_grad[3] else None
+        return gx, None, gw, gb, None
 
 
 def relu_conv(x: Tensor, relu_x: Tensor, conv: nn.Conv2d) -> Tensor:
     """``conv(relu(x))`` keeping ``x`` (not ``relu(x)``) for backward. ``relu_x``: ``relu(x)``, computed once by the
-    caller and shared by every candidate (detached: the gradient goes to ``x``). ``[B, C, H, W] -> conv's output``."""
-    if conv.bias is not None:
-        raise ValueError("conv: relu_conv takes bias-free convolutions (DARTS's), got one with a bias")
-    return _ReluConv.apply(x, relu_x.detach(), conv.weight, _conv_args(conv))
+    caller and shared by every candidate (detached: the gradient goes to ``x``). ``[B, C, H, W] -> conv's output``;
+    the convolution may have a bias (NAS-Bench-201's ``ReLUConvBN`` keeps one when its BatchNorm is affine-free)."""
+    if conv.padding_mode != "zeros":
+        raise ValueError(f"conv: relu_conv takes zero-padded convolutions, got padding_mode={conv.padding_mode!r}")
+    return _ReluConv.apply(x, relu_x.detach(), conv.weight, conv.bias, _conv_args(conv))
 
 
 class _BnReluConv(torch.autograd.Function):
@@ -125,3 +127,73 @@ def max_pool(x: Tensor, pool: nn.MaxPool2d) -> Tensor:
     pair = lambda v: list(v) if isinstance(v, (tuple, list)) else [v, v]  # noqa: E731
     return _MaxPool.apply(x, (pair(pool.kernel_size), pair(pool.stride), pair(pool.padding), pair(pool.dilation),
                               pool.ceil_mode))
+
+
+class _BatchNormSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weights, cols, m, *tensors):
+        us, scales, shifts, ys = tensors[:m], tensors[m:2 * m], tensors[2 * m:3 * m], tensors[3 * m:]
+        out = None
+        for col, y in zip(cols, ys):
+            w = weights[col] if weights.dim() == 1 else weights[:, col].view(-1, 1, 1, 1)
+            out = y * w if out is None else out.add_(y * w)
+        ctx.save_for_backward(weights, *us, *scales, *shifts)
+        ctx.cols, ctx.m = cols, m
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        weights, *rest = ctx.saved_tensors
+        m = ctx.m
+        us, scales, shifts = rest[:m], rest[m:2 * m], rest[2 * m:]
+        grad_w = torch.zeros_like(weights) if ctx.needs_input_grad[0] else None
+        grad_ys = []
+        shape = (1, -1, 1, 1)
+        for col, u, scale, shift in zip(ctx.cols, us, scales, shifts):
+            w = weights[col] if weights.dim() == 1 else weights[:, col].view(-1, 1, 1, 1)
+            if grad_w is not None:  # y recomputed from the BatchNorm's input: u * scale + shift, per channel
+                gy = grad * torch.addcmul(shift.view(shape), u, scale.view(shape))
+                if weights.dim() == 1:
+                    grad_w[col] += gy.sum()
+                else:
+                    grad_w[:, col] += gy.flatten(1).sum(1)
+            grad_ys.append(grad * w)
+        return (grad_w, None, None, *([None] * (3 * m)), *grad_ys)
+
+
+def _batch_norm_stats(u: Tensor, y: Tensor, bn: nn.Module) -> tuple:
+    """The ``[C]`` mean and inverse standard deviation ``bn`` normalised ``u`` by, giving ``y``: the running ones in
+    eval mode; else those the BatchNorm's autograd node saved (ATen's ``native_batch_norm`` keeps them), or
+    computed again from ``u`` when another implementation ran."""
+    if not (bn.training or not bn.track_running_stats):
+        return bn.running_mean, (bn.running_var + bn.eps).rsqrt()
+    fn = y.grad_fn
+    if type(fn).__name__ == "NativeBatchNormBackward0" and fn._saved_input is u and fn._saved_training:
+        mean, invstd = fn._saved_result1, fn._saved_result2
+        if mean.shape == invstd.shape == (u.shape[1],):
+            return mean, invstd
+    var, mean = torch.var_mean(u, dim=(0, 2, 3), unbiased=False)
+    return mean, (var + bn.eps).rsqrt()
+
+
+def batch_norm_sum(weights: Tensor, cols, us, ys, bns) -> Tensor:
+    """``sum_m weights[..., cols[m]] * ys[m]`` for ``ys[m] = bns[m](us[m])``, the outputs of affine BatchNorms
+    (``[B, C, H, W]``; ``weights`` ``[K]`` or ``[B, K]``), keeping for backward each ``us[m]`` (which its BatchNorm
+    keeps anyway) and two ``[C]`` vectors instead of ``ys[m]``: the weights' gradient recomputes ``ys[m]`` as
+    ``us[m] * scale + shift``, with the statistics the BatchNorm normalised by (the batch's, or the running ones)
+    and its weight and bias at the forward. The BatchNorms run as themselves (their own running statistics and
+    counters: NNI's ``MixedBatchNorm2d`` never counts ``num_batches_tracked``)."""
+    if not (torch.is_grad_enabled() and weights.requires_grad):  # no weight gradient: nothing to recompute
+        out = None
+        for col, y in zip(cols, ys):
+            w = weights[col] if weights.dim() == 1 else weights[:, col].view(-1, 1, 1, 1)
+            out = y * w if out is None else out + y * w
+        return out
+    scales, shifts = [], []
+    with torch.no_grad():
+        for u, y, bn in zip(us, ys, bns):
+            mean, invstd = _batch_norm_stats(u, y, bn)
+            scale = invstd * bn.weight
+            scales.append(scale)
+            shifts.append(bn.bias - mean * scale)
+    return _BatchNormSum.apply(weights, tuple(cols), len(us), *us, *scales, *shifts, *ys)
