@@ -24,8 +24,8 @@ $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade "setuptools>=70" wheel
 	$(VENV)/bin/pip install --progress-bar on $(TORCH_CPU) $(DEPS) | grep -E '^(Collecting|Downloading|Installing|Successfully)' || true
-	$(VENV)/bin/pip install --progress-bar on --no-deps $(PEER_NODEPS) | grep -E '^(Collecting|Installing|Successfully)' || true
 	$(VENV)/bin/pip install --progress-bar on $(PEER_DEPS) | grep -E '^(Collecting|Installing|Successfully)' || true
+	$(VENV)/bin/pip install --progress-bar on --no-deps $(PEER_NODEPS) | grep -E '^(Collecting|Installing|Successfully)' || true
 	$(VENV)/bin/python -c "import torch, triton, hypothesis, xdist, nas_bench_graph, mnist1d, xautodl.models"  # the install above succeeded
 	touch $@
 
