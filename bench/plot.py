@@ -17,7 +17,13 @@ Search-step benchmark (bench_search_step.py):
   the channels_last ``_cl`` and partial-channel ``_pc4`` ones), the ratio to eager over every other bar;
 - ``search_step_max_batch.png``: the largest batch within the memory budget, per variant.
 
-Rows whose variant is a ratio (``fused/eager``) are not drawn; where a CSV holds several runs of one config, the
+Drop-in benchmark (bench_fuse.py):
+
+- ``fuse.png``: per network, the fused step's time and its bytes saved for backward over the unfused network's
+  (the benchmark's ``fused/unfused`` rows: the step time's is the median of the paired ratios), with the targets
+  (0.9x time, 0.6x memory) drawn as lines.
+
+Rows whose variant is a ratio (``fused/eager``) are not drawn, but for ``fuse.png``; where a CSV holds several runs of one config, the
 last row wins.
 """
 from __future__ import annotations
@@ -51,8 +57,8 @@ def read(path):
     units, devices = {}, []
     with open(path) as f:
         for row in csv.DictReader(f):
-            if "/" in row["variant"]:  # a ratio row (fused/eager): the plots compute their own
-                continue
+            if "/" in row["variant"] and row["metric"] not in ("step_ratio", "saved_ratio"):
+                continue  # a ratio row (fused/eager): the plots compute their own, but fuse.png's paired ones
             table[row["metric"]][(row["config"], row["variant"])] = float(row["value"])
             units[row["metric"]] = row["unit"]
             device = f"{row['device']}, torch {row['torch']}, {row['date']}"
@@ -130,6 +136,28 @@ def plot_max_batch(table, units, configs, device, path):
     plt.close(fig)
 
 
+def plot_fuse(table, configs, device, path):
+    """Horizontal bars per network (``fuse/<network>_...`` configs): fused/unfused step time and saved bytes."""
+    names = [c.split("/", 1)[1].rsplit("_C", 1)[0] for c in configs]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.35 * len(configs) + 1.6), sharey=True)
+    for ax, metric, target, title in ((axes[0], "step_ratio", 0.9, "step time, fused / own (paired)"),
+                                      (axes[1], "saved_ratio", 0.6, "saved for backward, fused / own")):
+        ratios = [table[metric][(c, "fused/unfused")] for c in configs]
+        ax.barh(range(len(configs)), ratios, color=[COLOURS["fused"] if r <= target else "#7f7f7f" for r in ratios])
+        for y, r in enumerate(ratios):
+            ax.text(r + 0.01, y, f"{r:.2f}", va="center", fontsize=7)
+        ax.axvline(target, color="black", lw=0.8, ls="--")
+        ax.axvline(1.0, color="#7f7f7f", lw=0.6)
+        ax.set_yticks(range(len(configs)), names, fontsize=8)
+        ax.set_xlim(0, 1.15)
+        ax.set_title(f"{title} (target {target})", fontsize=9)
+        ax.invert_yaxis()
+    fig.suptitle(f"fuse_mixed_ops on the field's search code (grey: the target missed)\n{device}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("csv", help="CSV written by a benchmark's --csv")
@@ -157,6 +185,12 @@ def main() -> None:
     if budget_configs:
         path = os.path.join(args.out, "search_step_max_batch.png")
         plot_max_batch(table, units, budget_configs, device, path)
+        written.append(path)
+    fuse_configs = [c for c in dict.fromkeys(c for c, _ in table.get("saved_ratio", {}) if family(c) == "fuse")
+                    if all((c, "fused/unfused") in table.get(m, {}) for m in ("step_ratio", "saved_ratio"))]
+    if fuse_configs:
+        path = os.path.join(args.out, "fuse.png")
+        plot_fuse(table, fuse_configs, device, path)
         written.append(path)
     for path in written:
         print(path)

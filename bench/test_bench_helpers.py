@@ -168,6 +168,9 @@ def test_plot_draws_search_step_and_max_batch(tmp_path):
         rows.add("fused/eager", cfg, "step_ratio", 0.33, "x")
     for v, n in (("fused", 128), ("eager", 64), ("hard", 1024)):
         rows.add(v, "search_step/C16_L8_32px/budget8192MiB", "max_batch", n, "images")
+    for net, ratio in (("xautodl-TinyNetworkDarts", 0.6), ("nni-darts-DARTS", 0.95)):
+        for metric in ("step_ratio", "saved_ratio"):
+            rows.add("fused/unfused", f"fuse/{net}_C16_32px/b16", metric, ratio, "x")
     rows.add("fused", "mixed_edge/s1_b64_c16_32x32/float32/K8_M4", "fwd_bwd_ms", 1.0, "ms")
     rows.add("eager", "mixed_edge/s1_b64_c16_32x32/float32/K8_M4", "fwd_bwd_ms", 2.0, "ms")
     rows.write_csv(str(path))
@@ -175,7 +178,7 @@ def test_plot_draws_search_step_and_max_batch(tmp_path):
     proc = subprocess.run([sys.executable, os.path.join(HERE, "plot.py"), str(path), "--out", str(out)],
                           capture_output=True, text=True, check=True)
     names = sorted(os.path.basename(p) for p in proc.stdout.split())
-    assert names == ["mixed_edge_fwd_bwd_ms.png", "search_step.png", "search_step_max_batch.png"]
+    assert names == ["fuse.png", "mixed_edge_fwd_bwd_ms.png", "search_step.png", "search_step_max_batch.png"]
     assert all(os.path.getsize(out / n) > 1000 for n in names)
 
 
