@@ -144,6 +144,9 @@ def _bare(op: nn.Module) -> bool:
     return not list(op.parameters()) and not list(op.buffers()) and not list(op.children())
 
 
+_INTERNAL = ("_modules", "_parameters", "_buffers")  # a module's own dicts: restored through their contents
+
+
 @contextlib.contextmanager
 def frozen(module: nn.Module, seed: int = 0) -> Iterator[None]:
     """A probe that leaves no trace: inside, ``module`` is in eval mode and torch's generator is seeded with
@@ -152,7 +155,7 @@ def frozen(module: nn.Module, seed: int = 0) -> Iterator[None]:
     generator's state, are what they were."""
     saved = []
     for m in module.modules():
-        attrs = {k: v for k, v in vars(m).items() if k not in ("_modules", "_parameters", "_buffers")}
+        attrs = {k: v for k, v in vars(m).items() if k not in _INTERNAL}
         tensors = {k: v.detach().clone() for k, v in list(attrs.items()) + list(m._buffers.items())
                    if isinstance(v, Tensor)}
         saved.append((m, m.training, dict(attrs), tensors))
@@ -165,8 +168,7 @@ def frozen(module: nn.Module, seed: int = 0) -> Iterator[None]:
                 yield
         finally:
             for m, training, attrs, tensors in saved:
-                internal = ("_modules", "_parameters", "_buffers")
-                for k in [k for k in vars(m) if k not in attrs and k not in internal]:
+                for k in [k for k in vars(m) if k not in attrs and k not in _INTERNAL]:
                     delattr(m, k)  # set by the probe
                 vars(m).update(attrs)
                 for k, v in tensors.items():
@@ -401,16 +403,18 @@ def run_edge(plan: _Plan, ops: Sequence[nn.Module], x: Tensor, weights: Weights,
     if skip_zero and isinstance(weights, Tensor) and weights.dim() == 1:
         nonzero = (weights != 0).tolist()
         active = [k for k in active if nonzero[k]]
-    cols, tails, affine, opaque, bns = [-1, -1, -1], [], [], {}, []
+    cols, tails, bns, affine, affine_bns, opaque = [-1, -1, -1], [], [], [], [], {}
     for k in active:
         c = plan.candidates[k]
+        bn = c.bn(ops[k]) if c.kind in ("shared", "folded", "affine") else None
         if c.kind in _SLOT:
             cols[_SLOT[c.kind]] = k
-        elif c.kind in ("shared", "folded") and (not bns or _bn_settings(c.bn(ops[k])) == _bn_settings(bns[0])):
+        elif c.kind in ("shared", "folded") and (not bns or _bn_settings(bn) == _bn_settings(bns[0])):
             tails.append(k)  # one kernel call: one momentum, eps and mode for its BatchNorms
-            bns.append(c.bn(ops[k]))
+            bns.append(bn)
         elif c.kind == "affine":
             affine.append(k)
+            affine_bns.append(bn)
         elif c.kind != "zero":
             opaque[k] = None
     relu_x = None
@@ -423,7 +427,7 @@ def run_edge(plan: _Plan, ops: Sequence[nn.Module], x: Tensor, weights: Weights,
             us.append(plan.candidates[k].pre(ops[k], xm, relu_x))
         elif k in affine:  # up to its BatchNorm, then the BatchNorm as it is
             affine_us.append(plan.candidates[k].pre(ops[k], xm, relu_x))
-            affine_ys.append(plan.candidates[k].bn(ops[k])(affine_us[-1]))
+            affine_ys.append(affine_bns[len(affine_ys)](affine_us[-1]))
         elif k in opaque:
             opaque[k] = ops[k](x)
     w = weights() if callable(weights) else weights
@@ -431,7 +435,7 @@ def run_edge(plan: _Plan, ops: Sequence[nn.Module], x: Tensor, weights: Weights,
     if us or cols != [-1, -1, -1] or not (affine or opaque):
         out = mixed_edge(x, us, w, cols + tails, plan.stride, groups=groups, **batch_norm_args(bns))
     if affine:
-        part = batch_norm_sum(w, affine, affine_us, affine_ys, [plan.candidates[k].bn(ops[k]) for k in affine])
+        part = batch_norm_sum(w, affine, affine_us, affine_ys, affine_bns)
         out = part if out is None else out + part
     if opaque:
         part = mixed_op([opaque.get(k) for k in range(w.shape[-1])], w)

@@ -32,11 +32,12 @@ snas_fast (and imports neither ``xautodl`` nor ``nni``).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -89,13 +90,19 @@ def _original(m: nn.Module, method: str) -> Callable:
 
 # ---- the fused methods, one per pattern and method -------------------------------------------------------------
 
+def _own_k(m: nn.Module) -> Optional[int]:
+    """The module's own partial-channel ``k`` (PC-DARTS's, DrNAS's: changed by ``wider()``), when it has a positive
+    int one."""
+    k = getattr(m, "k", None)
+    return k if isinstance(k, int) and not isinstance(k, bool) and k > 0 else None
+
+
 def _groups(m: nn.Module, site: _Site, x: Tensor) -> int:
-    """PC-DARTS's ``k``: the module's own ``k`` (DrNAS changes it during the search), else ``C`` over the
-    candidates' channels."""
+    """PC-DARTS's ``k``: the module's own ``k``, else ``C`` over the candidates' channels."""
     if site.semantics != "pc_darts":
         return 1
-    k = getattr(m, "k", None)
-    if isinstance(k, int) and not isinstance(k, bool) and k > 0:
+    k = _own_k(m)
+    if k is not None:
         return k
     channels = next(iter(site.edges.values())).channels
     if x.shape[1] % channels:
@@ -179,6 +186,16 @@ _IMPLS: Dict[Tuple[str, str], Callable] = {
 
 # ---- recognising the patterns, and the probes ------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _probing(m: nn.Module) -> Iterator[None]:
+    """:func:`frozen`, with SNAS's first-call bookkeeping marked done inside (its original forward then computes the
+    plain weighted sum, as every later call does)."""
+    with frozen(m):
+        if hasattr(m, "got_flops_mac"):
+            m.got_flops_mac = True
+        yield
+
+
 def _defines(m: nn.Module, method: str) -> bool:
     f = getattr(type(m), method, None)
     return callable(f) and f is not getattr(nn.Module, method, None)
@@ -202,7 +219,7 @@ def _mixed_site(m: nn.Module, name: str, ops_attr: str, semantics: str) -> Tuple
                  ops_attr=ops_attr, semantics=semantics)
     x = _probe_for(ops)
     if semantics == "pc_darts":
-        x = x.repeat(1, int(getattr(m, "k", 1)), 1, 1)
+        x = x.repeat(1, _own_k(m) or 1, 1, 1)
     K = len(ops)
     probes = {}
     for method in (("forward",) if site.pattern == "A" else ("forward_darts", "forward_gdas")):
@@ -239,9 +256,7 @@ def _skips_zero_weights(m: nn.Module, candidate: nn.Module, call: Callable[[], o
     called = []
     hook = candidate.register_forward_hook(lambda *_: called.append(True))
     try:
-        with frozen(m):
-            if hasattr(m, "got_flops_mac"):
-                m.got_flops_mac = True
+        with _probing(m):
             call()
     except Exception:  # noqa: BLE001 - the method's own probe says what fails
         return False
@@ -252,8 +267,8 @@ def _skips_zero_weights(m: nn.Module, candidate: nn.Module, call: Callable[[], o
 
 def _nas201_site(m: nn.Module, name: str) -> Tuple[_Site, Dict[str, tuple]]:
     """Pattern C; with an int ``k``, DrNAS's partial-channel cell (its candidates on ``C / k`` channels)."""
-    k = getattr(m, "k", None)
-    semantics = "pc_darts" if isinstance(k, int) and not isinstance(k, bool) and k > 1 else "darts"
+    k = _own_k(m)
+    semantics = "pc_darts" if k is not None and k > 1 else "darts"
     site = _Site("C", "nas201_cell", {key: plan_edge(f"{name}.edges.{key}", list(m.edges[key]), semantics)
                                       for key in m.edges}, semantics=semantics)
     key = min(m.edges, key=m.edge2index.get)
@@ -288,7 +303,7 @@ def _nni_cell_probe(m: nn.Module) -> tuple:
     pre = list(m.preprocessor.children())
     if len(pre) != m.num_predecessors:
         raise ValueError(f"no probe: the preprocessor has {len(pre)} parts for {m.num_predecessors} inputs")
-    like = _probe_for([p for p in pre])
+    like = _probe_for(pre)
     channels = [_probe_for([p]).shape[1] for p in pre]
     for sizes in ([8] * len(pre), [16] + [8] * (len(pre) - 1)):
         inputs = [torch.randn(2, c, s, s, generator=torch.Generator().manual_seed(2)).to(like)
@@ -340,13 +355,9 @@ def _is_nni_layer(m: nn.Module) -> bool:
 def _check(m: nn.Module, site: _Site, method: str, args: tuple) -> Optional[str]:
     """None when the fused ``method`` computes the original's output on ``args``, else why not."""
     try:
-        with frozen(m):
-            if hasattr(m, "got_flops_mac"):
-                m.got_flops_mac = True
+        with _probing(m):
             want = _original(m, method)(*args)
-        with frozen(m):
-            if hasattr(m, "got_flops_mac"):
-                m.got_flops_mac = True
+        with _probing(m):
             got = _IMPLS[site.form, method](m, site, *args)
     except Exception as e:  # noqa: BLE001 - a method that cannot be probed is left as it is, and says why
         return f"the probe raised {type(e).__name__}: {e}"

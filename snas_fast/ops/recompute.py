@@ -129,14 +129,25 @@ def max_pool(x: Tensor, pool: nn.MaxPool2d) -> Tensor:
                               pool.ceil_mode))
 
 
+def _column(weights: Tensor, col: int) -> Tensor:
+    """Column ``col`` of ``[K]`` (a scalar) or ``[B, K]`` weights (``[B, 1, 1, 1]``), to multiply ``[B, C, H, W]``."""
+    return weights[col] if weights.dim() == 1 else weights[:, col].view(-1, 1, 1, 1)
+
+
+def _weighted_sum(weights: Tensor, cols, ys) -> Tensor:
+    """``sum_m ys[m] * weights column cols[m]``, accumulated in place in the first product (whose backward keeps its
+    operands, not it)."""
+    out = None
+    for col, y in zip(cols, ys):
+        out = y * _column(weights, col) if out is None else out.add_(y * _column(weights, col))
+    return out
+
+
 class _BatchNormSum(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weights, cols, m, *tensors):
         us, scales, shifts, ys = tensors[:m], tensors[m:2 * m], tensors[2 * m:3 * m], tensors[3 * m:]
-        out = None
-        for col, y in zip(cols, ys):
-            w = weights[col] if weights.dim() == 1 else weights[:, col].view(-1, 1, 1, 1)
-            out = y * w if out is None else out.add_(y * w)
+        out = _weighted_sum(weights, cols, ys)
         ctx.save_for_backward(weights, *us, *scales, *shifts)
         ctx.cols, ctx.m = cols, m
         return out
@@ -150,7 +161,7 @@ class _BatchNormSum(torch.autograd.Function):
         grad_ys = []
         shape = (1, -1, 1, 1)
         for col, u, scale, shift in zip(ctx.cols, us, scales, shifts):
-            w = weights[col] if weights.dim() == 1 else weights[:, col].view(-1, 1, 1, 1)
+            w = _column(weights, col)
             if grad_w is not None:  # y recomputed from the BatchNorm's input: u * scale + shift, per channel
                 gy = grad * torch.addcmul(shift.view(shape), u, scale.view(shape))
                 if weights.dim() == 1:
@@ -184,11 +195,7 @@ def batch_norm_sum(weights: Tensor, cols, us, ys, bns) -> Tensor:
     and its weight and bias at the forward. The BatchNorms run as themselves (their own running statistics and
     counters: NNI's ``MixedBatchNorm2d`` never counts ``num_batches_tracked``)."""
     if not (torch.is_grad_enabled() and weights.requires_grad):  # no weight gradient: nothing to recompute
-        out = None
-        for col, y in zip(cols, ys):
-            w = weights[col] if weights.dim() == 1 else weights[:, col].view(-1, 1, 1, 1)
-            out = y * w if out is None else out + y * w
-        return out
+        return _weighted_sum(weights, cols, ys)
     scales, shifts = [], []
     with torch.no_grad():
         for u, y, bn in zip(us, ys, bns):
