@@ -11,7 +11,13 @@
    and ``eager`` (``snas_fast.reference``, plain PyTorch). Metrics: ``step_ms`` (median of interleaved runs),
    ``peak_mem_mb`` (CPU: a child process per variant, harness.cpu_peak_mb), ``saved_mb`` (bytes autograd keeps for
    backward, harness.SavedTensors), and the ratios to eager pair by pair.
-2. **The op on graph shapes**: ``gumbel_mixed_op`` on K = 5 candidates ``[N, F]`` (one of them ``None``, the zero
+2. **The retraining step at equal parameters** (``--parts train``): one training step (forward, cross entropy,
+   backward, Adam) on 16 sbm-cluster graphs of the genotype EGNAS's search derived there (README) at width 16, of
+   the same network with its edge input ``r`` computed as the concatenation ``Linear([V_s, V_t, V_s - V_t])`` on
+   the edges (``concat``, as before it was computed on the nodes), and of the five PyG baselines at the derived
+   network's parameter count (:func:`snas_fast.engine.retrain.baseline_for_budget`), interleaved; ratios to the
+   derived network.
+3. **The op on graph shapes**: ``gumbel_mixed_op`` on K = 5 candidates ``[N, F]`` (one of them ``None``, the zero
    op), N in 1e3 .. 1e5, F in 64 .. 256, forward + backward, against the eager reference
    (``snas_fast.reference.gumbel_mixed_op``): time ratio (interleaved, pair by pair), saved bytes (the candidates
    included) and peak memory.
@@ -71,6 +77,60 @@ class GnnStep:
         self.opt_w.step()
         self.opt_a.step()
         return loss.detach()
+
+
+#: the genotype the README's sbm-cluster search derived (2026-12-01), the retraining step's network
+DERIVED = {"space": "gnn", "nodes": 2, "cells": [
+    {"node": ["max", "max", "identity", "max", "none"], "edge": ["film", "gru", "film", "cat", "cat"]},
+    {"node": ["max", "max", "mean", "mean", "sum"], "edge": ["film", "gru", "film", "gru", "gru"]}]}
+
+
+def _concat_edge_input(module, V, edge_index):
+    """The edge input as the concatenation on the edges (the form before :class:`EdgeInput` computed it on the
+    nodes): the same function, for the speed comparison."""
+    vs, vt = V[edge_index[0]], V[edge_index[1]]
+    return module.mlp(torch.cat([vs, vt, vs - vt], dim=-1))
+
+
+class TrainStep:
+    """One retraining step of ``model`` on a fixed batch of sbm-cluster graphs (Adam at 3e-3)."""
+
+    def __init__(self, model, batch, target, concat: bool = False):
+        import types
+
+        from snas_fast.spaces.gnn.operations import EdgeInput
+
+        self.model, self.batch, self.target = model.train(), batch, target
+        if concat:
+            for m in model.modules():
+                if isinstance(m, EdgeInput):
+                    m.forward = types.MethodType(_concat_edge_input, m)
+        self.opt = torch.optim.Adam(model.parameters(), 3e-3)
+
+    def __call__(self):
+        self.opt.zero_grad()
+        F.cross_entropy(self.model(self.batch), self.target, ignore_index=-100).backward()
+        self.opt.step()
+
+
+def train_steps(graphs: int, hidden: int):
+    """``{variant: TrainStep}`` and the parameter counts: the derived network, its concatenated edge input, the
+    baselines at its parameter count."""
+    from snas_fast.data.graphs import collate
+    from snas_fast.engine.retrain import baseline_for_budget, count_parameters
+    from snas_fast.spaces.gnn import GnnSpace, load_dataset
+
+    data = load_dataset("sbm-cluster", seed=0)
+    batch, target = collate(data.train[:graphs])
+    space = GnnSpace(hidden=hidden, info=data.info)
+    genotype = space.from_dict(DERIVED)
+    torch.manual_seed(0)
+    models = {"derived": space.child(genotype), "derived_concat": space.child(genotype)}
+    budget = count_parameters(models["derived"])
+    for name in space.baselines:
+        models[name] = baseline_for_budget(space, name, budget, 4)[0]
+    steps = {n: TrainStep(m, batch, target, concat=n == "derived_concat") for n, m in models.items()}
+    return steps, {n: count_parameters(m) for n, m in models.items()}
 
 
 def saved_mb(fn, exclude) -> float:
@@ -171,7 +231,7 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true")
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--parts", default="step,op", help="step, op or both (comma-separated)")
+    parser.add_argument("--parts", default="step,op", help="step, train, op (comma-separated)")
     parser.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", default="step", help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="fused", help=argparse.SUPPRESS)
@@ -215,6 +275,19 @@ def main() -> None:
         for cfg in cfgs:
             value = rows.get(name, cfg, metric)
             print(f"# target {name} {metric} <= {limit}: {cfg}: {value:.3f} ({'met' if value <= limit else 'missed'})")
+
+    if "train" in parts:
+        cfg = "gnn_train/sbm-cluster/b16_F16"
+        steps, params = train_steps(16, 16)
+        samples = harness.time_interleaved(steps, args.device, reps, warmup=2)
+        names = list(steps)
+        for v in names:
+            rows.add(v, cfg, "step_ms", harness.quantiles(samples[v])[0], "ms")
+            rows.add(v, cfg, "params", params[v], "")
+        add_ratios(rows, cfg, samples, [(v, "derived") for v in names if v != "derived"])
+        rows.write_csv(args.csv)
+        print(table(rows, [cfg], names + [f"{v}/derived" for v in names if v != "derived"],
+                    ["step_ms", "params", "step_ratio"]), flush=True)
 
     if "op" in parts:
         sizes = [(n, f) for n in ((1000, 10000) if args.quick else (1000, 10000, 100000)) for f in (64, 256)]

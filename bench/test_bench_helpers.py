@@ -244,3 +244,18 @@ def test_bench_fuse_equal_tells_a_fused_copy_from_a_changed_one():
         next(fused.net.parameters()).add_(1e-3)
     assert not bench_fuse.equal(own, fused)
     assert peers.available("darts") == "" and set(peers.PEERS) >= {"xautodl-TinyNetworkDarts", "nni-darts-DARTS"}
+
+
+def test_gnn_edges_draws_only_the_edge_operations_and_refuses_a_missing_search(tmp_path, capsys):
+    import gnn_edges
+    from snas_fast.spaces.gnn import EDGE_OPS, GraphGenotype
+
+    g = GraphGenotype(2, ((("max",) * 5, ("gru",) * 5), (("mean",) * 5, ("film",) * 5)))
+    a, b, c = gnn_edges.random_edges(g, 0), gnn_edges.random_edges(g, 0), gnn_edges.random_edges(g, 1)
+    assert a == b and a != c  # one stream per draw
+    assert [n for n, _ in a.cells] == [n for n, _ in g.cells]  # node operations kept
+    drawn = [op for _, e in [*a.cells, *c.cells, *gnn_edges.random_edges(g, 2).cells] for op in e]
+    assert set(drawn) <= set(EDGE_OPS) and len(set(drawn)) >= 4  # the five edge operations, none included
+    with pytest.raises(SystemExit):
+        gnn_edges.main(["--search", str(tmp_path / "nothing")])
+    assert "search: expected a search run directory with a genotype.json" in capsys.readouterr().err

@@ -5,8 +5,9 @@ under every row is the same.
 Every strategy x seed searches on the search-train / search-validation parts (its own settings: the defaults of its
 config, with ``--search-epochs`` for the supernet strategies, ``--archs`` for rsws's and NASWOT's sampling,
 ``--random-archs`` x ``--random-epochs`` for the strategies that train what they propose (random, evolution, bo)
-and ``--morph-budget`` minutes for the network-morphism ones; the space's own settings, ``--nodes``, ``--form``,
-..., for all), then its result is retrained from scratch with the same recipe and seed
+and ``--morph-budget`` minutes for the network-morphism ones; ``--search-batch-size`` and ``--search-layers`` for all where
+given; the
+space's own settings, ``--nodes``, ``--form``, ..., for all), then its result is retrained from scratch with the same recipe and seed
 (:func:`snas_fast.engine.retrain.train`; a morphism search's result is its best network, trained again from a fresh
 initialisation) and reported on the test part, which no search sees. A strategy the space cannot take is refused in
 one line before anything runs (:meth:`Strategy.refusal <snas_fast.search.base.Strategy.refusal>`). Written to
@@ -97,6 +98,10 @@ class CompareConfig(TrainingConfig):
                               "selection)")
     random_archs: int = setting(8, "candidates each strategy that trains its proposals (random, evolution, bo) trains")
     random_epochs: int = setting(3, "training epochs of each such candidate")
+    search_batch_size: Optional[int] = setting(None, "batch size of every strategy's search (default: each "
+                                                     "strategy's own; --batch-size is the retraining's)", kind=int)
+    search_layers: Optional[int] = setting(None, "layers (cells) of every strategy's search networks (default: each "
+                                                 "strategy's own; --layers is the retraining's)", kind=int)
     morph_budget: float = setting(2.0, "minutes of search of each network-morphism strategy (morph-bo, "
                                        "morph-random, morph-bfs)")
     epochs: Optional[int] = setting(None, "retraining epochs of every result (default: the retraining recipe's)",
@@ -149,6 +154,7 @@ class CompareConfig(TrainingConfig):
                                    f"{'the baselines ' + ', '.join(own) if own else 'none'}, got {name!r}")
         if self.baseline_epochs is not None:
             self.check_ints(("baseline_epochs",), 1)
+        self.check_ints([n for n in ("search_batch_size", "search_layers") if getattr(self, n) is not None], 1)
         if self.groundtruth is not None:
             self.truth()
         self.check_ints(("seeds", "search_epochs", "archs", "random_archs", "random_epochs"), 1)
@@ -174,6 +180,9 @@ class CompareConfig(TrainingConfig):
                   **{name: dict(budget=self.morph_budget) for name in ("morph-bo", "morph-random", "morph-bfs")},
                   }.get(strategy.name, {})
         settings.update(budget)
+        for name, own in (("search_batch_size", "batch_size"), ("search_layers", "layers")):
+            if getattr(self, name) is not None:
+                settings[own] = getattr(self, name)
         settings.update(overrides or {})
         return cls(**{k: v for k, v in settings.items() if k in fields})
 

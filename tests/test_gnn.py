@@ -11,7 +11,7 @@ import torch
 from torch_geometric.data import Batch
 
 from snas_fast.cli import main
-from snas_fast.data.graphs import SBM_SIZES, sbm_cluster_graph
+from snas_fast.data.graphs import SBM_EDGES, SBM_SIZES, sbm_cluster_graph
 from snas_fast.engine import retrain
 from snas_fast.search import snas
 from snas_fast.spaces import get_space
@@ -77,6 +77,21 @@ def gru_cell(cell, x, h):
     z = torch.sigmoid(x @ w_iz.T + b_iz + h @ w_hz.T + b_hz)
     n = torch.tanh(x @ w_in.T + b_in + r * (h @ w_hn.T + b_hn))
     return (1 - z) * n + z * h
+
+
+def test_the_edge_input_on_the_nodes_is_the_concatenation_s_function_and_gradient():
+    torch.manual_seed(3)
+    inp = EdgeInput(5).double()
+    V = torch.randn(30, 5, dtype=torch.float64, requires_grad=True)
+    edge_index = torch.randint(0, 30, (2, 200))
+    vs, vt = V[edge_index[0]], V[edge_index[1]]
+    expected = inp.mlp(torch.cat([vs, vt, vs - vt], dim=-1))
+    got = inp(V, edge_index)
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)
+    g = torch.randn_like(got)
+    for a, b in zip(torch.autograd.grad(got, [V, *inp.parameters()], g),
+                    torch.autograd.grad(expected, [V, *inp.parameters()], g)):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("kind", ["cat", "gru", "film"])
@@ -222,6 +237,27 @@ def test_sbm_cluster_follows_the_benchmarking_gnns_generator():
     assert abs(within / pairs_within - 0.55) < 0.01 and abs(across / pairs_across - 0.25) < 0.01
 
 
+def test_sbm_edges_tells_the_clusters_by_its_edges_only():
+    data = load_dataset("sbm-edges", seed=0)
+    told = same = edges = 0
+    for g in data.train[:100]:
+        s, t = g.edge_index
+        shares = g.y[s] == g.y[t]
+        assert g.edge_attr.shape == (g.num_edges, 1) and set(g.edge_attr.unique().tolist()) <= {0.0, 1.0}
+        told += int((g.edge_attr[:, 0].bool() == shares).sum())
+        same += int(shares.sum())
+        edges += g.num_edges
+        # both directions of an edge carry the same feature
+        back = {(a, b): v for a, b, v in zip(s.tolist(), t.tolist(), g.edge_attr[:, 0].tolist())}
+        assert all(back[(b, a)] == v for (a, b), v in back.items())
+    assert abs(told / edges - (1 - SBM_EDGES["edge_noise"])) < 0.01  # the feature is right 90 % of the time
+    assert abs(same / edges - 1 / 6) < 0.02  # p = q: an edge's ends share a cluster as often as chance has it
+    again = load_dataset("sbm-edges", seed=0)
+    assert all(torch.equal(a.edge_attr, b.edge_attr) for a, b in zip(data.test[:10], again.test[:10]))
+    with pytest.raises(ValueError, match="edge_noise: expected a probability in \\[0, 1\\], got 1.5"):
+        sbm_cluster_graph(torch.Generator().manual_seed(0), edge_noise=1.5)
+
+
 def test_digits_graph_is_the_grid_of_each_image():
     data = load_dataset("digits-graph", seed=0)
     g = data.train[0]
@@ -233,7 +269,7 @@ def test_digits_graph_is_the_grid_of_each_image():
 
 
 def test_an_unknown_dataset_is_refused():
-    with pytest.raises(ValueError, match="dataset: expected one of digits-graph, sbm-cluster, karate, got 'mnist'"):
+    with pytest.raises(ValueError, match="dataset: expected one of digits-graph, sbm-cluster, sbm-edges, karate, got 'mnist'"):
         load_dataset("mnist")
 
 
@@ -357,7 +393,7 @@ def first_error_line(capsys):
 def test_an_unknown_dataset_or_a_genotype_of_the_other_space_is_refused_in_one_line(tmp_path, capsys):
     assert main(["search", "--space", "gnn", "--dataset", "cifar10", "--out", str(tmp_path / "a")]) == 2
     assert first_error_line(capsys) == ("snas-fast: error: dataset: expected one of digits-graph, sbm-cluster, "
-                                        "karate, got 'cifar10' (space gnn)")
+                                        "sbm-edges, karate, got 'cifar10' (space gnn)")
     darts = tmp_path / "darts.json"
     darts.write_text(json.dumps(__import__("snas_fast").genotypes.load("DARTS_V2").to_dict()))
     assert main(["train", "--space", "gnn", "--genotype", str(darts), "--dataset", "karate",
@@ -383,7 +419,7 @@ def test_the_graph_commands_have_their_own_help_and_flags(capsys):
         main(["search", "--space", "gnn", "--help"])
     assert exit_.value.code == 0
     printed = capsys.readouterr().out
-    assert "digits-graph,sbm-cluster,karate" in printed and "--strategy" in printed and "fused_edge" in printed
+    assert "digits-graph,sbm-cluster,sbm-edges,karate" in printed and "--strategy" in printed and "fused_edge" in printed
     with pytest.raises(SystemExit):
         main(["train", "--space", "gnn", "--bogus", "1"])
     assert "snas-fast train: error: unrecognized arguments: --bogus 1" in first_error_line(capsys)

@@ -309,3 +309,21 @@ def test_perturbation_selection_keeps_the_op_whose_removal_hurts_most(monkeypatc
     expected = tuple(("sep_conv_3x3", j) for node in range(4) for j in (node, node + 1))
     assert g.normal == expected and g.reduce == expected
     assert "snas-pt" in strategy_names()
+
+
+def test_compare_hands_its_search_batch_size_and_layers_to_every_strategy_and_refuses_bad_ones():
+    from snas_fast.compare import CompareError
+    from snas_fast.search.registry import get_strategy
+
+    config = CompareConfig(space="gnn", dataset="sbm-cluster", strategies="snas,random", batch_size=16,
+                           search_batch_size=8, layers=3, search_layers=4)
+    config.validate()
+    for name in ("snas", "random"):
+        searched = config.search_config(get_strategy(name), 0, "out")
+        assert (searched.batch_size, searched.layers) == (8, 4)
+    assert (config.train_config(0, "out").batch_size, config.train_config(0, "out").layers) == (16, 3)
+    unset = CompareConfig(space="gnn", dataset="sbm-cluster", strategies="snas")
+    assert unset.search_config(get_strategy("snas"), 0, "out").batch_size != 8
+    for name in ("search_batch_size", "search_layers"):
+        with pytest.raises(CompareError, match=f"{name}: expected an integer >= 1, got 0"):
+            CompareConfig(space="gnn", dataset="sbm-cluster", strategies="snas", **{name: 0}).validate()

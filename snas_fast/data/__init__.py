@@ -8,7 +8,7 @@ A dataset has a name and a *kind*, the form of its examples; a search space take
   ``cifar-10-batches-py`` folder), ``mnist1d`` (:mod:`.mnist1d`: sequences of length 40 as one-row images
   ``[1, 1, 40]``, generated offline by the ``mnist1d`` package);
 - ``"graphs"`` (:mod:`.graphs`): lists of PyG ``Data`` and a :class:`~.graphs.GraphInfo`: ``digits-graph``,
-  ``sbm-cluster``, ``karate``.
+  ``sbm-cluster``, ``sbm-edges``, ``karate``.
 
 Every dataset comes in three disjoint parts: search-train and search-validation (``split="search"``) and a test
 part (``split="train_test"`` gives the two search parts together, then the test part), which no search reads.
@@ -41,6 +41,7 @@ DATASETS: Dict[str, Tuple[str, Union[str, Callable]]] = {
     "mnist1d": ("images", "snas_fast.data.mnist1d:load_part"),
     "digits-graph": ("graphs", "snas_fast.data.graphs:load_part"),
     "sbm-cluster": ("graphs", "snas_fast.data.graphs:load_part"),
+    "sbm-edges": ("graphs", "snas_fast.data.graphs:load_part"),
     "karate": ("graphs", "snas_fast.data.graphs:load_part"),
 }
 

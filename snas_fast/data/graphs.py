@@ -9,6 +9,10 @@ train, search-validation (split by ``seed``) and a test part (fixed, whatever th
   cluster with probability p = 0.55 and across with q = 0.25 (undirected, no self-loops); the input feature of a node
   is 0, except one random seed node per cluster whose feature is its cluster + 1 (one-hot over 7 values); node
   classification of the cluster. Edge feature: 1. 500 / 100 / 200 graphs.
+- ``sbm-edges``: the same generator with p = q = 0.3, so that the graph alone says nothing of the clusters; each
+  edge's feature says whether its two ends share a cluster, wrong with probability 0.1 (:data:`SBM_EDGES`): the
+  labels depend on the edge features, and a network that drops them (GCN, GIN, GraphSAGE, an edge operation
+  ``none``) cannot follow the right edges to its cluster's seed. 500 / 100 / 200 graphs.
 - ``karate``: PyG's KarateClub (bundled in PyG; 34 nodes, 4 classes, one labelled node per class for training), the
   other 30 nodes split in half by ``seed`` into validation and test; identity node features, edge feature 1.
 
@@ -19,7 +23,7 @@ with :func:`collate`: ``(Batch, target)``, the target of a node outside ``target
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -32,13 +36,16 @@ from .images import digits_split_indices  # the CNN digits' parts: one fact in o
 
 __all__ = ["DATASETS", "IGNORE", "GraphData", "GraphInfo", "collate", "load_dataset", "sbm_cluster_graph"]
 
-DATASETS = ("digits-graph", "sbm-cluster", "karate")
+DATASETS = ("digits-graph", "sbm-cluster", "sbm-edges", "karate")
 
 # Streams of make_generator, kept apart from the other uses of seed_for.
 _SBM_STREAM = 0x73626D  # "sbm"
 _SBM_TEST_SEED = 20210101
 _KARATE_STREAM = 0x6B6172  # "kar"
+_SBM_EDGES_STREAM = 0x736265  # "sbe"
 SBM_SIZES = dict(train=500, val=100, test=200)
+#: ``sbm-edges``' generator settings (:func:`sbm_cluster_graph`): no structure, the clusters told by the edges
+SBM_EDGES = dict(p=0.3, q=0.3, edge_noise=0.1)
 
 
 @dataclass(frozen=True)
@@ -103,10 +110,12 @@ def _digits_graphs() -> Tuple[List[Data], np.ndarray]:
 
 
 def sbm_cluster_graph(generator: torch.Generator, clusters: int = 6, min_size: int = 5, max_size: int = 35,
-                      p: float = 0.55, q: float = 0.25) -> Data:
+                      p: float = 0.55, q: float = 0.25, edge_noise: Optional[float] = None) -> Data:
     """One CLUSTER graph (benchmarking-gnns' generator), drawn from ``generator``: ``x [N, clusters + 1]`` (one-hot
     of 0, or of cluster + 1 for each cluster's seed node), ``edge_index [2, E]`` (both directions),
-    ``edge_attr [E, 1]`` (ones), ``y [N]`` the cluster of each node, ``target_mask [N]`` all true."""
+    ``edge_attr [E, 1]``, ``y [N]`` the cluster of each node, ``target_mask [N]`` all true. ``edge_attr`` is 1, or,
+    with ``edge_noise``, 1 where the two ends share a cluster and 0 where not, flipped with probability
+    ``edge_noise`` (the same for both directions of an edge)."""
     sizes = torch.randint(min_size, max_size + 1, (clusters,), generator=generator)
     y = torch.repeat_interleave(torch.arange(clusters), sizes)
     n = int(sizes.sum())
@@ -120,17 +129,28 @@ def sbm_cluster_graph(generator: torch.Generator, clusters: int = 6, min_size: i
     seeds = starts + (torch.rand(clusters, generator=generator) * sizes).long()
     feature[seeds] = torch.arange(clusters) + 1
     x = torch.nn.functional.one_hot(feature, clusters + 1).float()
-    return Data(x=x, edge_index=edge_index, edge_attr=torch.ones(edge_index.shape[1], 1), y=y,
-                target_mask=torch.ones(n, dtype=torch.bool))
+    edge_attr = torch.ones(edge_index.shape[1], 1)
+    if edge_noise is not None:
+        if not 0.0 <= edge_noise <= 1.0:
+            raise ValueError(f"edge_noise: expected a probability in [0, 1], got {edge_noise!r}")
+        flip = torch.rand(n, n, generator=generator) < edge_noise
+        flip = flip.triu(1) | flip.triu(1).T  # one draw per undirected edge
+        told = same ^ flip  # [n, n]
+        edge_attr = told[edge_index[0], edge_index[1]].float()[:, None]
+    return Data(x=x, edge_index=edge_index, edge_attr=edge_attr, y=y, target_mask=torch.ones(n, dtype=torch.bool))
 
 
-def _sbm(seed: int) -> GraphData:
-    g_search = make_generator(_SBM_STREAM, seed)
-    g_test = make_generator(_SBM_STREAM, _SBM_TEST_SEED)
-    train = [sbm_cluster_graph(g_search) for _ in range(SBM_SIZES["train"])]
-    val = [sbm_cluster_graph(g_search) for _ in range(SBM_SIZES["val"])]
-    test = [sbm_cluster_graph(g_test) for _ in range(SBM_SIZES["test"])]
-    return GraphData(train, val, test, GraphInfo("sbm-cluster", 7, 1, 6, "node"))
+def _sbm(seed: int, name: str = "sbm-cluster", stream: int = _SBM_STREAM, **settings) -> GraphData:
+    g_search = make_generator(stream, seed)
+    g_test = make_generator(stream, _SBM_TEST_SEED)
+    train = [sbm_cluster_graph(g_search, **settings) for _ in range(SBM_SIZES["train"])]
+    val = [sbm_cluster_graph(g_search, **settings) for _ in range(SBM_SIZES["val"])]
+    test = [sbm_cluster_graph(g_test, **settings) for _ in range(SBM_SIZES["test"])]
+    return GraphData(train, val, test, GraphInfo(name, 7, 1, 6, "node"))
+
+
+def _sbm_edges(seed: int) -> GraphData:
+    return _sbm(seed, "sbm-edges", _SBM_EDGES_STREAM, **SBM_EDGES)
 
 
 def _karate(seed: int) -> GraphData:
@@ -160,7 +180,7 @@ def _digits_graph(seed: int) -> GraphData:
 def load_dataset(name: str, seed: int = 0) -> GraphData:
     """The dataset ``name`` (one of :data:`DATASETS`), its search parts split by ``seed``; the same ``(name, seed)``
     gives the same graphs. ValueError naming the argument for an unknown name."""
-    loaders = {"digits-graph": _digits_graph, "sbm-cluster": _sbm, "karate": _karate}
+    loaders = {"digits-graph": _digits_graph, "sbm-cluster": _sbm, "sbm-edges": _sbm_edges, "karate": _karate}
     if name not in loaders:
         raise ValueError(f"dataset: expected one of {', '.join(DATASETS)}, got {name!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:

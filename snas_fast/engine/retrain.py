@@ -255,11 +255,14 @@ def load_train_data(config: TrainConfig):
 
 
 def baseline_for_budget(space, name: str, budget: int, layers: int) -> Tuple[nn.Module, int]:
-    """The space's baseline ``name`` whose width (4 .. 1024, even) gives the parameter count closest to ``budget``;
-    ``(model, width)``."""
+    """The space's baseline ``name`` whose width (4 .. 1024, even; those the baseline takes) gives the parameter
+    count closest to ``budget``; ``(model, width)``."""
     best = None
     for width in range(4, 1025, 2):
-        n = count_parameters(space.baseline(name, width, layers))
+        try:
+            n = count_parameters(space.baseline(name, width, layers))
+        except ValueError:  # a width this baseline cannot have (GAT's heads)
+            continue
         if best is None or abs(n - budget) < best[0]:
             best = (abs(n - budget), width)
         if n > budget:

@@ -7,7 +7,7 @@ their own mixed operations, over PyG graphs, every mixed operation one call of t
 - :mod:`.space`: :class:`GnnSpace`, the :class:`~snas_fast.spaces.SearchSpace` protocol.
 - :mod:`.baselines`: :class:`GraphBaseline`, the PyG networks a searched genotype is measured against.
 
-Its datasets (``digits-graph``, ``sbm-cluster``, ``karate``; :func:`load_dataset`) are in the data layer,
+Its datasets (``digits-graph``, ``sbm-cluster``, ``sbm-edges``, ``karate``; :func:`load_dataset`) are in the data layer,
 :mod:`snas_fast.data.graphs`. Every strategy runs on it (``snas-fast compare --space gnn``); the retraining and the
 baselines are ``snas-fast train --space gnn``.
 """
