@@ -15,7 +15,7 @@ from snas_fast.data.graphs import SBM_EDGES, SBM_SIZES, sbm_cluster_graph
 from snas_fast.engine import retrain
 from snas_fast.search import snas
 from snas_fast.spaces import get_space
-from snas_fast.spaces.gnn import GnnSpace, GraphGenotype, GraphSupernet, load_dataset
+from snas_fast.spaces.gnn import GnnSpace, GraphBaseline, GraphGenotype, GraphSupernet, load_dataset
 from snas_fast.spaces.gnn.genotype import links, num_links
 from snas_fast.spaces.gnn.operations import EdgeInput, EdgeOp, NodeAgg
 
@@ -378,6 +378,8 @@ def test_train_resume_is_exact_and_baselines_meet_the_budget(tmp_path, monkeypat
     a = torch.load(straight / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(interrupted / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="hidden: gat concatenates 4 heads, expected a multiple of 4, got 10"):
+        GraphBaseline("gat", 3, 1, 10, 2, 2, "graph")
     space = GnnSpace().configure(None, load_dataset("karate").info)
     for kind in space.baselines:
         model, width = retrain.baseline_for_budget(space, kind, 20000, 4)

@@ -11,8 +11,8 @@ train, search-validation (split by ``seed``) and a test part (fixed, whatever th
   classification of the cluster. Edge feature: 1. 500 / 100 / 200 graphs.
 - ``sbm-edges``: the same generator with p = q = 0.3, so that the graph alone says nothing of the clusters; each
   edge's feature says whether its two ends share a cluster, wrong with probability 0.1 (:data:`SBM_EDGES`): the
-  labels depend on the edge features, and a network that drops them (GCN, GIN, GraphSAGE, an edge operation
-  ``none``) cannot follow the right edges to its cluster's seed. 500 / 100 / 200 graphs.
+  labels depend on the edge features, and a network that ignores them (GCN, GIN, GraphSAGE) cannot tell the
+  edges that lead to its cluster's seed from the others. 500 / 100 / 200 graphs.
 - ``karate``: PyG's KarateClub (bundled in PyG; 34 nodes, 4 classes, one labelled node per class for training), the
   other 30 nodes split in half by ``seed`` into validation and test; identity node features, edge feature 1.
 
