@@ -259,3 +259,17 @@ def test_gnn_edges_draws_only_the_edge_operations_and_refuses_a_missing_search(t
     with pytest.raises(SystemExit):
         gnn_edges.main(["--search", str(tmp_path / "nothing")])
     assert "search: expected a search run directory with a genotype.json" in capsys.readouterr().err
+
+
+def test_gnn_ablation_runs_a_variant_in_its_own_process_and_prints_one_json_line():
+    import json
+
+    runs = {}
+    for variant in ("base", "res"):  # res replaces a method of the class: only in its own process
+        out = subprocess.run([sys.executable, os.path.join(HERE, "gnn_ablation.py"), "--variant", variant,
+                              "--graphs", "4", "--epochs", "1"], capture_output=True, text=True, check=True)
+        runs[variant] = json.loads(out.stdout.strip().splitlines()[-1])
+    for row in runs.values():
+        assert set(row) >= {"variant", "params", "train", "val", "test", "epoch_s"} and 0 <= row["test"] <= 1
+    assert runs["base"]["params"] == runs["res"]["params"] == 32246  # the derived genotype at width 16
+    assert runs["base"]["test"] != runs["res"]["test"]  # the change reached the network
