@@ -7,10 +7,10 @@ config, with ``--search-epochs`` for the supernet strategies, ``--archs`` for rs
 ``--random-archs`` x ``--random-epochs`` for the strategies that train what they propose (random, evolution, bo)
 and ``--morph-budget`` minutes for the network-morphism ones; ``--search-batch-size`` and ``--search-layers``
 for all where given; the space's own settings, ``--nodes``, ``--form``, ..., for all), then its result is retrained
-from scratch with the same recipe and seed (:func:`snas_fast.engine.retrain.train`; a morphism search's result is its best network, trained again from a fresh
-initialisation) and reported on the test part, which no search sees. A strategy the space cannot take is refused in
-one line before anything runs (:meth:`Strategy.refusal <snas_fast.search.base.Strategy.refusal>`). Written to
-``out``:
+from scratch with the same recipe and seed (:func:`snas_fast.engine.retrain.train`; a morphism search's result is
+its best network, trained again from a fresh initialisation) and reported on the test part, which no search sees.
+A strategy the space cannot take is refused in one line before anything runs (:meth:`Strategy.refusal
+<snas_fast.search.base.Strategy.refusal>`). Written to ``out``:
 
     cells/<strategy>-seed<k>.json   one finished strategy x seed (kept: --resume skips it)
     <strategy>/seed<k>/search, .../train   the run directories
