@@ -39,6 +39,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import harness  # noqa: E402
+from snas_fast.data import IGNORE  # noqa: E402
 
 VARIANTS = ("fused", "fused_edge", "eager")
 RATIOS = (("fused", "eager"), ("fused_edge", "eager"))
@@ -79,12 +80,6 @@ class GnnStep:
         return loss.detach()
 
 
-#: the genotype the README's sbm-cluster search derived (2026-12-01), the retraining step's network
-DERIVED = {"space": "gnn", "nodes": 2, "cells": [
-    {"node": ["max", "max", "identity", "max", "none"], "edge": ["film", "gru", "film", "cat", "cat"]},
-    {"node": ["max", "max", "mean", "mean", "sum"], "edge": ["film", "gru", "film", "gru", "gru"]}]}
-
-
 def _concat_edge_input(module, V, edge_index):
     """The edge input as the concatenation on the edges (the form before :class:`EdgeInput` computed it on the
     nodes): the same function, for the speed comparison."""
@@ -109,13 +104,15 @@ class TrainStep:
 
     def __call__(self):
         self.opt.zero_grad()
-        F.cross_entropy(self.model(self.batch), self.target, ignore_index=-100).backward()
+        F.cross_entropy(self.model(self.batch), self.target, ignore_index=IGNORE).backward()
         self.opt.step()
 
 
 def train_steps(graphs: int, hidden: int):
     """``{variant: TrainStep}`` and the parameter counts: the derived network, its concatenated edge input, the
     baselines at its parameter count."""
+    from gnn_ablation import DERIVED  # the genotype the README's sbm-cluster search derived
+
     from snas_fast.data.graphs import collate
     from snas_fast.engine.retrain import baseline_for_budget, count_parameters
     from snas_fast.spaces.gnn import GnnSpace, load_dataset
@@ -123,7 +120,7 @@ def train_steps(graphs: int, hidden: int):
     data = load_dataset("sbm-cluster", seed=0)
     batch, target = collate(data.train[:graphs])
     space = GnnSpace(hidden=hidden, info=data.info)
-    genotype = space.from_dict(DERIVED)
+    genotype = DERIVED
     torch.manual_seed(0)
     models = {"derived": space.child(genotype), "derived_concat": space.child(genotype)}
     budget = count_parameters(models["derived"])

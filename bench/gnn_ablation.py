@@ -1,11 +1,12 @@
 """Why does the network EGNAS's search derived on sbm-cluster underfit? One change at a time against the same seed
 (README, "Graph networks (EGNAS)", the ablation table).
 
-Every variant is the genotype the sbm-cluster search derived (:data:`DERIVED`, ``bench/bench_gnn.py``) at width 16
-with one change, or a PyG baseline, trained with one recipe (Adam at 3e-3, a cosine rate over every step, batch 16,
-cross entropy; BatchNorm re-estimated on 20 training batches before evaluating) on the first ``--graphs``
-search-train graphs of sbm-cluster (seed 0), then scored on the search-validation graphs (what a change is chosen
-by) and the fixed test graphs (what is reported). One variant per process, one thread:
+Every variant is the genotype the sbm-cluster search derived (:data:`DERIVED`, README; also the network of
+``bench/bench_gnn.py --parts train``) at width 16 with one change, or a PyG baseline, trained with one recipe (Adam
+at 3e-3, a cosine rate over every step, batch 16, cross entropy; BatchNorm re-estimated on 20 training batches
+before evaluating) on the first ``--graphs`` search-train graphs of sbm-cluster (seed 0), then scored on the
+search-validation graphs (what a change is chosen by) and the fixed test graphs (what is reported). One variant per
+process, one thread:
 
     python bench/gnn_ablation.py --variant base --graphs 500 --epochs 15    # one JSON line on stdout
 
