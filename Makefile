@@ -178,29 +178,43 @@ compare-strategies-gnn: build
 # order DARTS, random and evolution searches (3 seeds; random and evolution given about SNAS's search seconds), each
 # result and the five PyG baselines (at GNN_BUDGET parameters, the width-16 networks') trained with one recipe and
 # tested on the fixed test graphs. GNN_CHANNELS=32 GNN_BUDGET=124000 is the second budget; GNN_LAYERS=4 searches
-# networks of 4 cells (the ablation's one change that helped). Resumable: run it again to continue.
+# networks of 4 cells (the ablation's one change that helped). The recipe: GNN_DATA_LIMIT graphs per part,
+# GNN_SEARCH_EPOCHS of search (random and evolution: 6 architectures x GNN_RANDOM_EPOCHS), GNN_EPOCHS of retraining;
+# a value other than the default shows in the run's name (-l4, -n600, ...). Resumable: run it again to continue.
 GNN_DATASETS ?= sbm-cluster digits-graph
 GNN_CHANNELS ?= 16
 GNN_BUDGET ?= 32000
 GNN_LAYERS ?= 2
+GNN_DATA_LIMIT ?= 200
+GNN_SEARCH_EPOCHS ?= 4
+GNN_RANDOM_EPOCHS ?= 2
+GNN_EPOCHS ?= 10
 GNN_COMPARE = --space gnn --strategies snas,darts,random,evolution --baselines gcn,gin,gated,gat,sage --seeds 3 \
-	--channels $(GNN_CHANNELS) --param-budget $(GNN_BUDGET) --data-limit 200 --search-epochs 4 --random-archs 6 \
-	--random-epochs 2 --epochs 10 --batch-size 16 --search-batch-size 8 --search-layers $(GNN_LAYERS)
+	--channels $(GNN_CHANNELS) --param-budget $(GNN_BUDGET) --data-limit $(GNN_DATA_LIMIT) \
+	--search-epochs $(GNN_SEARCH_EPOCHS) --random-archs 6 --random-epochs $(GNN_RANDOM_EPOCHS) --epochs $(GNN_EPOCHS) \
+	--batch-size 16 --search-batch-size 8 --search-layers $(GNN_LAYERS)
+GNN_RUN = $(GNN_CHANNELS)$(if $(filter-out 2,$(GNN_LAYERS)),-l$(GNN_LAYERS))$(if $(filter-out 200,\
+	$(GNN_DATA_LIMIT)),-n$(GNN_DATA_LIMIT))$(if $(filter-out 4,$(GNN_SEARCH_EPOCHS)),-s$(GNN_SEARCH_EPOCHS))$(if \
+	$(filter-out 2,$(GNN_RANDOM_EPOCHS)),-r$(GNN_RANDOM_EPOCHS))$(if $(filter-out 10,$(GNN_EPOCHS)),-e$(GNN_EPOCHS))
 gnn-compare: build
-	for d in $(GNN_DATASETS); do out=runs/gnn-compare-$$d-$(GNN_CHANNELS)$(if $(filter-out 2,$(GNN_LAYERS)),-l$(GNN_LAYERS)); \
+	for d in $(GNN_DATASETS); do out=runs/gnn-compare-$$d-$(GNN_RUN); \
 		if [ -f $$out/config.json ]; then args="--resume $$out"; \
 		else args="--out $$out --dataset $$d $(GNN_COMPARE)"; fi; \
 		OMP_NUM_THREADS=1 $(VENV)/bin/torchrun --standalone --nproc_per_node $(COMPARE_PROCS) -m snas_fast compare \
 			$$args || exit 1; done
 
-# sbm-edges, whose labels depend on the edge features (README, "Graph networks (EGNAS)"): an SNAS search, then its
-# genotype against the same genotype with random edge operations, 3 seeds x 2 draws (bench/gnn_edges.py). Resumable.
+# The datasets whose labels depend on the edge features (README, "Graph networks (EGNAS)"): on each of
+# EDGE_DATASETS, an SNAS search (runs/gnn-edges-<dataset>), then its genotype against the same genotype with random
+# edge operations, 3 seeds x EDGE_DRAWS draws (bench/gnn_edges.py, runs/gnn-edges-<dataset>-control). Resumable.
+EDGE_DATASETS ?= sbm-edges sbm-keyed
+EDGE_DRAWS ?= 3
 gnn-edges: build
-	$(VENV)/bin/snas-fast search --space gnn --threads 1 --quiet $(if $(wildcard runs/gnn-edges/checkpoint.pt),\
-		--resume runs/gnn-edges,--dataset sbm-edges --channels 16 --epochs 10 --data-limit 200 --batch-size 8 \
-		--out runs/gnn-edges)
-	$(VENV)/bin/python bench/gnn_edges.py --search runs/gnn-edges --out runs/gnn-edges-control --seeds 3 --draws 2 \
-		--data-limit 200
+	for d in $(EDGE_DATASETS); do out=runs/gnn-edges-$$d; \
+		if [ -f $$out/checkpoint.pt ]; then args="--resume $$out"; \
+		else args="--dataset $$d --channels 16 --epochs 10 --data-limit 200 --batch-size 8 --out $$out"; fi; \
+		$(VENV)/bin/snas-fast search --space gnn --threads 1 --quiet $$args || exit 1; \
+		$(VENV)/bin/python bench/gnn_edges.py --search $$out --seeds 3 \
+			--draws $(EDGE_DRAWS) --data-limit 200 || exit 1; done
 
 # The CPU suite, quick settings (each script under 3 minutes on 2 idle cores); the full runs drop --quick.
 bench: build

@@ -8,7 +8,7 @@ and tested on the dataset's fixed test graphs. The search's edge ``softmax(log_a
 entropy, the mean margin (top-1 minus top-2 weight) and how many links are past
 :data:`~snas_fast.search.convergence.DECIDED_MARGIN` (0.05).
 
-    python bench/gnn_edges.py --search runs/gnn-edges --out runs/gnn-edges-control
+    python bench/gnn_edges.py --search runs/gnn-edges-sbm-keyed     # -> runs/gnn-edges-sbm-keyed-control
 
 Resumable: a run directory with a ``summary.json`` is read, not trained again; one with only a checkpoint goes on
 from its last epoch. Prints a Markdown table and writes
@@ -51,11 +51,22 @@ def run(genotype: GraphGenotype, out: Path, seed: int, args) -> float:
     return train(config, load_train_data(config), genotype=genotype, resume=resume, progress=False).test_acc
 
 
+def paired(searched, random, draws: int) -> str:
+    """The searched network against the random draws of its own seed: ``searched[s]`` (one per seed) and
+    ``random[s * draws + d]``."""
+    gaps = [a - statistics.mean(random[s * draws:(s + 1) * draws]) for s, a in enumerate(searched)]
+    above = sum(r >= searched[i // draws] for i, r in enumerate(random))
+    return (f"Paired by seed, searched minus the mean of its seed's draws: {statistics.mean(gaps):+.4f} (per seed "
+            + ", ".join(f"{g:+.4f}" for g in gaps) + f"); random runs at or above their seed's searched one: "
+            f"{above}/{len(random)}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--search", required=True, help="a graph search's run directory (its genotype.json)")
-    parser.add_argument("--out", default="runs/gnn-edges-control", help="where the retrainings go")
-    parser.add_argument("--dataset", default="sbm-edges")
+    parser.add_argument("--out", default=None, help="where the retrainings go (default: the search's directory "
+                        "+ '-control')")
+    parser.add_argument("--dataset", default=None, help="default: the search's (its config.json)")
     parser.add_argument("--seeds", type=int, default=3, help="retraining seeds (0 .. seeds - 1)")
     parser.add_argument("--draws", type=int, default=3, help="random edge-operation draws per seed")
     parser.add_argument("--channels", type=int, default=16)
@@ -68,16 +79,21 @@ def main(argv=None) -> int:
     if not path.is_file():
         parser.error(f"search: expected a search run directory with a genotype.json, got {args.search!r}")
     saved = json.loads(path.read_text())
+    if args.dataset is None:
+        config = Path(args.search) / "config.json"
+        if not config.is_file():
+            parser.error(f"dataset: the search {args.search!r} has no config.json to name it; give --dataset")
+        args.dataset = json.loads(config.read_text())["dataset"]
     searched = GraphGenotype.from_dict(saved["genotype"])
     edge = saved["edge_alpha"]
     edge = torch.tensor(json.loads(edge) if isinstance(edge, str) else edge).flatten(0, -2)  # [cells * links, 5]
     stats = arch_stats(edge)
-    lines = [f"Search `{args.search}` (epoch {saved.get('epoch')}): edge softmax(log_alpha) entropy "
-             f"{stats['entropy']:.3f} nats (uniform {torch.log(torch.tensor(float(len(EDGE_OPS)))):.3f}), mean "
+    lines = [f"Search `{args.search}` on {args.dataset} (epoch {saved.get('epoch')}): edge softmax(log_alpha) "
+             f"entropy {stats['entropy']:.3f} nats (uniform {torch.log(torch.tensor(float(len(EDGE_OPS)))):.3f}), mean "
              f"margin {stats['margin']:.3f}, links past a {DECIDED_MARGIN} margin: {stats['decided']}/{len(edge)}",
              ""]
     rows = {"searched": [], "random edges": []}
-    out = Path(args.out)
+    out = Path(args.out if args.out is not None else str(Path(args.search)) + "-control")
     for seed in range(args.seeds):
         rows["searched"].append(run(searched, out / f"searched-seed{seed}", seed, args))
         for draw in range(args.draws):
@@ -90,6 +106,7 @@ def main(argv=None) -> int:
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
         lines.append(f"| {name} | {len(accs)} | {statistics.mean(accs):.4f} ± {std:.4f} | {min(accs):.4f} | "
                      f"{max(accs):.4f} |")
+    lines += ["", paired(rows["searched"], rows["random edges"], args.draws)]
     lines += ["", "Random edge operations (draw: cell 0, cell 1):"]
     lines += [f"- {d}: " + "; ".join(", ".join(e) for _, e in random_edges(searched, d).cells)
               for d in range(args.draws)]

@@ -273,3 +273,11 @@ def test_gnn_ablation_runs_a_variant_in_its_own_process_and_prints_one_json_line
         assert set(row) >= {"variant", "params", "train", "val", "test", "epoch_s"} and 0 <= row["test"] <= 1
     assert runs["base"]["params"] == runs["res"]["params"] == 32246  # the derived genotype at width 16
     assert runs["base"]["test"] != runs["res"]["test"]  # the change reached the network
+
+
+def test_gnn_edges_pairs_each_seed_with_its_own_draws():
+    import gnn_edges
+
+    line = gnn_edges.paired([0.75, 0.6], [0.7, 0.9, 0.5, 0.5], draws=2)  # seed 0's draws average 0.8, seed 1's 0.5
+    assert "draws: +0.0250 (per seed -0.0500, +0.1000)" in line
+    assert line.endswith("1/4")  # only 0.9 >= 0.75 (seed 0); seed 1's 0.5s are below 0.6

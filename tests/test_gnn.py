@@ -11,7 +11,7 @@ import torch
 from torch_geometric.data import Batch
 
 from snas_fast.cli import main
-from snas_fast.data.graphs import SBM_EDGES, SBM_SIZES, sbm_cluster_graph
+from snas_fast.data.graphs import SBM_EDGES, SBM_KEYED, SBM_SIZES, sbm_cluster_graph
 from snas_fast.engine import retrain
 from snas_fast.search import snas
 from snas_fast.spaces import get_space
@@ -258,6 +258,25 @@ def test_sbm_edges_tells_the_clusters_by_its_edges_only():
         sbm_cluster_graph(torch.Generator().manual_seed(0), edge_noise=1.5)
 
 
+def test_sbm_keyed_tells_the_clusters_only_by_an_edge_read_with_both_ends_keys():
+    data = load_dataset("sbm-keyed", seed=0)
+    assert data.info.in_dim == 8 and data.info.edge_dim == 1  # the one-hot of 7 values and the key
+    raw = decoded = edges = 0
+    for g in data.train[:100]:
+        s, t = g.edge_index
+        shares = g.y[s] == g.y[t]
+        key = g.x[:, -1]
+        assert set(key.unique().tolist()) <= {0.0, 1.0} and torch.equal(g.x[:, :7].sum(1), torch.ones(g.num_nodes))
+        feature = g.edge_attr[:, 0].bool()
+        raw += int((feature == shares).sum())
+        decoded += int((feature ^ key[s].bool() ^ key[t].bool() == shares).sum())
+        edges += g.num_edges
+    assert abs(raw / edges - 0.5) < 0.02  # alone, the feature says nothing of the clusters
+    assert abs(decoded / edges - (1 - SBM_KEYED["edge_noise"])) < 0.01  # keyed by its ends, it is sbm-edges'
+    with pytest.raises(ValueError, match="keys: the edge features are keyed only with an edge_noise"):
+        sbm_cluster_graph(torch.Generator().manual_seed(0), keys=True)
+
+
 def test_digits_graph_is_the_grid_of_each_image():
     data = load_dataset("digits-graph", seed=0)
     g = data.train[0]
@@ -269,7 +288,8 @@ def test_digits_graph_is_the_grid_of_each_image():
 
 
 def test_an_unknown_dataset_is_refused():
-    with pytest.raises(ValueError, match="dataset: expected one of digits-graph, sbm-cluster, sbm-edges, karate, got 'mnist'"):
+    with pytest.raises(ValueError, match="dataset: expected one of digits-graph, sbm-cluster, sbm-edges, sbm-keyed, "
+                                         "karate, got 'mnist'"):
         load_dataset("mnist")
 
 
@@ -395,7 +415,7 @@ def first_error_line(capsys):
 def test_an_unknown_dataset_or_a_genotype_of_the_other_space_is_refused_in_one_line(tmp_path, capsys):
     assert main(["search", "--space", "gnn", "--dataset", "cifar10", "--out", str(tmp_path / "a")]) == 2
     assert first_error_line(capsys) == ("snas-fast: error: dataset: expected one of digits-graph, sbm-cluster, "
-                                        "sbm-edges, karate, got 'cifar10' (space gnn)")
+                                        "sbm-edges, sbm-keyed, karate, got 'cifar10' (space gnn)")
     darts = tmp_path / "darts.json"
     darts.write_text(json.dumps(__import__("snas_fast").genotypes.load("DARTS_V2").to_dict()))
     assert main(["train", "--space", "gnn", "--genotype", str(darts), "--dataset", "karate",
@@ -421,7 +441,8 @@ def test_the_graph_commands_have_their_own_help_and_flags(capsys):
         main(["search", "--space", "gnn", "--help"])
     assert exit_.value.code == 0
     printed = capsys.readouterr().out
-    assert "digits-graph,sbm-cluster,sbm-edges,karate" in printed and "--strategy" in printed and "fused_edge" in printed
+    assert "digits-graph,sbm-cluster,sbm-edges,sbm-keyed,karate" in printed
+    assert "--strategy" in printed and "fused_edge" in printed
     with pytest.raises(SystemExit):
         main(["train", "--space", "gnn", "--bogus", "1"])
     assert "snas-fast train: error: unrecognized arguments: --bogus 1" in first_error_line(capsys)

@@ -171,7 +171,7 @@ def test_darts_encoding_counts_edges_and_the_sample_is_unchanged():
 
 
 def test_the_data_layer_knows_kinds_and_refuses_the_wrong_one(tmp_path, capsys):
-    assert datasets.dataset_names("graphs") == ("digits-graph", "sbm-cluster", "sbm-edges", "karate")
+    assert datasets.dataset_names("graphs") == ("digits-graph", "sbm-cluster", "sbm-edges", "sbm-keyed", "karate")
     assert datasets.kind_of("cifar10") == "images" and datasets.default_dataset("graphs") == "digits-graph"
     batch = datasets.batch_of(datasets.load("digits-graph", limit=4)[0], [0, 2])
     assert batch.num_graphs == 2
@@ -188,7 +188,7 @@ def test_a_registered_dataset_is_a_dataset_of_its_kind(tmp_path, monkeypatch):
     datasets.register_dataset("digits-again", "images", lambda name, *rest: load_part("digits", *rest))
     assert datasets.dataset_names("images")[-1] == "digits-again"
     RandomConfig(dataset="digits-again", out=str(tmp_path)).validate()
-    with pytest.raises(RandomConfig.Error, match="dataset: expected one of digits-graph, sbm-cluster, sbm-edges, karate, got 'digits-again'"):
+    with pytest.raises(RandomConfig.Error, match="dataset: expected one of digits-graph, sbm-cluster, sbm-edges, sbm-keyed, karate, got 'digits-again'"):
         RandomConfig(space="gnn", dataset="digits-again", out=str(tmp_path)).validate()
     first, second, info = datasets.load("digits-again", limit=4)
     assert len(first) == 4 and info.num_classes == 10

@@ -8,7 +8,7 @@ A dataset has a name and a *kind*, the form of its examples; a search space take
   ``cifar-10-batches-py`` folder), ``mnist1d`` (:mod:`.mnist1d`: sequences of length 40 as one-row images
   ``[1, 1, 40]``, generated offline by the ``mnist1d`` package);
 - ``"graphs"`` (:mod:`.graphs`): lists of PyG ``Data`` and a :class:`~.graphs.GraphInfo`: ``digits-graph``,
-  ``sbm-cluster``, ``sbm-edges``, ``karate``.
+  ``sbm-cluster``, ``sbm-edges``, ``sbm-keyed``, ``karate``.
 
 Every dataset comes in three disjoint parts: search-train and search-validation (``split="search"``) and a test
 part (``split="train_test"`` gives the two search parts together, then the test part), which no search reads.
@@ -42,6 +42,7 @@ DATASETS: Dict[str, Tuple[str, Union[str, Callable]]] = {
     "digits-graph": ("graphs", "snas_fast.data.graphs:load_part"),
     "sbm-cluster": ("graphs", "snas_fast.data.graphs:load_part"),
     "sbm-edges": ("graphs", "snas_fast.data.graphs:load_part"),
+    "sbm-keyed": ("graphs", "snas_fast.data.graphs:load_part"),
     "karate": ("graphs", "snas_fast.data.graphs:load_part"),
 }
 

@@ -13,6 +13,11 @@ train, search-validation (split by ``seed``) and a test part (fixed, whatever th
   edge's feature says whether its two ends share a cluster, wrong with probability 0.1 (:data:`SBM_EDGES`): the
   labels depend on the edge features, and a network that ignores them (GCN, GIN, GraphSAGE) cannot tell the
   edges that lead to its cluster's seed from the others. 500 / 100 / 200 graphs.
+- ``sbm-keyed``: ``sbm-edges`` with a random key bit on every node (one more input feature) and each edge's feature
+  XORed with the keys of its two ends (:data:`SBM_KEYED`): an edge's feature alone is a fair coin, whatever the
+  clusters; it tells them only read together with both ends' keys. A gate computed from the edge feature alone (each
+  node operation's ``sigmoid(B(E))``) learns nothing from it; an edge operation, which reads both ends, can decode it.
+  500 / 100 / 200 graphs.
 - ``karate``: PyG's KarateClub (bundled in PyG; 34 nodes, 4 classes, one labelled node per class for training), the
   other 30 nodes split in half by ``seed`` into validation and test; identity node features, edge feature 1.
 
@@ -36,16 +41,19 @@ from .images import digits_split_indices  # the CNN digits' parts: one fact in o
 
 __all__ = ["DATASETS", "IGNORE", "GraphData", "GraphInfo", "collate", "load_dataset", "sbm_cluster_graph"]
 
-DATASETS = ("digits-graph", "sbm-cluster", "sbm-edges", "karate")
+DATASETS = ("digits-graph", "sbm-cluster", "sbm-edges", "sbm-keyed", "karate")
 
 # Streams of make_generator, kept apart from the other uses of seed_for.
 _SBM_STREAM = 0x73626D  # "sbm"
 _SBM_TEST_SEED = 20210101
 _KARATE_STREAM = 0x6B6172  # "kar"
 _SBM_EDGES_STREAM = 0x736265  # "sbe"
+_SBM_KEYED_STREAM = 0x73626B  # "sbk"
 SBM_SIZES = dict(train=500, val=100, test=200)
 #: ``sbm-edges``' generator settings (:func:`sbm_cluster_graph`): no structure, the clusters told by the edges
 SBM_EDGES = dict(p=0.3, q=0.3, edge_noise=0.1)
+#: ``sbm-keyed``'s: ``sbm-edges``' with the edge features keyed by their ends
+SBM_KEYED = dict(SBM_EDGES, keys=True)
 
 
 @dataclass(frozen=True)
@@ -110,12 +118,15 @@ def _digits_graphs() -> Tuple[List[Data], np.ndarray]:
 
 
 def sbm_cluster_graph(generator: torch.Generator, clusters: int = 6, min_size: int = 5, max_size: int = 35,
-                      p: float = 0.55, q: float = 0.25, edge_noise: Optional[float] = None) -> Data:
+                      p: float = 0.55, q: float = 0.25, edge_noise: Optional[float] = None,
+                      keys: bool = False) -> Data:
     """One CLUSTER graph (benchmarking-gnns' generator), drawn from ``generator``: ``x [N, clusters + 1]`` (one-hot
     of 0, or of cluster + 1 for each cluster's seed node), ``edge_index [2, E]`` (both directions),
     ``edge_attr [E, 1]``, ``y [N]`` the cluster of each node, ``target_mask [N]`` all true. ``edge_attr`` is 1, or,
     with ``edge_noise``, 1 where the two ends share a cluster and 0 where not, flipped with probability
-    ``edge_noise`` (the same for both directions of an edge)."""
+    ``edge_noise`` (the same for both directions of an edge). ``keys`` (with ``edge_noise``): every node draws a key
+    bit ``k`` (``x`` gains a last column, ``[N, clusters + 2]``) and the edge ``s -> t``'s feature becomes
+    ``told XOR k_s XOR k_t``."""
     sizes = torch.randint(min_size, max_size + 1, (clusters,), generator=generator)
     y = torch.repeat_interleave(torch.arange(clusters), sizes)
     n = int(sizes.sum())
@@ -136,7 +147,13 @@ def sbm_cluster_graph(generator: torch.Generator, clusters: int = 6, min_size: i
         flip = torch.rand(n, n, generator=generator) < edge_noise
         flip = flip.triu(1) | flip.triu(1).T  # one draw per undirected edge
         told = same ^ flip  # [n, n]
+        if keys:
+            key = torch.rand(n, generator=generator) < 0.5  # [n]
+            told = told ^ key[:, None] ^ key[None, :]
+            x = torch.cat([x, key.float()[:, None]], dim=1)
         edge_attr = told[edge_index[0], edge_index[1]].float()[:, None]
+    elif keys:
+        raise ValueError("keys: the edge features are keyed only with an edge_noise (the told clusters), got none")
     return Data(x=x, edge_index=edge_index, edge_attr=edge_attr, y=y, target_mask=torch.ones(n, dtype=torch.bool))
 
 
@@ -146,11 +163,15 @@ def _sbm(seed: int, name: str = "sbm-cluster", stream: int = _SBM_STREAM, **sett
     train = [sbm_cluster_graph(g_search, **settings) for _ in range(SBM_SIZES["train"])]
     val = [sbm_cluster_graph(g_search, **settings) for _ in range(SBM_SIZES["val"])]
     test = [sbm_cluster_graph(g_test, **settings) for _ in range(SBM_SIZES["test"])]
-    return GraphData(train, val, test, GraphInfo(name, 7, 1, 6, "node"))
+    return GraphData(train, val, test, GraphInfo(name, train[0].x.shape[1], 1, 6, "node"))
 
 
 def _sbm_edges(seed: int) -> GraphData:
     return _sbm(seed, "sbm-edges", _SBM_EDGES_STREAM, **SBM_EDGES)
+
+
+def _sbm_keyed(seed: int) -> GraphData:
+    return _sbm(seed, "sbm-keyed", _SBM_KEYED_STREAM, **SBM_KEYED)
 
 
 def _karate(seed: int) -> GraphData:
@@ -180,7 +201,8 @@ def _digits_graph(seed: int) -> GraphData:
 def load_dataset(name: str, seed: int = 0) -> GraphData:
     """The dataset ``name`` (one of :data:`DATASETS`), its search parts split by ``seed``; the same ``(name, seed)``
     gives the same graphs. ValueError naming the argument for an unknown name."""
-    loaders = {"digits-graph": _digits_graph, "sbm-cluster": _sbm, "sbm-edges": _sbm_edges, "karate": _karate}
+    loaders = {"digits-graph": _digits_graph, "sbm-cluster": _sbm, "sbm-edges": _sbm_edges, "sbm-keyed": _sbm_keyed,
+               "karate": _karate}
     if name not in loaders:
         raise ValueError(f"dataset: expected one of {', '.join(DATASETS)}, got {name!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
