@@ -54,10 +54,16 @@ def run(genotype: GraphGenotype, out: Path, seed: int, args) -> float:
 def paired(searched, random, draws: int) -> str:
     """The searched network against the random draws of its own seed: ``searched[s]`` (one per seed) and
     ``random[s * draws + d]``."""
+    from scipy import stats
+
     gaps = [a - statistics.mean(random[s * draws:(s + 1) * draws]) for s, a in enumerate(searched)]
     above = sum(r >= searched[i // draws] for i, r in enumerate(random))
+    test = ""
+    if len(gaps) > 1 and statistics.stdev(gaps) > 0:  # one-sided: is the searched network the better one?
+        p = stats.ttest_1samp(gaps, 0.0, alternative="greater").pvalue
+        test = f"; one-sided t-test over the seeds' gaps: p = {p:.3f}"
     return (f"Paired by seed, searched minus the mean of its seed's draws: {statistics.mean(gaps):+.4f} (per seed "
-            + ", ".join(f"{g:+.4f}" for g in gaps) + f"); random runs at or above their seed's searched one: "
+            + ", ".join(f"{g:+.4f}" for g in gaps) + f"){test}; random runs at or above their seed's searched one: "
             f"{above}/{len(random)}")
 
 

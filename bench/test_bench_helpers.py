@@ -279,5 +279,5 @@ def test_gnn_edges_pairs_each_seed_with_its_own_draws():
     import gnn_edges
 
     line = gnn_edges.paired([0.75, 0.6], [0.7, 0.9, 0.5, 0.5], draws=2)  # seed 0's draws average 0.8, seed 1's 0.5
-    assert "draws: +0.0250 (per seed -0.0500, +0.1000)" in line
+    assert "draws: +0.0250 (per seed -0.0500, +0.1000); one-sided t-test over the seeds' gaps: p = 0.398" in line
     assert line.endswith("1/4")  # only 0.9 >= 0.75 (seed 0); seed 1's 0.5s are below 0.6
