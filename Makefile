@@ -205,8 +205,8 @@ gnn-compare: build
 
 # The datasets whose labels depend on the edge features (README, "Graph networks (EGNAS)"): on each of
 # EDGE_DATASETS, an SNAS search (runs/gnn-edges-<dataset>; 10 epochs, 30 on sbm-keyed, whose supernet begins to
-# decode its edges only after 12), then its genotype against the same genotype with random
-# edge operations, 3 seeds x EDGE_DRAWS draws (bench/gnn_edges.py, runs/gnn-edges-<dataset>-control). Resumable.
+# decode its edges only after 12), then its genotype against the same genotype with random edge operations, 3 seeds
+# x EDGE_DRAWS draws (bench/gnn_edges.py, runs/gnn-edges-<dataset>-control). Resumable.
 EDGE_DATASETS ?= sbm-edges sbm-keyed
 EDGE_DRAWS ?= 3
 gnn-edges: build

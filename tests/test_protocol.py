@@ -188,7 +188,8 @@ def test_a_registered_dataset_is_a_dataset_of_its_kind(tmp_path, monkeypatch):
     datasets.register_dataset("digits-again", "images", lambda name, *rest: load_part("digits", *rest))
     assert datasets.dataset_names("images")[-1] == "digits-again"
     RandomConfig(dataset="digits-again", out=str(tmp_path)).validate()
-    with pytest.raises(RandomConfig.Error, match="dataset: expected one of digits-graph, sbm-cluster, sbm-edges, sbm-keyed, karate, got 'digits-again'"):
+    with pytest.raises(RandomConfig.Error, match="dataset: expected one of digits-graph, sbm-cluster, sbm-edges, "
+                                                 "sbm-keyed, karate, got 'digits-again'"):
         RandomConfig(space="gnn", dataset="digits-again", out=str(tmp_path)).validate()
     first, second, info = datasets.load("digits-again", limit=4)
     assert len(first) == 4 and info.num_classes == 10
