@@ -28,6 +28,7 @@ with :func:`collate`: ``(Batch, target)``, the target of a node outside ``target
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -40,8 +41,6 @@ from . import IGNORE
 from .images import digits_split_indices  # the CNN digits' parts: one fact in one place
 
 __all__ = ["DATASETS", "IGNORE", "GraphData", "GraphInfo", "collate", "load_dataset", "sbm_cluster_graph"]
-
-DATASETS = ("digits-graph", "sbm-cluster", "sbm-edges", "sbm-keyed", "karate")
 
 # Streams of make_generator, kept apart from the other uses of seed_for.
 _SBM_STREAM = 0x73626D  # "sbm"
@@ -166,14 +165,6 @@ def _sbm(seed: int, name: str = "sbm-cluster", stream: int = _SBM_STREAM, **sett
     return GraphData(train, val, test, GraphInfo(name, train[0].x.shape[1], 1, 6, "node"))
 
 
-def _sbm_edges(seed: int) -> GraphData:
-    return _sbm(seed, "sbm-edges", _SBM_EDGES_STREAM, **SBM_EDGES)
-
-
-def _sbm_keyed(seed: int) -> GraphData:
-    return _sbm(seed, "sbm-keyed", _SBM_KEYED_STREAM, **SBM_KEYED)
-
-
 def _karate(seed: int) -> GraphData:
     from torch_geometric.datasets import KarateClub
 
@@ -198,16 +189,25 @@ def _digits_graph(seed: int) -> GraphData:
     return GraphData(pick(train), pick(val), pick(test), GraphInfo("digits-graph", 3, 1, 10, "graph"))
 
 
+#: each dataset's ``loader(seed) -> GraphData``; the sbm ones are the one generator under their settings and streams
+_LOADERS = {
+    "digits-graph": _digits_graph,
+    "sbm-cluster": _sbm,
+    "sbm-edges": partial(_sbm, name="sbm-edges", stream=_SBM_EDGES_STREAM, **SBM_EDGES),
+    "sbm-keyed": partial(_sbm, name="sbm-keyed", stream=_SBM_KEYED_STREAM, **SBM_KEYED),
+    "karate": _karate,
+}
+DATASETS = tuple(_LOADERS)
+
+
 def load_dataset(name: str, seed: int = 0) -> GraphData:
     """The dataset ``name`` (one of :data:`DATASETS`), its search parts split by ``seed``; the same ``(name, seed)``
     gives the same graphs. ValueError naming the argument for an unknown name."""
-    loaders = {"digits-graph": _digits_graph, "sbm-cluster": _sbm, "sbm-edges": _sbm_edges, "sbm-keyed": _sbm_keyed,
-               "karate": _karate}
-    if name not in loaders:
+    if name not in _LOADERS:
         raise ValueError(f"dataset: expected one of {', '.join(DATASETS)}, got {name!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed: expected an integer >= 0, got {seed!r}")
-    return loaders[name](int(seed))
+    return _LOADERS[name](int(seed))
 
 
 def collate(items) -> Tuple[object, Tensor]:
