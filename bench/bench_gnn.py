@@ -16,7 +16,9 @@
    the same network with its edge input ``r`` computed as the concatenation ``Linear([V_s, V_t, V_s - V_t])`` on
    the edges (``concat``, as before it was computed on the nodes), and of the five PyG baselines at the derived
    network's parameter count (:func:`snas_fast.engine.retrain.baseline_for_budget`), interleaved; ratios to the
-   derived network.
+   derived network. ``--compile`` adds ``derived_compiled``: the derived network under ``torch.compile``
+   (Inductor fuses its per-edge elementwise chains), with ``compile_s``, the seconds of its first step (the
+   compilation), beside its ``step_ms``.
 3. **The op on graph shapes**: ``gumbel_mixed_op`` on K = 5 candidates ``[N, F]`` (one of them ``None``, the zero
    op), N in 1e3 .. 1e5, F in 64 .. 256, forward + backward, against the eager reference
    (``snas_fast.reference.gumbel_mixed_op``): time ratio (interleaved, pair by pair), saved bytes (the candidates
@@ -32,6 +34,7 @@ import gc
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -108,9 +111,9 @@ class TrainStep:
         self.opt.step()
 
 
-def train_steps(graphs: int, hidden: int):
+def train_steps(graphs: int, hidden: int, compiled: bool = False):
     """``{variant: TrainStep}`` and the parameter counts: the derived network, its concatenated edge input, the
-    baselines at its parameter count."""
+    baselines at its parameter count; ``compiled``: also the derived network under ``torch.compile``."""
     from gnn_ablation import DERIVED  # the genotype the README's sbm-cluster search derived
 
     from snas_fast.data.graphs import collate
@@ -123,10 +126,14 @@ def train_steps(graphs: int, hidden: int):
     genotype = DERIVED
     torch.manual_seed(0)
     models = {"derived": space.child(genotype), "derived_concat": space.child(genotype)}
+    if compiled:
+        models["derived_compiled"] = space.child(genotype)
     budget = count_parameters(models["derived"])
     for name in space.baselines:
         models[name] = baseline_for_budget(space, name, budget, 4)[0]
     steps = {n: TrainStep(m, batch, target, concat=n == "derived_concat") for n, m in models.items()}
+    if compiled:  # the parameters stay the module's; only the call is compiled
+        steps["derived_compiled"].model = torch.compile(models["derived_compiled"])
     return steps, {n: count_parameters(m) for n, m in models.items()}
 
 
@@ -229,6 +236,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=32)
     parser.add_argument("--reps", type=int, default=None)
     parser.add_argument("--parts", default="step,op", help="step, train, op (comma-separated)")
+    parser.add_argument("--compile", action="store_true", help="train: also the derived network under torch.compile")
     parser.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", default="step", help=argparse.SUPPRESS)
     parser.add_argument("--variant", default="fused", help=argparse.SUPPRESS)
@@ -275,7 +283,12 @@ def main() -> None:
 
     if "train" in parts:
         cfg = "gnn_train/sbm-cluster/b16_F16"
-        steps, params = train_steps(16, 16)
+        steps, params = train_steps(16, 16, args.compile)
+        if args.compile:
+            start = time.perf_counter()
+            steps["derived_compiled"]()
+            harness.sync(args.device)
+            rows.add("derived_compiled", cfg, "compile_s", time.perf_counter() - start, "s")
         samples = harness.time_interleaved(steps, args.device, reps, warmup=2)
         names = list(steps)
         for v in names:
@@ -284,7 +297,7 @@ def main() -> None:
         add_ratios(rows, cfg, samples, [(v, "derived") for v in names if v != "derived"])
         rows.write_csv(args.csv)
         print(table(rows, [cfg], names + [f"{v}/derived" for v in names if v != "derived"],
-                    ["step_ms", "params", "step_ratio"]), flush=True)
+                    ["step_ms", "params", "step_ratio"] + ["compile_s"] * args.compile), flush=True)
 
     if "op" in parts:
         sizes = [(n, f) for n in ((1000, 10000) if args.quick else (1000, 10000, 100000)) for f in (64, 256)]

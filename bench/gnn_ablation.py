@@ -42,6 +42,9 @@ VARIANTS = {
     "self": "a self term in every node operation: + Linear(V_t) before its BatchNorm (GraphSAGE's root weight)",
     "staterelu": "a ReLU on every intermediate state (after the sum of its operations)",
     "noedge": "the readout without the mean of the incoming edge states",
+    "bnmsg": "every node operation's BatchNorm moved from after its Linear to the messages, before the aggregation",
+    "gatelin": "every node operation's gate MLP (Linear, ReLU, Linear) replaced by one Linear",
+    "gatewide": "every node operation's gate MLP with a hidden layer of 2F instead of F",
     "mean": "every max aggregation replaced by mean",
     "sum": "every max aggregation replaced by sum",
     "allmean": "every node operation mean (no none, identity or max)",
@@ -68,6 +71,28 @@ def _patch(variant: str) -> None:
 
         O.NodeAgg.__init__ = with_root
         O.NodeAgg.pre_bn = lambda self, V, E, edge_index: pre_bn(self, V, E, edge_index) + self.root(V)
+    elif variant == "bnmsg":
+        init = O.NodeAgg.__init__
+
+        def bn_on_messages(self, F_, reduce, affine=False):
+            init(self, F_, reduce, affine)
+            self.msg_bn, self.bn = self.bn, nn.Identity()
+
+        def pre_bn(self, V, E, edge_index):
+            src, dst = edge_index
+            scale, shift = self.gate(E).chunk(2, dim=-1)
+            message = self.msg_bn(torch.sigmoid(scale) * V[src] + shift)
+            return self.lin(O.scatter(message, dst, dim=0, dim_size=V.shape[0], reduce=self.reduce))
+
+        O.NodeAgg.__init__, O.NodeAgg.pre_bn = bn_on_messages, pre_bn
+    elif variant in ("gatelin", "gatewide"):
+        init = O.NodeAgg.__init__
+
+        def other_gate(self, F_, reduce, affine=False):
+            init(self, F_, reduce, affine)
+            self.gate = nn.Linear(F_, 2 * F_) if variant == "gatelin" else O.mlp(F_, 2 * F_, 2 * F_)
+
+        O.NodeAgg.__init__ = other_gate
     elif variant == "res":
         forward = S.GraphCell.forward
 
