@@ -178,9 +178,10 @@ compare-strategies-gnn: build
 # order DARTS, random and evolution searches (3 seeds; random and evolution given about SNAS's search seconds), each
 # result and the five PyG baselines (at GNN_BUDGET parameters, the width-16 networks') trained with one recipe and
 # tested on the fixed test graphs. GNN_CHANNELS=32 GNN_BUDGET=124000 is the second budget; GNN_LAYERS=4 searches
-# networks of 4 cells (the ablation's one change that helped). The recipe: GNN_DATA_LIMIT graphs per part,
-# GNN_SEARCH_EPOCHS of search (random and evolution: 6 architectures x GNN_RANDOM_EPOCHS), GNN_EPOCHS of retraining;
-# a value other than the default shows in the run's name (-l4, -n600, ...). Resumable: run it again to continue.
+# networks of 4 cells (the ablation's one change that helped; with GNN_CHANNELS=11 they have GNN_BUDGET's
+# parameters). The recipe: GNN_DATA_LIMIT graphs per part, GNN_SEARCH_EPOCHS of search (random and evolution: 6
+# architectures x GNN_RANDOM_EPOCHS), GNN_EPOCHS of retraining; a value other than the default shows in the run's
+# name (-l4, -n600, ...). Resumable: run it again to continue.
 GNN_DATASETS ?= sbm-cluster digits-graph
 GNN_CHANNELS ?= 16
 GNN_BUDGET ?= 32000
