@@ -30,6 +30,7 @@ Benchmarks report; they never fail on a time.
 from __future__ import annotations
 
 import argparse
+import copy
 import gc
 import json
 import os
@@ -126,8 +127,8 @@ def train_steps(graphs: int, hidden: int, compiled: bool = False):
     genotype = DERIVED
     torch.manual_seed(0)
     models = {"derived": space.child(genotype), "derived_concat": space.child(genotype)}
-    if compiled:
-        models["derived_compiled"] = space.child(genotype)
+    if compiled:  # the derived network itself (its weights, no draw from the generator the baselines start from)
+        models["derived_compiled"] = copy.deepcopy(models["derived"])
     budget = count_parameters(models["derived"])
     for name in space.baselines:
         models[name] = baseline_for_budget(space, name, budget, 4)[0]
