@@ -29,9 +29,11 @@ published references) as rows trained at every seed with no search, ``--baseline
 (a CSV of ``snas-fast groundtruth`` on the same dataset) places every row's test accuracy among the ground truth's
 random architectures, as a percentile, and adds their distribution as a row.
 
-Under ``torchrun`` the cells are shared out over the ranks (:func:`share`); each rank runs whole cells alone
-(:func:`snas_fast.engine.distributed.alone`), writes their run directories and ``cells/*.json``, and rank 0 gathers
-the rows and writes the leaderboard.
+Under ``torchrun`` the ranks take the cells from one queue (:func:`queue`, :func:`claim`: a rank that finishes one
+takes the next that no rank has taken), so they finish within one cell of each other; each rank runs whole cells
+alone (:func:`snas_fast.engine.distributed.alone`), writes their run directories and ``cells/*.json``, and rank 0
+gathers the rows and writes the leaderboard. The ranks share ``out``'s file system (one machine, as
+``torchrun --standalone``).
 
 It stands above the layers (like the CLI): it runs strategies, the engine's retraining and the plots.
 """
@@ -42,6 +44,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import statistics
 import time
 import warnings
@@ -57,14 +60,14 @@ from .search.snas import TRICKS
 from .spaces.darts.networks import count_flops
 
 __all__ = ["CompareConfig", "CompareError", "compare", "matrix", "plan", "retrain_row", "retrain_table", "run_cell",
-           "run_units", "share"]
+           "run_units", "queue"]
 
 FIELDS = ["strategy", "seed", "test_acc", "params", "flops", "search_s", "score", "genotype", "percentile"]
 #: the label prefix of a baseline's rows (``--baselines``): trained, not searched
 BASELINE = "baseline:"
 
 #: seconds of one cell (search and retraining) at the defaults on the digits, 2 cores (README, "Comparing
-#: strategies"): only how evenly :func:`share` loads the ranks depends on it
+#: strategies"): only the order in which the ranks take the cells (:func:`queue`) depends on it
 WORK = {"snas": 285.0, "darts": 285.0, "snas-pt": 560.0, "random": 60.0, "rsws": 76.0, "naswot": 60.0,
         "evolution": 60.0, "bo": 70.0, "monas": 300.0, "morph-bo": 200.0, "morph-random": 200.0, "morph-bfs": 200.0}
 
@@ -306,22 +309,28 @@ def plan(names: Sequence[str], seeds: int, baselines: Sequence[str] = ()) -> Lis
     return units + [[(BASELINE + name, seed)] for name in baselines for seed in range(seeds)]
 
 
-def share(units: Sequence[Unit], ranks: int) -> List[int]:
-    """The rank that runs each unit: longest first onto the least loaded rank (:data:`WORK`), the strategies before
-    the variants, so that the strategies' cells finish first."""
-    load = [0.0] * ranks
-    owner = [0] * len(units)
-
+def queue(units: Sequence[Unit]) -> List[int]:
+    """The order in which the ranks take the units (indices into ``units``): the strategies, then the variants, so
+    that the strategies' cells finish first, each longest first (:data:`WORK`); then the baselines, which only
+    train. So the last units to start are short ones and no rank waits long for another at the end."""
     def work(unit: Unit) -> float:
         return sum(WORK.get(name.replace("@", "+").partition("+")[0], 100.0) for name, _ in unit)
 
-    for phase in (False, True):
-        order = [i for i, u in enumerate(units) if ("+" in u[0][0]) == phase]
-        for i in sorted(order, key=lambda i: -work(units[i])):
-            rank = min(range(ranks), key=lambda r: (load[r], r))
-            owner[i] = rank
-            load[rank] += work(units[i])
-    return owner
+    def key(i: int):
+        label = units[i][0][0]
+        return label.startswith(BASELINE), "+" in label, -work(units[i]), i
+
+    return sorted(range(len(units)), key=key)
+
+
+def claim(claims: str, index: int) -> bool:
+    """True for the one caller that claims unit ``index`` in the directory ``claims`` (its file created with
+    ``O_EXCL``, which one file system makes atomic), False for every later one."""
+    try:
+        os.close(os.open(os.path.join(claims, f"unit{index}"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
 
 
 def _mean_std(values: List[float], signed: bool = False) -> str:
@@ -427,18 +436,26 @@ def run_units(config: CompareConfig, units: Sequence[Unit], run: Callable[[str, 
     """The rows of every cell of ``units`` (``run(label, seed, previous row of its unit)`` makes one), in unit
     order, on every rank. A finished cell (``out/cells/<label>-seed<k>.json``) is read back, not redone; without
     ``resume`` a directory that already holds cells is refused (one line), so two configurations never mix. In a
-    process group each rank runs its share of the units (:func:`share`) alone, and the rows are gathered."""
+    process group the ranks take the units in :func:`queue`'s order, each the next one no rank has claimed
+    (:func:`claim`, in ``out/claims``, emptied by rank 0 before any rank claims and removed at the end), run them
+    alone, and the rows are gathered."""
     ctx = distributed.context(config.device)
-    problem = distributed.broadcast_object(_check_out(config, resume) if ctx.is_main else None)
+    claims = os.path.join(config.out, "claims")
+    problem = None
+    if ctx.is_main:
+        problem = _check_out(config, resume)
+        if problem is None:  # an interrupted run's claims: their units are not finished
+            shutil.rmtree(claims, ignore_errors=True)
+            os.makedirs(claims)
+    problem = distributed.broadcast_object(problem)
     if problem:
         raise config.Error(problem)
-    owners = share(units, ctx.world_size)
     start, mine = time.perf_counter(), {}
-    for i, (unit, owner) in enumerate(zip(units, owners)):
-        if owner != ctx.rank:
+    for i in queue(units):
+        if not claim(claims, i):
             continue
         previous = None
-        for j, (label, seed) in enumerate(unit):
+        for j, (label, seed) in enumerate(units[i]):
             path = os.path.join(config.out, "cells", f"{label}-seed{seed}.json")
             if os.path.exists(path):
                 with open(path) as f:
@@ -455,6 +472,8 @@ def run_units(config: CompareConfig, units: Sequence[Unit], run: Callable[[str, 
             mine[(i, j)] = row
             previous = row
     gathered = {key: row for rank_rows in distributed.gather_objects(mine) for key, row in rank_rows.items()}
+    if ctx.is_main:
+        shutil.rmtree(claims, ignore_errors=True)
     return [gathered[key] for key in sorted(gathered)]
 
 

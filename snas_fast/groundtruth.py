@@ -13,7 +13,7 @@ Written to ``out``:
                                  ``# key: value`` lines first (the command, date, torch version, recipe)
     groundtruth.md               the distribution: quantiles, the spread over seeds, the best and worst
 
-Under ``torchrun`` the trainings are shared out over the ranks (one thread each), as ``snas-fast compare`` shares
+Under ``torchrun`` the ranks (one thread each) take the trainings from one queue, as ``snas-fast compare`` takes
 its cells (:func:`snas_fast.compare.run_units`).
 """
 from __future__ import annotations

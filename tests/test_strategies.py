@@ -138,6 +138,9 @@ def test_compare_writes_the_leaderboard_and_resumes_without_redoing(tmp_path, mo
 
     monkeypatch.setattr(naswot.Naswot, "run", no_rerun)
     monkeypatch.setattr(RandomSearch, "run", no_rerun)
+    assert not (out / "claims").exists()
+    (out / "claims").mkdir()  # an interrupted run's claims do not hold the units back
+    (out / "claims" / "unit0").touch()
     assert main(["compare", "--resume", str(out), "--quiet"]) == 0
     assert list(csv_rows(out / "leaderboard.csv")) == rows
 
@@ -176,16 +179,22 @@ def test_compare_refuses_to_mix_two_comparisons(tmp_path, capsys):
 
 
 def test_plan_pairs_snas_pt_with_its_snas_and_runs_the_variants_last():
-    from snas_fast.compare import plan, share
+    from snas_fast.compare import plan, queue
 
     units = plan(["snas-pt", "naswot", "snas+warmup", "snas"], 2)
     assert units == [[("naswot", 0)], [("naswot", 1)], [("snas", 0), ("snas-pt", 0)], [("snas", 1), ("snas-pt", 1)],
                      [("snas+warmup", 0)], [("snas+warmup", 1)]]
     assert plan(["snas-pt"], 1) == [[("snas-pt", 0)]]
-    owners = share(units, 2)
-    # the two snas/snas-pt pairs (the longest) go to different ranks; every unit has one owner in range
-    assert owners[2] != owners[3] and set(owners) <= {0, 1}
-    assert share(units, 1) == [0] * len(units)
+    # taken longest first (the snas/snas-pt pairs), the variants after every strategy, ties in plan order
+    assert queue(units) == [2, 3, 0, 1, 4, 5]
+    units = plan(["naswot", "snas+warmup", "snas"], 1, baselines=["gcn"])
+    assert units[-1] == [("baseline:gcn", 0)] and queue(units) == [1, 0, 2, 3]  # the baselines, which only train, last
+
+
+def test_a_unit_is_claimed_once(tmp_path):
+    from snas_fast.compare import claim
+
+    assert claim(str(tmp_path), 3) and not claim(str(tmp_path), 3) and claim(str(tmp_path), 4)
 
 
 @pytest.mark.slow  # an end-to-end run of several epochs
@@ -239,7 +248,8 @@ def test_snas_pt_refuses_a_supernet_searched_otherwise(tmp_path):
 
 @pytest.mark.slow  # torchrun processes
 def test_compare_under_torchrun_shares_the_cells_out(tmp_path):
-    """Two ranks: each runs whole cells alone and writes them; rank 0 writes the leaderboard of all."""
+    """Two ranks take the cells from one queue: each runs whole cells alone and writes them, every cell once; rank 0
+    writes the leaderboard of all and removes the claims."""
     import subprocess
     import sys
 
@@ -255,7 +265,7 @@ def test_compare_under_torchrun_shares_the_cells_out(tmp_path):
     rows = list(csv_rows(out / "leaderboard.csv"))
     assert [(r["strategy"], r["seed"]) for r in rows] == [("naswot", "0"), ("naswot", "1"), ("random", "0"),
                                                           ("random", "1")]
-    assert len(list((out / "cells").glob("*.json"))) == 4
+    assert len(list((out / "cells").glob("*.json"))) == 4 and len(ran) == 4 and not (out / "claims").exists()
 
 
 # -- rank ----------------------------------------------------------------------------------------------------------
