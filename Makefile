@@ -240,7 +240,7 @@ bench-check: build
 .venv-cuda/.deps:
 	$(PYTHON) -m venv .venv-cuda
 	.venv-cuda/bin/pip install -q --upgrade "setuptools>=70" wheel
-	.venv-cuda/bin/pip install -q $(TORCH_CUDA) numpy ninja
+	.venv-cuda/bin/pip install -q --no-compile $(TORCH_CUDA) numpy ninja  # no .pyc: it only compiles and loads once
 	touch $@
 
 cuda-check: .venv-cuda/.deps

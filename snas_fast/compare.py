@@ -59,8 +59,8 @@ from .search.registry import get_strategy, strategy_names
 from .search.snas import TRICKS
 from .spaces.darts.networks import count_flops
 
-__all__ = ["CompareConfig", "CompareError", "compare", "matrix", "plan", "retrain_row", "retrain_table", "run_cell",
-           "run_units", "queue"]
+__all__ = ["CompareConfig", "CompareError", "claim", "compare", "matrix", "plan", "queue", "retrain_row",
+           "retrain_table", "run_cell", "run_units"]
 
 FIELDS = ["strategy", "seed", "test_acc", "params", "flops", "search_s", "score", "genotype", "percentile"]
 #: the label prefix of a baseline's rows (``--baselines``): trained, not searched
