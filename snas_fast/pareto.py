@@ -2,9 +2,10 @@
 its reward's accuracy weight ``a``) and random sampling, every architecture retrained with one recipe.
 
 Each setting is a cell of :func:`snas_fast.compare.run_units` (``<method>@<setting>``: its own run directories,
-kept, ``--resume``, taken from one queue by torchrun's ranks); a random point is a genotype drawn uniformly and retrained. The cost
-of an architecture is its ``objective`` (params, FLOPs, MAC of its edges, or latency predicted by a measured table)
-in the search network (``search_channels``, ``search_layers``): the units SNAS's penalty and MONAS's reward see.
+kept, ``--resume``, taken from one queue by torchrun's ranks); a random point is a genotype drawn uniformly and
+retrained. The cost of an architecture is its ``objective`` (params, FLOPs, MAC of its edges, or latency predicted
+by a measured table) in the search network (``search_channels``, ``search_layers``): the units SNAS's penalty and
+MONAS's reward see.
 Written to ``out``:
 
     pareto.csv   method, setting, seed, test accuracy, cost, on_front (of its method), params, FLOPs, genotype
